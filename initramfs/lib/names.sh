@@ -1,0 +1,30 @@
+# shellcheck shell=sh
+# Names and paths shared with the cairn runtime (src/names.ts).
+# A unit test checks that both files agree: change them together.
+
+CAIRN_ROOTFS=rootfs.squashfs
+CAIRN_FIRMWARE=firmware.squashfs
+CAIRN_NEWEST=upperfs.squashfs
+CAIRN_BACKUP=upperfs-backup.squashfs
+CAIRN_GENERATION_PREFIX=upperfs-gen-
+CAIRN_STATE_SUFFIX=.squashfs
+CAIRN_TEMP=upperfs.squashfs.tmp
+CAIRN_BACKUP_NEXT=upperfs-backup.squashfs.next
+CAIRN_SAVE_LOCK=.cairn-save.lock
+CAIRN_SAVE_LOCK_OWNER=.cairn-save.owner
+CAIRN_USER_DIR=user
+CAIRN_SWAPFILE=swapfile
+
+CAIRN_LABEL_DATA=cairn-data
+CAIRN_LABEL_ESP=CAIRN-ESP
+
+CAIRN_RUN_DIR=/run/cairn
+CAIRN_BOOT_RECORD=/run/cairn/boot
+CAIRN_UPPER_MOUNT=/run/cairn/rw
+CAIRN_UPPER_DIR=/run/cairn/rw/upper
+CAIRN_WORK_DIR=/run/cairn/rw/work
+CAIRN_LOWER_DIR=/run/cairn/lower
+CAIRN_DATA_DIR=/persist
+
+CAIRN_SEAL_SIZE=4096
+CAIRN_SEAL_MAGIC='cairn-state 1'

@@ -1,0 +1,60 @@
+import { readFile } from 'node:fs/promises';
+import { UsageError } from './lib/errors.js';
+
+/** How this session booted, as the initramfs wrote it (docs/state-format.md). */
+export interface BootRecord {
+  requested: string;
+  /** `default`, `backup`, `gen-<n>` or `clean`. */
+  used: string;
+  /** The seal id of the state unpacked; empty after a clean boot. */
+  stateId: string;
+  fallback: string;
+  upper: string;
+  upperSize: number | undefined;
+  kernel: string;
+  session: string;
+}
+
+export function parseBootRecord(text: string, source: string): BootRecord {
+  const map = new Map<string, string>();
+  for (const line of text.split('\n')) {
+    const eq = line.indexOf('=');
+    if (eq > 0) map.set(line.slice(0, eq).trim(), line.slice(eq + 1).trim());
+  }
+  const used = map.get('used');
+  if (!used || !/^(default|backup|clean|gen-[1-9][0-9]*)$/.test(used)) {
+    throw new UsageError(`${source} is not a cairn boot record: "used" is ${used ? `"${used}"` : 'missing'}`);
+  }
+  const size = Number(map.get('upper_size'));
+  return {
+    requested: map.get('requested') ?? used,
+    used,
+    stateId: map.get('state_id') ?? '',
+    fallback: map.get('fallback') ?? '',
+    upper: map.get('upper') ?? '',
+    upperSize: Number.isFinite(size) && size > 0 ? size : undefined,
+    kernel: map.get('kernel') ?? '',
+    session: map.get('session') ?? '',
+  };
+}
+
+/** The record, or undefined outside a booted cairn system. */
+export async function readBootRecord(path: string): Promise<BootRecord | undefined> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    throw e;
+  }
+  return parseBootRecord(text, path);
+}
+
+/** The kernel's id for this boot: states saved in it carry it. */
+export async function currentSession(): Promise<string> {
+  try {
+    return (await readFile('/proc/sys/kernel/random/boot_id', 'utf8')).trim();
+  } catch {
+    return '';
+  }
+}

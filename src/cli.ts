@@ -1,0 +1,46 @@
+import { Command } from 'commander';
+import { saveCommand } from './commands/save.js';
+import { statusCommand } from './commands/status.js';
+import { verifyCommand } from './commands/verify.js';
+import { CairnError } from './lib/errors.js';
+import { log, setLogLevel } from './lib/log.js';
+
+const VERSION = '0.1.0';
+
+export function buildProgram(): Command {
+  const program = new Command('cairn')
+    .description('cairn: a RAM-resident Linux system whose changes are saved to the stick it boots from')
+    .version(VERSION)
+    .option('--config <file>', 'read settings from this file instead of /etc/cairn/cairn.conf')
+    .option('--debug', 'log every step and command to stderr')
+    .showHelpAfterError()
+    .hook('preAction', (cmd) => {
+      if (cmd.opts<{ debug?: boolean }>().debug) setLogLevel('debug');
+    });
+  const global = () => program.opts<{ config?: string }>();
+  program.addCommand(saveCommand(global));
+  program.addCommand(statusCommand(global));
+  program.addCommand(verifyCommand());
+  return program;
+}
+
+/** The only place that turns errors into messages and exit statuses. */
+export function handleError(e: unknown): number {
+  if (e instanceof CairnError) {
+    process.stderr.write(`cairn: ${e.message}\n`);
+    if (e.hint) process.stderr.write(`hint: ${e.hint}\n`);
+    log.debug({ err: e }, 'failed');
+    return e.exitCode;
+  }
+  process.stderr.write(`cairn: internal error: ${(e as Error)?.stack ?? String(e)}\n`);
+  return 70; // EX_SOFTWARE
+}
+
+export async function main(argv: string[]): Promise<number> {
+  try {
+    await buildProgram().parseAsync(argv);
+    return 0;
+  } catch (e) {
+    return handleError(e);
+  }
+}

@@ -1,0 +1,59 @@
+import { Command } from 'commander';
+import { resolveContext, type GlobalOptions } from '../context.js';
+import { UsageError } from '../lib/errors.js';
+import { formatBytes, formatSeconds } from '../lib/format.js';
+import { runSave, type SaveReport } from '../save/pipeline.js';
+import { confirm, terminalProgress } from '../ui/progress.js';
+
+interface SaveFlags {
+  upper?: string;
+  data?: string;
+  bootRecord?: string;
+  yes?: boolean;
+  json?: boolean;
+  wait?: string;
+}
+
+export function saveCommand(global: () => GlobalOptions): Command {
+  return new Command('save')
+    .description('squash the changes of this session into upperfs.squashfs, verify it, and keep the previous state as the backup')
+    .option('--upper <dir>', 'the upper layer to save (default: the running system\'s)')
+    .option('--data <dir>', 'the data partition to save to (default: the running system\'s)')
+    .option('--boot-record <file>', 'act as if this session booted as the given boot record says')
+    .option('-y, --yes', 'save even though this session booted clean')
+    .option('--wait <seconds>', 'how long to wait for another save to finish (default: lock_wait in the config)')
+    .option('--json', 'print the result as JSON')
+    .action(async (flags: SaveFlags) => {
+      const ctx = await resolveContext(global(), flags, { upper: true });
+      if (flags.wait !== undefined) {
+        if (!/^[0-9]+$/.test(flags.wait)) throw new UsageError(`--wait "${flags.wait}" is not a number of seconds`);
+        ctx.config.lockWait = Number(flags.wait);
+      }
+      const progress = terminalProgress(!flags.json);
+      try {
+        const report = await runSave({
+          ...ctx,
+          confirmCleanSave: async () =>
+            flags.yes === true || (await confirm('This session booted clean. Save it as the newest state?')),
+          onPhase: (phase) => progress.phase(phase),
+          onProgress: (phase, f) => progress.fraction(phase, f),
+          onWaitForLock: (holder) => process.stderr.write(`waiting for another save to finish (${holder})\n`),
+        });
+        progress.done();
+        process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : summary(report));
+      } finally {
+        progress.done();
+      }
+    });
+}
+
+function summary(r: SaveReport): string {
+  const lines = [
+    `saved ${formatBytes(r.bytes)} (${r.files} files, ${formatBytes(r.upperBytes)} before compression) in ${formatSeconds(r.seconds)} to ${r.image}`,
+  ];
+  if (r.bootedFrom) lines.push(`backup: the state this session came from (${r.bootedFrom})`);
+  for (const k of r.kept) lines.push(`kept ${k.state} as ${k.as}`);
+  for (const p of r.pruned) lines.push(`removed ${p} (more older states than configured)`);
+  for (const w of r.warnings) lines.push(`warning: ${w}`);
+  return `${lines.join('\n')}\n`;
+}

@@ -1,0 +1,119 @@
+import { readFile } from 'node:fs/promises';
+import { UsageError } from './lib/errors.js';
+import { RUNTIME } from './names.js';
+import { DEFAULT_EXCLUDES, compileExcludes } from './save/exclude.js';
+
+/**
+ * /etc/cairn/cairn.conf: `key=value` lines, `#` comments. sh-compatible on
+ * purpose, so boot scripts can read it with `grep` too. Flags override it.
+ */
+export interface Config {
+  upperDir: string;
+  dataDir: string;
+  /** Older states kept beside the newest and the backup (at least 1). */
+  generations: number;
+  compression: 'zstd' | 'gzip' | 'xz' | 'lz4' | 'lzo';
+  /** Compressor level; undefined leaves mksquashfs's default. */
+  compressionLevel?: number;
+  /** Memory mksquashfs may use, as it takes it (`256M`): RAM is what holds the system. */
+  mksquashfsMem: string;
+  excludes: string[];
+  /** Seconds a save waits for another save to finish. */
+  lockWait: number;
+}
+
+export const DEFAULTS: Config = {
+  upperDir: RUNTIME.upperDir,
+  dataDir: RUNTIME.dataDir,
+  generations: 2,
+  compression: 'zstd',
+  compressionLevel: 3,
+  mksquashfsMem: '256M',
+  excludes: [...DEFAULT_EXCLUDES],
+  lockWait: 120,
+};
+
+const COMPRESSORS = ['zstd', 'gzip', 'xz', 'lz4', 'lzo'] as const;
+
+export function parseConfig(text: string, source: string): Config {
+  const config: Config = { ...DEFAULTS, excludes: [...DEFAULTS.excludes] };
+  let excludesReset = false;
+  text.split('\n').forEach((raw, i) => {
+    const line = raw.trim();
+    if (!line || line.startsWith('#')) return;
+    const where = `${source}:${i + 1}`;
+    const eq = line.indexOf('=');
+    if (eq <= 0) throw new UsageError(`${where}: expected key=value, found "${line}"`);
+    const key = line.slice(0, eq).trim();
+    const value = line.slice(eq + 1).trim().replace(/^"(.*)"$/, '$1');
+    switch (key) {
+      case 'upper_dir':
+        config.upperDir = absolute(value, where);
+        break;
+      case 'data_dir':
+        config.dataDir = absolute(value, where);
+        break;
+      case 'generations':
+        config.generations = integer(value, where, 1, 100);
+        break;
+      case 'compression':
+        if (!(COMPRESSORS as readonly string[]).includes(value)) {
+          throw new UsageError(`${where}: compression "${value}" is not one of ${COMPRESSORS.join(', ')}`);
+        }
+        config.compression = value as Config['compression'];
+        break;
+      case 'compression_level':
+        config.compressionLevel = value === '' ? undefined : integer(value, where, 1, 22);
+        break;
+      case 'mksquashfs_mem':
+        if (!/^[0-9]+[KMG]?$/.test(value)) throw new UsageError(`${where}: mksquashfs_mem "${value}" is not a size like 256M`);
+        config.mksquashfsMem = value;
+        break;
+      case 'exclude':
+        // The first exclude line replaces the defaults, so a user can drop one.
+        if (!excludesReset) config.excludes = [];
+        excludesReset = true;
+        if (value) config.excludes.push(value);
+        break;
+      case 'exclude_add':
+        config.excludes.push(value);
+        break;
+      case 'lock_wait':
+        config.lockWait = integer(value, where, 0, 86_400);
+        break;
+      default:
+        throw new UsageError(`${where}: unknown setting "${key}"`);
+    }
+  });
+  try {
+    compileExcludes(config.excludes);
+  } catch (e) {
+    throw new UsageError(`${source}: ${(e as Error).message}`);
+  }
+  return config;
+}
+
+/** Reads the config file; a missing file means the defaults. */
+export async function loadConfig(path: string = RUNTIME.config, required = false): Promise<Config> {
+  let text: string;
+  try {
+    text = await readFile(path, 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT' && !required) return { ...DEFAULTS, excludes: [...DEFAULTS.excludes] };
+    throw new UsageError(`cannot read config ${path}: ${(e as Error).message}`);
+  }
+  return parseConfig(text, path);
+}
+
+function integer(value: string, where: string, min: number, max: number): number {
+  const n = Number(value);
+  if (!/^[0-9]+$/.test(value) || n < min || n > max) {
+    throw new UsageError(`${where}: "${value}" must be a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+function absolute(value: string, where: string): string {
+  if (!value.startsWith('/')) throw new UsageError(`${where}: "${value}" must be an absolute path`);
+  return value;
+}

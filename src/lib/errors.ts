@@ -1,0 +1,113 @@
+import { formatBytes } from './format.js';
+
+/**
+ * cairn's errors. Each carries a stable `code`, the data a caller needs, and an
+ * exit status; only the CLI entry point turns them into messages and exits.
+ */
+export class CairnError extends Error {
+  readonly code: string = 'CAIRN_ERROR';
+  readonly exitCode: number = 1;
+  /** What the user can do about it, shown under the message. */
+  readonly hint?: string;
+
+  constructor(message: string, options?: { cause?: unknown; hint?: string }) {
+    super(message, options?.cause === undefined ? undefined : { cause: options.cause });
+    this.name = new.target.name;
+    this.hint = options?.hint;
+  }
+}
+
+/** Bad flags, config or arguments: nothing was done. */
+export class UsageError extends CairnError {
+  override readonly code = 'USAGE';
+  override readonly exitCode = 2;
+}
+
+export class ToolMissingError extends CairnError {
+  override readonly code = 'TOOL_MISSING';
+  constructor(readonly tool: string, hint: string) {
+    super(`${tool} was not found`, { hint });
+  }
+}
+
+export class CommandFailedError extends CairnError {
+  override readonly code = 'COMMAND_FAILED';
+  constructor(
+    readonly command: string,
+    readonly exitStatus: number | undefined,
+    readonly stderrTail: string,
+    options?: { cause?: unknown; hint?: string; timedOut?: boolean },
+  ) {
+    const how = options?.timedOut
+      ? 'timed out'
+      : exitStatus === undefined
+        ? 'was killed'
+        : `exited with status ${exitStatus}`;
+    super(`${command} ${how}${stderrTail ? `: ${stderrTail}` : ''}`, options);
+  }
+}
+
+export class PathError extends CairnError {
+  override readonly code = 'BAD_PATH';
+  constructor(readonly path: string, readonly problem: string, hint?: string) {
+    super(`${path}: ${problem}`, { hint });
+  }
+}
+
+export class NoSpaceError extends CairnError {
+  override readonly code = 'NO_SPACE';
+  constructor(
+    readonly dataDir: string,
+    readonly available: number,
+    /** The upper layer's size before compression: the most a state can need. */
+    readonly upperBytes: number,
+  ) {
+    super(
+      `not enough space on ${dataDir}: ${formatBytes(available)} is free and the new state needs more ` +
+        `(the upper layer holds ${formatBytes(upperBytes)} before compression)`,
+      {
+        hint:
+          `free up to ${formatBytes(Math.max(0, upperBytes - available))} on the data partition ` +
+          '(older states, files in user/), or exclude large files from saving in /etc/cairn/cairn.conf',
+      },
+    );
+  }
+}
+
+export class VerifyMismatchError extends CairnError {
+  override readonly code = 'VERIFY_MISMATCH';
+  constructor(
+    readonly image: string,
+    readonly differences: readonly { path: string; what: string; expected: string; actual: string }[],
+    hint?: string,
+  ) {
+    const first = differences
+      .slice(0, 5)
+      .map((d) => `  ${d.path}: ${d.what} is ${d.actual}, expected ${d.expected}`)
+      .join('\n');
+    super(`the new image does not match the upper layer (${differences.length} difference(s)):\n${first}`, { hint });
+  }
+}
+
+export class IntegrityError extends CairnError {
+  override readonly code = 'INTEGRITY';
+  constructor(readonly image: string, readonly problem: string) {
+    super(`${image}: ${problem}`);
+  }
+}
+
+export class LockBusyError extends CairnError {
+  override readonly code = 'LOCKED';
+  override readonly exitCode = 75; // EX_TEMPFAIL: try again later
+  constructor(readonly lockPath: string, readonly holder: string) {
+    super(`another save is running (${holder})`, {
+      hint: 'wait for it to finish, or pass --wait SECONDS to wait for it',
+    });
+  }
+}
+
+/** The user declined, or a clean boot's save was not confirmed. */
+export class RefusedError extends CairnError {
+  override readonly code = 'REFUSED';
+  override readonly exitCode = 3;
+}

@@ -1,0 +1,91 @@
+import { execa } from 'execa';
+import { existsSync } from 'node:fs';
+import { CommandFailedError, ToolMissingError } from './errors.js';
+import { log } from './log.js';
+
+/** What to tell a user who lacks a tool: the package that brings it. */
+const TOOL_HINTS: Record<string, string> = {
+  mksquashfs: 'install squashfs-tools (apk add squashfs-tools / apt-get install squashfs-tools)',
+  unsquashfs: 'install squashfs-tools (apk add squashfs-tools / apt-get install squashfs-tools)',
+  getfattr: 'install attr (apk add attr / apt-get install attr)',
+  losetup: 'install util-linux (apk add losetup / apt-get install mount)',
+  mount: 'install util-linux (apk add util-linux / apt-get install mount)',
+  umount: 'install util-linux (apk add util-linux / apt-get install mount)',
+};
+
+export interface RunOptions {
+  /** Milliseconds before the command is killed; every call says how long it may take. */
+  timeoutMs: number;
+  cwd?: string;
+  env?: Record<string, string>;
+  input?: string;
+  /** Called with each line the command prints on stdout, as it prints it. */
+  onStdoutLine?: (line: string) => void;
+  /** Exit statuses that are answers rather than failures (e.g. 1 for "not found"). */
+  okExitCodes?: readonly number[];
+  /**
+   * Kill the command when cairn dies, even by SIGKILL: a long mksquashfs must
+   * not go on writing after the save that started it is gone.
+   */
+  dieWithParent?: boolean;
+  hint?: string;
+}
+
+export interface RunResult {
+  stdout: string;
+  stderr: string;
+  exitCode: number;
+}
+
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv'].find((p) => existsSync(p));
+
+/** Runs one program with an argv array (never a shell string), logged at debug level. */
+export async function run(file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
+  const [cmd, argv] =
+    options.dieWithParent && SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, [...args]];
+  const started = Date.now();
+  log.debug({ argv: [file, ...args] }, 'run');
+  const child = execa(cmd, argv, {
+    reject: false,
+    timeout: options.timeoutMs,
+    cwd: options.cwd,
+    env: options.env,
+    input: options.input,
+    stripFinalNewline: true,
+    // A user's locale must not change the messages cairn parses.
+    extendEnv: true,
+    ...(options.input === undefined ? { stdin: 'ignore' as const } : {}),
+  });
+  if (options.onStdoutLine) {
+    const onLine = options.onStdoutLine;
+    let pending = '';
+    child.stdout?.on('data', (chunk: Buffer) => {
+      // Progress bars redraw with \r: treat it as a line end too.
+      const parts = (pending + chunk.toString('utf8')).split(/[\r\n]/);
+      pending = parts.pop() ?? '';
+      for (const p of parts) if (p) onLine(p);
+    });
+  }
+  const result = await child;
+  const stdout = String(result.stdout ?? '');
+  const stderr = String(result.stderr ?? '');
+  log.debug({ argv: [file, ...args], exitCode: result.exitCode, ms: Date.now() - started }, 'ran');
+
+  const spawnCode = (result as { code?: string }).code;
+  if (spawnCode === 'ENOENT' || (SETPRIV && options.dieWithParent && result.exitCode === 127 && /No such file/.test(stderr))) {
+    throw new ToolMissingError(file, options.hint ?? TOOL_HINTS[file] ?? `install ${file}`);
+  }
+  const exitCode = result.exitCode;
+  if (result.timedOut || exitCode === undefined || (exitCode !== 0 && !options.okExitCodes?.includes(exitCode))) {
+    throw new CommandFailedError([file, ...args].join(' '), exitCode, tail(stderr || stdout), {
+      timedOut: result.timedOut,
+      hint: options.hint,
+    });
+  }
+  return { stdout, stderr, exitCode };
+}
+
+/** The last few lines of a command's output: what a user needs to see of a failure. */
+function tail(text: string, lines = 4): string {
+  return text.trim().split('\n').slice(-lines).join('\n').slice(-800);
+}

@@ -1,0 +1,72 @@
+/**
+ * Every name and path that more than one part of cairn agrees on.
+ *
+ * The initramfs reads the same names from initramfs/lib/names.sh; a unit test
+ * checks that the two files agree, so change both together.
+ */
+
+/** Files on the data partition (relative to its mount point). */
+export const DATA = {
+  rootfs: 'rootfs.squashfs',
+  firmware: 'firmware.squashfs',
+  newest: 'upperfs.squashfs',
+  backup: 'upperfs-backup.squashfs',
+  /** Older generations: upperfs-gen-<n>.squashfs, n grows with each one kept. */
+  generationPrefix: 'upperfs-gen-',
+  stateSuffix: '.squashfs',
+  /** The image being written by a save; never booted, removed when left over. */
+  temp: 'upperfs.squashfs.tmp',
+  /** A second name for the state about to become the backup, renamed over it. */
+  backupNext: 'upperfs-backup.squashfs.next',
+  /** The save lock: a directory proper-lockfile makes and removes. */
+  saveLock: '.cairn-save.lock',
+  /** Who holds the save lock: pid, boot session and start time. */
+  saveLockOwner: '.cairn-save.owner',
+  userDir: 'user',
+  swapfile: 'swapfile',
+} as const;
+
+export function modulesImage(kernelVersion: string): string {
+  return `modules-${kernelVersion}.squashfs`;
+}
+
+export function generationName(n: number): string {
+  return `${DATA.generationPrefix}${n}${DATA.stateSuffix}`;
+}
+
+/** The number of an older generation's file, or undefined for any other name. */
+export function generationNumber(name: string): number | undefined {
+  const m = /^upperfs-gen-([1-9][0-9]*)\.squashfs$/.exec(name);
+  return m ? Number(m[1]) : undefined;
+}
+
+/** Labels the image builder gives the partitions and the initramfs looks for. */
+export const LABELS = {
+  data: 'cairn-data',
+  esp: 'CAIRN-ESP',
+} as const;
+
+/** Paths in the running system, as the initramfs leaves them. */
+export const RUNTIME = {
+  runDir: '/run/cairn',
+  bootRecord: '/run/cairn/boot',
+  /** The RAM upper layer's mount (zram or tmpfs). */
+  upperMount: '/run/cairn/rw',
+  /** overlayfs upperdir and workdir inside it. */
+  upperDir: '/run/cairn/rw/upper',
+  workDir: '/run/cairn/rw/work',
+  /** The read-only base image. */
+  lowerDir: '/run/cairn/lower',
+  /** The data partition. */
+  dataDir: '/persist',
+  config: '/etc/cairn/cairn.conf',
+} as const;
+
+/**
+ * The seal at the end of every state image: a text block of this many bytes
+ * after the squashfs image (squashfs ignores what follows its own end).
+ */
+export const SEAL = {
+  size: 4096,
+  magic: 'cairn-state 1',
+} as const;

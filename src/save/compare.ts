@@ -1,0 +1,183 @@
+import { open } from 'node:fs/promises';
+import { limiter } from '../lib/limit.js';
+import { displayPath, toFsPath, walkTree, type Entry, type Walk } from './tree.js';
+import { readXattrs } from './xattrs.js';
+
+export interface Difference {
+  path: string;
+  what: string;
+  expected: string;
+  actual: string;
+  /** The path changed after the save began: a retry will likely succeed. */
+  changedDuringSave: boolean;
+}
+
+export interface CompareResult {
+  differences: Difference[];
+  /** Entries compared, the root included. */
+  entries: number;
+  bytesCompared: number;
+}
+
+export interface CompareOptions {
+  /** The upper layer as walked with the exclude list applied. */
+  upper: Walk;
+  upperRoot: string;
+  imageRoot: string;
+  /** When the save began (ms since the epoch): later changes are reported as such. */
+  since: number;
+  /** Stop comparing contents once this many differences are known. */
+  maxDifferences?: number;
+  onProgress?: (bytesDone: number) => void;
+}
+
+const octal = (n: number) => `0${n.toString(8)}`;
+const devName = (rdev: number) => `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}`;
+
+/**
+ * Compares a mounted image with the upper layer it was made from: every path,
+ * type, mode, owner, size, link target, device number, hard-link group,
+ * xattr, and the contents of every regular file.
+ */
+export async function compareTrees(options: CompareOptions): Promise<CompareResult> {
+  const { upper, upperRoot, imageRoot, since } = options;
+  const max = options.maxDifferences ?? 50;
+  const image = await walkTree(imageRoot);
+  const differences: Difference[] = [];
+  const differ = (rel: string, what: string, expected: string, actual: string) => {
+    const u = upper.entries.get(rel);
+    differences.push({ path: displayPath(rel), what, expected, actual, changedDuringSave: (u?.ctimeMs ?? since) >= since });
+  };
+
+  for (const [rel, u] of upper.entries) {
+    const i = image.entries.get(rel);
+    if (!i) differ(rel, 'presence', 'present', 'missing from the image');
+    else compareEntry(rel, u, i, differ);
+  }
+  for (const rel of image.entries.keys()) {
+    if (!upper.entries.has(rel)) differ(rel, 'presence', 'absent', 'present in the image only');
+  }
+  compareLinkGroups(upper.entries, image.entries, differ);
+  await compareXattrs(upperRoot, imageRoot, upper.entries, differ);
+
+  const bytesCompared = differences.length < max ? await compareContents(options, image.entries, differ, max) : 0;
+  return { differences, entries: image.entries.size, bytesCompared };
+}
+
+type Differ = (rel: string, what: string, expected: string, actual: string) => void;
+
+function compareEntry(rel: string, u: Entry, i: Entry, differ: Differ): void {
+  if (u.type !== i.type) return differ(rel, 'type', u.type, i.type);
+  if (u.mode !== i.mode) differ(rel, 'mode', octal(u.mode), octal(i.mode));
+  if (u.uid !== i.uid || u.gid !== i.gid) differ(rel, 'owner', `${u.uid}:${u.gid}`, `${i.uid}:${i.gid}`);
+  if (u.type === 'file' && u.size !== i.size) differ(rel, 'size', String(u.size), String(i.size));
+  if (u.type === 'symlink' && u.target !== i.target) differ(rel, 'link target', u.target ?? '', i.target ?? '');
+  if ((u.type === 'char' || u.type === 'block') && u.rdev !== i.rdev) {
+    differ(rel, 'device number', devName(u.rdev), devName(i.rdev));
+  }
+}
+
+/** Paths that share an inode on one side must share one on the other. */
+function compareLinkGroups(upper: Map<string, Entry>, image: Map<string, Entry>, differ: Differ): void {
+  // Each linked path's partner: the first path seen with the same inode.
+  const partners = (entries: Map<string, Entry>) => {
+    const first = new Map<number, string>();
+    const partner = new Map<string, string>();
+    for (const [rel, e] of entries) {
+      if (e.type === 'dir' || e.nlink < 2) continue;
+      if (!first.has(e.ino)) first.set(e.ino, rel);
+      partner.set(rel, first.get(e.ino)!);
+    }
+    return partner;
+  };
+  const sameInode = (entries: Map<string, Entry>, x: string, y: string) =>
+    entries.get(x) !== undefined && entries.get(x)?.ino === entries.get(y)?.ino;
+  const inUpper = partners(upper);
+  const inImage = partners(image);
+  for (const [rel, partner] of inUpper) {
+    if (image.has(rel) && image.has(partner) && !sameInode(image, rel, partner)) {
+      differ(rel, 'hard links', `linked with ${displayPath(partner)}`, 'not linked in the image');
+    }
+  }
+  for (const [rel, partner] of inImage) {
+    if (upper.has(rel) && upper.has(partner) && !sameInode(upper, rel, partner)) {
+      differ(rel, 'hard links', 'not linked', `linked with ${displayPath(partner)} in the image`);
+    }
+  }
+}
+
+async function compareXattrs(upperRoot: string, imageRoot: string, upper: Map<string, Entry>, differ: Differ): Promise<void> {
+  const [u, i] = await Promise.all([readXattrs(upperRoot), readXattrs(imageRoot)]);
+  const show = (m?: Map<string, string>) => (m && m.size ? [...m].map(([k, v]) => `${k}=${v}`).sort().join(' ') : '(none)');
+  for (const rel of new Set([...u.keys(), ...i.keys()])) {
+    if (!upper.has(rel)) continue; // excluded from the save
+    const a = show(u.get(rel));
+    const b = show(i.get(rel));
+    if (a !== b) differ(rel, 'xattrs', a, b);
+  }
+}
+
+async function compareContents(
+  options: CompareOptions,
+  image: Map<string, Entry>,
+  differ: Differ,
+  max: number,
+): Promise<number> {
+  const { upper, upperRoot, imageRoot } = options;
+  const seenInodes = new Set<number>();
+  const jobs: string[] = [];
+  for (const [rel, u] of upper.entries) {
+    const i = image.get(rel);
+    if (u.type !== 'file' || i?.type !== 'file' || u.size !== i.size || u.size === 0) continue;
+    if (u.nlink > 1) {
+      if (seenInodes.has(u.ino)) continue;
+      seenInodes.add(u.ino);
+    }
+    jobs.push(rel);
+  }
+  // Two readers per core keeps the kernel's squashfs decompression busy.
+  const slot = limiter(4);
+  let done = 0;
+  let failures = 0;
+  await Promise.all(
+    jobs.map((rel) =>
+      slot(async () => {
+        if (failures >= max) return;
+        const offset = await firstDifference(toFsPath(upperRoot, rel), toFsPath(imageRoot, rel), (n) => {
+          done += n;
+          options.onProgress?.(done);
+        });
+        if (offset !== undefined) {
+          failures++;
+          differ(rel, 'contents', 'the same bytes', `different bytes from offset ${offset}`);
+        }
+      }),
+    ),
+  );
+  return done;
+}
+
+const CHUNK = 1 << 20;
+
+/** Offset of the first differing byte of two files, or undefined if equal. */
+async function firstDifference(a: Buffer, b: Buffer, progress: (n: number) => void): Promise<number | undefined> {
+  const [fa, fb] = await Promise.all([open(a, 'r'), open(b, 'r')]);
+  const ba = Buffer.allocUnsafe(CHUNK);
+  const bb = Buffer.allocUnsafe(CHUNK);
+  try {
+    for (let pos = 0; ; ) {
+      const [ra, rb] = await Promise.all([fa.read(ba, 0, CHUNK, pos), fb.read(bb, 0, CHUNK, pos)]);
+      if (ra.bytesRead !== rb.bytesRead) return pos + Math.min(ra.bytesRead, rb.bytesRead);
+      if (ra.bytesRead === 0) return undefined;
+      if (!ba.subarray(0, ra.bytesRead).equals(bb.subarray(0, rb.bytesRead))) {
+        let k = 0;
+        while (ba[k] === bb[k]) k++;
+        return pos + k;
+      }
+      pos += ra.bytesRead;
+      progress(ra.bytesRead);
+    }
+  } finally {
+    await Promise.all([fa.close(), fb.close()]);
+  }
+}

@@ -1,0 +1,348 @@
+import { randomUUID } from 'node:crypto';
+import { access, constants, realpath, rm, stat, statfs } from 'node:fs/promises';
+import { join, sep } from 'node:path';
+import type { BootRecord } from '../bootRecord.js';
+import type { Config } from '../config.js';
+import { appendDurably, fsyncFile } from '../lib/durable.js';
+import { IntegrityError, NoSpaceError, PathError, RefusedError, VerifyMismatchError } from '../lib/errors.js';
+import { log } from '../lib/log.js';
+import { detachLoop, loopUsesDirectIo, mountsOf, unmount, withLoopDevice, withMount, withTempDir } from '../lib/resources.js';
+import { run } from '../lib/run.js';
+import { DATA } from '../names.js';
+import { encodeSeal, readSeal, sha256Of } from '../state/seal.js';
+import { listStates, type StateFile } from '../state/states.js';
+import { compareTrees } from './compare.js';
+import { compileExcludes } from './exclude.js';
+import { withSaveLock } from './lock.js';
+import { applyOp, planRotation, resolveFrom, type RotationPlan } from './rotate.js';
+import { squash } from './squash.js';
+import { walkTree, type Walk } from './tree.js';
+
+export type SavePhase = 'locking' | 'preparing' | 'squashing' | 'verifying' | 'sealing' | 'rotating' | 'done';
+
+export interface SaveOptions {
+  upperDir: string;
+  dataDir: string;
+  /** How this session booted; undefined outside a booted system. */
+  bootRecord: BootRecord | undefined;
+  /** This boot's id (kernel boot_id). */
+  session: string;
+  config: Config;
+  /** Asked only when the session booted clean, where saving is a deliberate act. */
+  confirmCleanSave: () => Promise<boolean>;
+  onPhase?: (phase: SavePhase) => void;
+  /** Progress of the current phase, 0 to 1. */
+  onProgress?: (phase: SavePhase, fraction: number) => void;
+  onWaitForLock?: (holder: string) => void;
+  /**
+   * Run only the first n steps, then return as a crash would leave things
+   * (the lock is released, nothing is cleaned up). For crash-safety tests.
+   */
+  stopAfterSteps?: number;
+}
+
+export interface SaveReport {
+  image: string;
+  bytes: number;
+  files: number;
+  upperBytes: number;
+  seconds: number;
+  phaseSeconds: Partial<Record<SavePhase, number>>;
+  /** The state this session came from, as a boot name of the time before the save. */
+  bootedFrom: string | undefined;
+  backup: string | undefined;
+  kept: { state: string; as: string }[];
+  pruned: string[];
+  dropped: { state: string; reason: string }[];
+  warnings: string[];
+  /** Steps run; less than stepsTotal only when stopAfterSteps cut the save short. */
+  stepsRun: number;
+  stepsTotal: number;
+}
+
+/** One named, crash-safe step of a save. Steps run in order; a crash may stop between any two. */
+interface Step {
+  name: string;
+  phase: SavePhase;
+  run: () => Promise<void>;
+}
+
+/**
+ * DESIGN.md "Save", steps 1 to 7. Each step leaves the data partition in a
+ * state from which the previous saved states boot, so a crash between any two
+ * loses at most the save in progress.
+ */
+export async function runSave(options: SaveOptions): Promise<SaveReport> {
+  const started = Date.now();
+  const { config, dataDir, upperDir } = options;
+  await checkDirs(upperDir, dataDir);
+  if (options.bootRecord?.used === 'clean' && !(await options.confirmCleanSave())) {
+    throw new RefusedError('this session booted clean: nothing is saved unless you confirm', {
+      hint: 'run `cairn save --yes` to save this session as the newest state anyway',
+    });
+  }
+
+  options.onPhase?.('locking');
+  return withSaveLock(
+    dataDir,
+    { waitSeconds: config.lockWait, session: options.session, onWait: options.onWaitForLock },
+    async (lock) => {
+      const temp = join(dataDir, DATA.temp);
+      const matcher = compileExcludes(config.excludes);
+      const warnings: string[] = [];
+      const phaseSeconds: SaveReport['phaseSeconds'] = {};
+      let upperWalk: Walk | undefined;
+      let statesBefore: StateFile[] = [];
+      let from: StateFile | undefined;
+      let imageBytes = 0;
+      let files = 0;
+      let plan: RotationPlan | undefined;
+
+      const steps: Step[] = [
+        {
+          name: 'remove what an interrupted save left, check free space',
+          phase: 'preparing',
+          run: async () => {
+            await removeLeftovers(dataDir);
+            statesBefore = await listStates(dataDir);
+            from = resolveFrom(statesBefore, options.bootRecord?.used === 'clean' ? undefined : options.bootRecord?.stateId);
+            upperWalk = await walkTree(upperDir, matcher);
+            await checkFreeSpace(dataDir, upperBytes(upperWalk));
+          },
+        },
+        {
+          name: 'squash the upper layer into the temp image and fsync it',
+          phase: 'squashing',
+          run: async () => {
+            await withTempDir('cairn-save-', async (tmp) => {
+              await squash(
+                {
+                  upperDir,
+                  output: temp,
+                  excludes: config.excludes,
+                  excludeFile: join(tmp, 'exclude'),
+                  config,
+                  upperBytes: upperBytes(upperWalk!),
+                  onProgress: (f) => options.onProgress?.('squashing', f),
+                },
+                () => freeBytes(dataDir),
+              );
+            });
+            // Durable before it is read back: what verification reads is what the stick keeps.
+            await fsyncFile(temp);
+            imageBytes = (await stat(temp)).size;
+          },
+        },
+        {
+          name: 'read the image back from the device and compare it with the upper layer',
+          phase: 'verifying',
+          run: async () => {
+            const result = await verifyAgainstUpper(temp, imageBytes, upperDir, matcher, started, (f) =>
+              options.onProgress?.('verifying', f),
+            );
+            files = result.files;
+            sha256 = result.sha256;
+            if (!result.directIo) {
+              warnings.push('the data partition does not allow direct I/O: the image was read back through the page cache');
+            }
+          },
+        },
+        {
+          name: 'seal the image with its checksum and fsync it',
+          phase: 'sealing',
+          run: async () => {
+            const seal = {
+              size: imageBytes,
+              sha256,
+              id: randomUUID(),
+              parent: from?.check.seal?.id ?? '',
+              session: options.session,
+              created: Math.floor(Date.now() / 1000),
+              files,
+            };
+            await appendDurably(temp, encodeSeal(seal));
+            const back = await readSeal(temp);
+            if (!back.ok || back.seal.sha256 !== sha256) {
+              throw new IntegrityError(temp, `the seal did not read back: ${back.ok ? 'checksum differs' : back.problem}`);
+            }
+            plan = planRotation({
+              states: await listStates(dataDir),
+              fromId: from?.check.seal?.id,
+              session: options.bootRecord ? options.session : undefined,
+              generations: config.generations,
+            });
+            steps.push(
+              ...plan.ops.map((op) => ({
+                name: op.why,
+                phase: 'rotating' as const,
+                run: async () => {
+                  if (!lock.intact()) throw new IntegrityError(dataDir, 'the save lock was lost; stopping before rotation');
+                  log.info({ op }, 'rotate');
+                  await applyOp(dataDir, op);
+                },
+              })),
+            );
+          },
+        },
+      ];
+      let sha256 = '';
+
+      let stepsRun = 0;
+      try {
+        for (let i = 0; i < steps.length; i++) {
+          if (options.stopAfterSteps !== undefined && stepsRun >= options.stopAfterSteps) {
+            return report(false);
+          }
+          const step = steps[i]!;
+          const t = Date.now();
+          options.onPhase?.(step.phase);
+          log.debug({ step: step.name }, 'save step');
+          await step.run();
+          phaseSeconds[step.phase] = (phaseSeconds[step.phase] ?? 0) + (Date.now() - t) / 1000;
+          stepsRun++;
+        }
+      } catch (e) {
+        // The previous states are untouched until rotation, and rotation
+        // never leaves them invalid; the temp image is only litter.
+        if (!plan || stepsRun < steps.length - plan.ops.length) await rm(temp, { force: true });
+        throw e;
+      }
+      options.onPhase?.('done');
+      return report(true);
+
+      function report(complete: boolean): SaveReport {
+        return {
+          image: join(dataDir, DATA.newest),
+          bytes: imageBytes,
+          files,
+          upperBytes: upperWalk ? upperBytes(upperWalk) : 0,
+          seconds: (Date.now() - started) / 1000,
+          phaseSeconds,
+          bootedFrom: from?.name,
+          backup: complete ? (plan?.backup ? DATA.backup : undefined) : undefined,
+          kept: plan?.kept.map((k) => ({ state: k.state.name, as: k.as })) ?? [],
+          pruned: plan?.pruned.map((p) => p.name) ?? [],
+          dropped: plan?.dropped.map((d) => ({ state: d.state.name, reason: d.reason })) ?? [],
+          warnings,
+          stepsRun,
+          stepsTotal: steps.length,
+        };
+      }
+    },
+  );
+}
+
+function upperBytes(walk: Walk): number {
+  let n = 0;
+  for (const e of walk.entries.values()) n += e.type === 'file' ? Math.min(e.size, e.allocated) : 0;
+  return n;
+}
+
+async function freeBytes(dir: string): Promise<number> {
+  const s = await statfs(dir);
+  return s.bavail * s.bsize;
+}
+
+/**
+ * Refuses before squashing only when even a 20:1 compression could not fit:
+ * how well the data compresses is known only once mksquashfs has run, and
+ * running out of space during it fails as cleanly.
+ */
+async function checkFreeSpace(dataDir: string, upper: number): Promise<void> {
+  const free = await freeBytes(dataDir);
+  if (free < (1 << 20) + upper / 20) {
+    throw new NoSpaceError(dataDir, free, upper);
+  }
+}
+
+async function checkDirs(upperDir: string, dataDir: string): Promise<void> {
+  for (const [dir, what] of [
+    [upperDir, 'upper layer'],
+    [dataDir, 'data partition'],
+  ] as const) {
+    const st = await stat(dir).catch(() => undefined);
+    if (!st) throw new PathError(dir, `the ${what} directory does not exist`);
+    if (!st.isDirectory()) throw new PathError(dir, `the ${what} is not a directory`);
+  }
+  try {
+    await access(dataDir, constants.W_OK);
+  } catch {
+    throw new PathError(dataDir, 'the data partition is not writable', 'mount it read-write, or run cairn as root');
+  }
+  const [u, d] = await Promise.all([realpath(upperDir), realpath(dataDir)]);
+  if (d === u || d.startsWith(u + sep)) {
+    throw new PathError(dataDir, `the data partition is inside the upper layer ${upperDir}: the save would squash itself`);
+  }
+}
+
+/**
+ * A save interrupted by a crash or a kill can leave its temp image, a second
+ * name from rotation, and the verify mount with its loop device. None of them
+ * is a state; all go before a new save starts.
+ */
+async function removeLeftovers(dataDir: string): Promise<void> {
+  const temp = join(dataDir, DATA.temp);
+  if (await stat(temp).catch(() => undefined)) {
+    const { stdout } = await run('losetup', ['--associated', temp, '--noheadings', '--output', 'NAME'], {
+      timeoutMs: 30_000,
+    }).catch(() => ({ stdout: '' }));
+    for (const device of stdout.split('\n').map((l) => l.trim()).filter(Boolean)) {
+      for (const target of mountsOf(device)) await unmount(target);
+      await detachLoop(device);
+    }
+    log.info({ temp }, 'removing the temp image of an interrupted save');
+  }
+  await rm(temp, { force: true });
+  await rm(join(dataDir, DATA.backupNext), { force: true });
+}
+
+interface VerifyResult {
+  sha256: string;
+  files: number;
+  directIo: boolean;
+}
+
+/**
+ * DESIGN step 4. The image is read through a loop device that reads its file
+ * with O_DIRECT: the checksum and the mounted tree both come from what is on
+ * the device, not from the page cache mksquashfs wrote through.
+ */
+async function verifyAgainstUpper(
+  image: string,
+  size: number,
+  upperDir: string,
+  matcher: ReturnType<typeof compileExcludes>,
+  since: number,
+  onProgress: (fraction: number) => void,
+): Promise<VerifyResult> {
+  return withLoopDevice(image, { readOnly: true, directIo: true }, async (device) => {
+    const directIo = loopUsesDirectIo(device);
+    const sha256 = await sha256Of(device, size);
+    return withTempDir('cairn-verify-', (mnt) =>
+      withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
+        // Walked now, not before squashing: excluded paths that appeared
+        // meanwhile were left out by mksquashfs too.
+        const upper = await walkTree(upperDir, matcher);
+        const total = Math.max(1, upperBytes(upper));
+        const result = await compareTrees({
+          upper,
+          upperRoot: upperDir,
+          imageRoot: mnt,
+          since,
+          onProgress: (done) => onProgress(Math.min(1, done / total)),
+        });
+        if (result.differences.length) {
+          const live = result.differences.every((d) => d.changedDuringSave);
+          throw new VerifyMismatchError(
+            image,
+            result.differences,
+            live
+              ? 'these files changed while the save ran; save again when they are quiet'
+              : 'the image does not hold what the upper layer holds; the saved states were not changed',
+          );
+        }
+        return { sha256, files: result.entries, directIo };
+      }),
+    );
+  });
+}

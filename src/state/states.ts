@@ -1,0 +1,66 @@
+import { readdir, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { DATA, generationNumber } from '../names.js';
+import { checkIntegrity, readSeal, type Seal, type SealCheck } from './seal.js';
+
+export type StateRole = 'newest' | 'backup' | 'generation';
+
+/** One saved state on the data partition. */
+export interface StateFile {
+  role: StateRole;
+  name: string;
+  path: string;
+  /** For generations: its number (larger is newer). */
+  generation?: number;
+  size: number;
+  mtimeMs: number;
+  ino: number;
+  check: SealCheck;
+}
+
+/** The boot name the GRUB menu and the boot record use for a state. */
+export function bootName(state: Pick<StateFile, 'role' | 'generation'>): string {
+  return state.role === 'newest' ? 'default' : state.role === 'backup' ? 'backup' : `gen-${state.generation}`;
+}
+
+/** A state's identity: its seal id, or its inode when the seal is unreadable. */
+export function identity(state: StateFile): string {
+  return state.check.seal?.id || `ino:${state.ino}`;
+}
+
+export function sealOf(state: StateFile): Seal | undefined {
+  return state.check.seal;
+}
+
+/**
+ * The states on a data partition, newest first, then backup, then
+ * generations from newest to oldest. `full` reads every image to check its
+ * checksum; otherwise only the seals are read.
+ */
+export async function listStates(dataDir: string, options: { full?: boolean } = {}): Promise<StateFile[]> {
+  const names = await readdir(dataDir);
+  const found: { role: StateRole; name: string; generation?: number }[] = [];
+  if (names.includes(DATA.newest)) found.push({ role: 'newest', name: DATA.newest });
+  if (names.includes(DATA.backup)) found.push({ role: 'backup', name: DATA.backup });
+  const gens = names
+    .map((name) => ({ name, generation: generationNumber(name) }))
+    .filter((g): g is { name: string; generation: number } => g.generation !== undefined)
+    .sort((a, b) => b.generation - a.generation);
+  for (const g of gens) found.push({ role: 'generation', ...g });
+
+  return Promise.all(
+    found.map(async (f) => {
+      const path = join(dataDir, f.name);
+      const st = await stat(path);
+      const check = options.full ? await checkIntegrity(path) : await readSeal(path);
+      return { ...f, path, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, check };
+    }),
+  );
+}
+
+/** The state a default boot would unpack: newest if intact, else the backup, else none. */
+export function nextDefaultBoot(states: readonly StateFile[]): StateFile | undefined {
+  return (
+    states.find((s) => s.role === 'newest' && s.check.ok) ?? states.find((s) => s.role === 'backup' && s.check.ok)
+  );
+}

@@ -1,0 +1,39 @@
+/**
+ * Progress on a terminal: one line, redrawn in place, on stderr so that
+ * stdout carries only the result. Silent when stderr is not a terminal.
+ */
+export interface Progress {
+  phase(name: string): void;
+  fraction(name: string, f: number): void;
+  done(): void;
+}
+
+export function terminalProgress(enabled = true, stream: NodeJS.WriteStream = process.stderr): Progress {
+  if (!enabled || !stream.isTTY) return { phase() {}, fraction() {}, done() {} };
+  let last = '';
+  const draw = (text: string) => {
+    if (text === last) return;
+    last = text;
+    stream.write(`\r\x1b[K${text}`);
+  };
+  return {
+    phase: (name) => draw(`${name}...`),
+    fraction: (name, f) => draw(`${name} ${Math.floor(f * 100)}%`),
+    done: () => {
+      if (last) stream.write('\r\x1b[K');
+      last = '';
+    },
+  };
+}
+
+/** Asks a yes/no question on the terminal; false without one. */
+export async function confirm(question: string): Promise<boolean> {
+  if (!process.stdin.isTTY || !process.stderr.isTTY) return false;
+  const { createInterface } = await import('node:readline/promises');
+  const rl = createInterface({ input: process.stdin, output: process.stderr });
+  try {
+    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
+  } finally {
+    rl.close();
+  }
+}

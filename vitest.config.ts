@@ -1,0 +1,28 @@
+import { defineConfig } from 'vitest/config';
+
+// Three projects so the fast ones run in seconds while working:
+//   unit   - pure logic, no root
+//   system - real loop devices, squashfs, overlayfs, zram; needs root
+//   vm     - the built image booted in QEMU
+export default defineConfig({
+  test: {
+    // Mounts, loop devices and zram are machine-wide: one test file at a time.
+    fileParallelism: false,
+    projects: [
+      {
+        test: {
+          name: 'unit',
+          include: ['test/unit/**/*.test.ts'],
+        },
+      },
+      {
+        test: {
+          name: 'system',
+          include: ['test/system/**/*.test.ts'],
+          testTimeout: 300_000,
+          hookTimeout: 300_000,
+        },
+      },
+    ],
+  },
+});
