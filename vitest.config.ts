@@ -19,6 +19,7 @@ export default defineConfig({
         test: {
           name: 'system',
           include: ['test/system/**/*.test.ts'],
+          globalSetup: ['test/helpers/build.global.ts'],
           testTimeout: 300_000,
           hookTimeout: 300_000,
         },

@@ -25,7 +25,7 @@ export interface SaveOptions {
   dataDir: string;
   /** How this session booted; undefined outside a booted system. */
   bootRecord: BootRecord | undefined;
-  /** This boot's id (kernel boot_id). */
+  /** The kernel's id for this boot: tells whether a lock's owner is still alive. */
   session: string;
   config: Config;
   /** Asked only when the session booted clean, where saving is a deliberate act. */
@@ -75,6 +75,9 @@ interface Step {
 export async function runSave(options: SaveOptions): Promise<SaveReport> {
   const started = Date.now();
   const { config, dataDir, upperDir } = options;
+  // The session a state was saved in, as the boot record names it: only a
+  // booted session has one, and only its own earlier saves are superseded.
+  const bootSession = options.bootRecord?.session ?? '';
   await checkDirs(upperDir, dataDir);
   if (options.bootRecord?.used === 'clean' && !(await options.confirmCleanSave())) {
     throw new RefusedError('this session booted clean: nothing is saved unless you confirm', {
@@ -156,7 +159,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
               sha256,
               id: randomUUID(),
               parent: from?.check.seal?.id ?? '',
-              session: options.session,
+              session: bootSession,
               created: Math.floor(Date.now() / 1000),
               files,
             };
@@ -168,7 +171,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
             plan = planRotation({
               states: await listStates(dataDir),
               fromId: from?.check.seal?.id,
-              session: options.bootRecord ? options.session : undefined,
+              session: bootSession || undefined,
               generations: config.generations,
             });
             steps.push(

@@ -1,3 +1,4 @@
+import { CommandFailedError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
 
 /**
@@ -10,11 +11,15 @@ import { run } from '../lib/run.js';
  * `system.` and are not kept by squashfs; docs/saving.md says so.
  */
 export async function readXattrs(root: string): Promise<Map<string, Map<string, string>>> {
-  const { stdout } = await run(
+  const { stdout, stderr } = await run(
     'getfattr',
-    ['--absolute-names', '--recursive', '--physical', '--dump', '--encoding=hex', '--match=^(user|trusted|security)\\.', root],
-    { timeoutMs: 30 * 60_000 },
+    ['--absolute-names', '--recursive', '--physical', '--no-dereference', '--dump', '--encoding=hex', '--match=^(user|trusted|security)\\.', root],
+    { timeoutMs: 30 * 60_000, okExitCodes: [1] },
   );
+  // A squashfs image made without any xattr has no xattr table and answers
+  // "Operation not supported": that means none. Any other complaint fails.
+  const problems = stderr.split('\n').filter((l) => l && !/Operation not supported$/.test(l));
+  if (problems.length) throw new CommandFailedError(`getfattr ${root}`, 1, problems.slice(0, 4).join('\n'));
   const out = new Map<string, Map<string, string>>();
   const prefix = Buffer.from(root).toString('latin1');
   let current: Map<string, string> | undefined;

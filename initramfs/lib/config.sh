@@ -1,0 +1,30 @@
+# shellcheck shell=sh
+# Tunables of the early boot. Each may be set in the environment first (the
+# tests do); paths are relative to "$ROOT", which is empty at boot.
+
+# Seconds to wait for the data partition: USB sticks can take a while.
+: "${CAIRN_FIND_TIMEOUT:=10}"
+# Passphrase tries for an encrypted data partition.
+: "${CAIRN_LUKS_TRIES:=3}"
+# The device-mapper name of the unlocked data partition.
+: "${CAIRN_LUKS_NAME:=cairn-data}"
+# Where the new root is assembled before switch_root.
+: "${CAIRN_NEWROOT:=/sysroot}"
+# The kernel command line.
+: "${CAIRN_CMDLINE:=/proc/cmdline}"
+# The upper layer's size when cairn.upper_size does not say: a share of RAM.
+: "${CAIRN_UPPER_SIZE_DEFAULT:=50%}"
+# The smallest upper layer worth booting into, in bytes (16 MiB).
+: "${CAIRN_UPPER_SIZE_MIN:=16777216}"
+# zram compressors, best first; the first one the kernel offers is used.
+: "${CAIRN_ZRAM_ALGOS:=zstd lz4 lzo-rle lzo}"
+# Modules the boot may need; built-in ones simply fail to load, quietly.
+: "${CAIRN_MODULES:=loop squashfs overlay ext4 zram dm-crypt usb-storage uas sd_mod}"
+# Programs, so that tests can stand in for the ones that act on the machine
+# (the power-off is run with -f, the rescue shell without arguments).
+: "${CAIRN_MODPROBE:=modprobe}"
+: "${CAIRN_SWITCH_ROOT:=switch_root}"
+: "${CAIRN_POWEROFF:=poweroff}"
+: "${CAIRN_SHELL:=sh}"
+# Seconds a fatal error stays on screen before the power-off.
+: "${CAIRN_FATAL_WAIT:=120}"

@@ -1,0 +1,116 @@
+# shellcheck shell=sh
+# The data partition: find it (waiting for slow USB sticks), unlock it when
+# it is LUKS, mount it. Device names are the system's (/dev/sdb2) and are
+# opened as "$ROOT$dev". Nothing here writes to the partition before it is
+# mounted, and an encrypted one is only ever opened, never formatted.
+
+# data_resolve SPEC: print the device SPEC (LABEL=, UUID= or /dev/...) names,
+# if it is there now. findfs is busybox's or util-linux's; util-linux's blkid
+# also knows LUKS2 labels, which busybox's findfs does not.
+data_resolve() {
+  case $1 in
+    LABEL=* | UUID=*)
+      findfs "$1" 2>/dev/null && return 0
+      command -v blkid >/dev/null 2>&1 &&
+        blkid -l -o device -t "$1" 2>/dev/null | grep '^/dev/'
+      ;;
+    *) [ -b "$ROOT$1" ] && echo "$1" ;;
+  esac
+}
+
+# data_find SPEC: wait up to CAIRN_FIND_TIMEOUT seconds for SPEC; set
+# cairn_data_dev. On timeout, list the block devices that were there.
+data_find() {
+  _df_end=$(($(date +%s) + CAIRN_FIND_TIMEOUT))
+  _df_said=
+  while :; do
+    if cairn_data_dev=$(data_resolve "$1") && [ -n "$cairn_data_dev" ]; then
+      cairn_data_dev=$(echo "$cairn_data_dev" | head -n 1)
+      info "data partition: $cairn_data_dev ($1)"
+      return 0
+    fi
+    [ "$(date +%s)" -lt "$_df_end" ] || break
+    if [ -z "$_df_said" ]; then
+      info "waiting up to ${CAIRN_FIND_TIMEOUT}s for the data partition ($1)"
+      _df_said=1
+    fi
+    coldplug
+    sleep 0.5 2>/dev/null || sleep 1
+  done
+  err "no data partition $1 after ${CAIRN_FIND_TIMEOUT}s"
+  data_list_devices
+  return 1
+}
+
+# data_list_devices: the block devices the kernel knows, with their labels
+# when blkid can tell, so that a wrong cairn.data= can be put right.
+data_list_devices() {
+  err "block devices seen:"
+  _dl_any=
+  for _dl_dev in "$ROOT"/sys/class/block/*; do
+    [ -e "$_dl_dev" ] || continue
+    _dl_any=1
+    _dl_line=$(blkid "/dev/${_dl_dev##*/}" 2>/dev/null) ||
+      _dl_line="/dev/${_dl_dev##*/}"
+    err "  $_dl_line"
+  done
+  [ -n "$_dl_any" ] || err "  none (is the driver for the stick's controller in the initramfs?)"
+}
+
+# data_unlock DEV: when DEV is LUKS, ask for its passphrase on the console
+# (CAIRN_LUKS_TRIES tries) and open it; cairn_data_dev becomes the mapping.
+# A partition that is not LUKS is left as it is.
+data_unlock() {
+  if ! command -v cryptsetup >/dev/null 2>&1; then
+    case $(blkid -o value -s TYPE "$ROOT$1" 2>/dev/null) in
+      crypto_LUKS)
+        err "$1 is encrypted (LUKS) but this initramfs has no cryptsetup"
+        return 1
+        ;;
+    esac
+    return 0
+  fi
+  cryptsetup isLuks "$ROOT$1" 2>/dev/null || return 0
+  info "$1 is encrypted (LUKS)"
+  _du_try=1
+  while [ "$_du_try" -le "$CAIRN_LUKS_TRIES" ]; do
+    luks_ask "Passphrase for $1 ($_du_try of $CAIRN_LUKS_TRIES): " || break
+    if printf '%s' "$luks_passphrase" |
+      cryptsetup open --key-file=- "$ROOT$1" "$CAIRN_LUKS_NAME"; then
+      luks_passphrase=
+      cairn_data_dev=/dev/mapper/$CAIRN_LUKS_NAME
+      info "unlocked $1 as $cairn_data_dev"
+      return 0
+    fi
+    luks_passphrase=
+    warn "wrong passphrase for $1"
+    _du_try=$((_du_try + 1))
+  done
+  err "could not unlock $1"
+  return 1
+}
+
+# luks_ask PROMPT: read a passphrase from the console into luks_passphrase,
+# without echo when the console is a terminal. Fails at end of input.
+luks_ask() {
+  printf '%s' "$1" >&2
+  luks_passphrase=
+  [ ! -t 0 ] || stty -echo 2>/dev/null
+  IFS= read -r luks_passphrase || [ -n "$luks_passphrase" ]
+  set -- $?
+  if [ -t 0 ]; then
+    stty echo 2>/dev/null
+    printf '\n' >&2
+  fi
+  return "$1"
+}
+
+# data_mount DEV: mount the data partition (ext4) read-write.
+data_mount() {
+  mkdir -p "$ROOT$CAIRN_DATA_DIR" || return 1
+  if ! mount -t ext4 -o rw,noatime "$ROOT$1" "$ROOT$CAIRN_DATA_DIR"; then
+    err "cannot mount $1 as ext4 on $CAIRN_DATA_DIR"
+    return 1
+  fi
+  info "mounted $1 on $CAIRN_DATA_DIR"
+}

@@ -1,0 +1,135 @@
+# shellcheck shell=sh
+# Saved states: which one to unpack, whether it is intact, and the fallback
+# when it is not. A state that is missing or fails its check is never
+# unpacked. The fallbacks (docs/state-format.md):
+#   default -> backup -> clean
+#   backup  -> clean
+#   gen-<n> -> clean   (an older generation is asked for on purpose, usually
+#                       to get away from the newer states: booting one of
+#                       them instead would be a surprise; clean saves nothing)
+
+# state_name WHICH: the file on the data partition for default, backup or
+# gen-<n>.
+state_name() {
+  case $1 in
+    default) echo "$CAIRN_NEWEST" ;;
+    backup) echo "$CAIRN_BACKUP" ;;
+    gen-*) echo "$CAIRN_GENERATION_PREFIX${1#gen-}$CAIRN_STATE_SUFFIX" ;;
+    *) return 1 ;;
+  esac
+}
+
+# state_next WHICH: what to boot when WHICH cannot be.
+state_next() {
+  case $1 in
+    default) echo backup ;;
+    *) echo clean ;;
+  esac
+}
+
+# state_describe WHICH: WHICH in words, for messages.
+state_describe() {
+  case $1 in
+    default) echo "the newest state ($CAIRN_NEWEST)" ;;
+    backup) echo "the backup ($CAIRN_BACKUP)" ;;
+    clean) echo "clean (no saved state)" ;;
+    *) echo "generation ${1#gen-} ($(state_name "$1"))" ;;
+  esac
+}
+
+# seal_fields: read a seal on stdin; print its key=value lines when it starts
+# with the magic line and ends its fields with "end" followed by nothing but
+# newlines. Fails otherwise.
+seal_fields() {
+  IFS= read -r _sf_line && [ "$_sf_line" = "$CAIRN_SEAL_MAGIC" ] || return 1
+  _sf_end=
+  while IFS= read -r _sf_line || [ -n "$_sf_line" ]; do
+    if [ -n "$_sf_end" ]; then
+      [ -z "$_sf_line" ] || return 1
+      continue
+    fi
+    case $_sf_line in
+      end) _sf_end=1 ;;
+      [a-z]*=*) printf '%s\n' "$_sf_line" ;;
+      *) return 1 ;;
+    esac
+  done
+  [ -n "$_sf_end" ]
+}
+
+# seal_value KEY: the value of KEY in seal_fields output on stdin.
+seal_value() {
+  sed -n "s/^$1=//p" | head -n 1
+}
+
+# state_check FILE: succeed when FILE is an intact state: its size is the
+# sealed size plus the seal, the seal is whole, the sha256 matches. On
+# failure print why, as words that follow the file's name.
+state_check() {
+  [ -e "$1" ] || { echo "is missing" && return 1; }
+  [ -f "$1" ] || { echo "is not a regular file" && return 1; }
+  _sc_total=$(stat -c %s "$1") || { echo "cannot be read" && return 1; }
+  if [ "$_sc_total" -le "$CAIRN_SEAL_SIZE" ] ||
+    ! _sc_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields); then
+    echo "has no intact seal at its end (truncated, damaged or not a cairn state)"
+    return 1
+  fi
+  _sc_size=$(echo "$_sc_fields" | seal_value size)
+  _sc_sum=$(echo "$_sc_fields" | seal_value sha256)
+  case $_sc_size in
+    '' | 0* | *[!0-9]*) _sc_size=x ;;
+  esac
+  case $_sc_sum in
+    *[!0-9a-f]*) _sc_sum= ;;
+  esac
+  if [ "$_sc_size" = x ] || [ "${#_sc_size}" -gt 18 ] || [ "${#_sc_sum}" -ne 64 ]; then
+    echo "has a seal without a valid size or sha256"
+    return 1
+  fi
+  if [ "$_sc_total" -ne $((_sc_size + CAIRN_SEAL_SIZE)) ]; then
+    echo "is $_sc_total bytes where its seal says $((_sc_size + CAIRN_SEAL_SIZE))" \
+      "(truncated or damaged)"
+    return 1
+  fi
+  _sc_have=$(head -c "$_sc_size" "$1" | sha256sum)
+  [ "${_sc_have%% *}" = "$_sc_sum" ] ||
+    { echo "fails its checksum (sha256 mismatch)" && return 1; }
+}
+
+# state_id FILE: the id in FILE's seal.
+state_id() {
+  tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields | seal_value id
+}
+
+# fallback REASON NEXT: say why the boot goes on with NEXT, and record it.
+fallback() {
+  warn "$1; booting $(state_describe "$2") instead"
+  cairn_fallback=${cairn_fallback:+$cairn_fallback; }$1
+}
+
+# state_select REQUESTED: walk the fallbacks from REQUESTED to the first
+# intact state. Sets cairn_used (default, backup, gen-<n> or clean),
+# cairn_state_file (empty for clean), cairn_state_id and cairn_fallback.
+state_select() {
+  cairn_fallback=
+  _ss_which=$1
+  while [ "$_ss_which" != clean ]; do
+    _ss_name=$(state_name "$_ss_which")
+    _ss_file=$ROOT$CAIRN_DATA_DIR/$_ss_name
+    info "checking $_ss_name"
+    if _ss_why=$(state_check "$_ss_file"); then
+      cairn_used=$_ss_which
+      cairn_state_file=$_ss_file
+      cairn_state_id=$(state_id "$_ss_file")
+      info "booting $(state_describe "$_ss_which"), id ${cairn_state_id:-none}"
+      return 0
+    fi
+    _ss_next=$(state_next "$_ss_which")
+    fallback "$_ss_name $_ss_why" "$_ss_next"
+    _ss_which=$_ss_next
+  done
+  cairn_used=clean
+  cairn_state_file=
+  cairn_state_id=
+  info "booting $(state_describe clean)"
+}
