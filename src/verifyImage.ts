@@ -1,5 +1,5 @@
-import { open } from 'node:fs/promises';
-import { IntegrityError } from './lib/errors.js';
+import { open, stat } from 'node:fs/promises';
+import { IntegrityError, PathError } from './lib/errors.js';
 import { withLoopDevice, withMount, withTempDir } from './lib/resources.js';
 import { checkIntegrity, type Seal } from './state/seal.js';
 import { toFsPath, walkTree } from './save/tree.js';
@@ -16,6 +16,9 @@ export interface ImageCheck {
  * read-only mount in which every file is read, so decompression is proven too.
  */
 export async function verifyImage(image: string): Promise<ImageCheck> {
+  const st = await stat(image).catch(() => undefined);
+  if (!st) throw new PathError(image, 'no such file');
+  if (!st.isFile()) throw new PathError(image, 'not a regular file');
   const check = await checkIntegrity(image);
   if (!check.ok) throw new IntegrityError(image, check.problem);
   const bytesRead = await withLoopDevice(image, { readOnly: true }, (device) =>

@@ -42,19 +42,21 @@ data_find() {
   return 1
 }
 
-# data_list_devices: the block devices the kernel knows, with their labels
-# when blkid can tell, so that a wrong cairn.data= can be put right.
+# data_list_devices: the block devices the kernel knows (empty ones left
+# out), with their labels when blkid can tell, so that a wrong cairn.data=
+# can be put right.
 data_list_devices() {
   err "block devices seen:"
   _dl_any=
-  for _dl_dev in "$ROOT"/sys/class/block/*; do
-    [ -e "$_dl_dev" ] || continue
+  for _dl_sys in "$ROOT"/sys/class/block/*; do
+    [ "$(cat "$_dl_sys/size" 2>/dev/null)" != 0 ] || continue
+    _dl_dev=/dev/${_dl_sys##*/}
+    _dl_line=$(blkid "$ROOT$_dl_dev" 2>/dev/null)
+    err "  ${_dl_line:-$_dl_dev}"
     _dl_any=1
-    _dl_line=$(blkid "/dev/${_dl_dev##*/}" 2>/dev/null) ||
-      _dl_line="/dev/${_dl_dev##*/}"
-    err "  $_dl_line"
   done
-  [ -n "$_dl_any" ] || err "  none (is the driver for the stick's controller in the initramfs?)"
+  [ -n "$_dl_any" ] ||
+    err "  none (is the driver for the stick's controller in the initramfs?)"
 }
 
 # data_unlock DEV: when DEV is LUKS, ask for its passphrase on the console

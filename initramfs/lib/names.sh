@@ -28,3 +28,7 @@ CAIRN_DATA_DIR=/persist
 
 CAIRN_SEAL_SIZE=4096
 CAIRN_SEAL_MAGIC='cairn-state 1'
+
+# The kernel modules image: modules-<kver>.squashfs (src/names.ts modulesImage).
+CAIRN_MODULES_PREFIX=modules-
+CAIRN_MODULES_SUFFIX=.squashfs

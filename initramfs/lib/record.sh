@@ -11,7 +11,7 @@ record_write() {
     echo "requested=$cairn_boot"
     echo "used=$cairn_used"
     echo "state_id=$cairn_state_id"
-    echo "fallback=$(echo "$cairn_fallback" | tr '\n' ' ')"
+    echo "fallback=$(printf '%s' "$cairn_fallback" | tr '\n' ' ')"
     echo "upper=$cairn_upper_used"
     echo "upper_size=$cairn_upper_bytes"
     echo "kernel=$(kernel_version)"

@@ -22,7 +22,7 @@ state_unpack() {
   fi
   info "unpacking ${1##*/} ($(mib "${_su_need:-0}") MiB of files)"
   if _su_out=$(unsquashfs -f -no-progress -d "$2" "$1" 2>&1); then
-    debug "$(echo "$_su_out" | tail -n 1)"
+    debug "unsquashfs: $(echo "$_su_out" | grep '^created' | tr '\n' ' ')"
     return 0
   fi
   case $_su_out in

@@ -83,7 +83,7 @@ export class VerifyMismatchError extends CairnError {
   ) {
     const first = differences
       .slice(0, 5)
-      .map((d) => `  ${d.path}: ${d.what} is ${d.actual}, expected ${d.expected}`)
+      .map((d) => `  ${d.path}: ${d.what} in the image is ${d.actual}, in the upper layer ${d.expected}`)
       .join('\n');
     super(`the new image does not match the upper layer (${differences.length} difference(s)):\n${first}`, { hint });
   }

@@ -72,8 +72,9 @@ export async function run(file: string, args: readonly string[], options: RunOpt
   log.debug({ argv: [file, ...args], exitCode: result.exitCode, ms: Date.now() - started }, 'ran');
 
   const spawnCode = (result as { code?: string }).code;
-  if (spawnCode === 'ENOENT' || (SETPRIV && options.dieWithParent && result.exitCode === 127 && /No such file/.test(stderr))) {
-    throw new ToolMissingError(file, options.hint ?? TOOL_HINTS[file] ?? `install ${file}`);
+  const setprivFound = cmd !== file && result.exitCode === 127 && /^setpriv: failed to execute .*No such file/m.test(stderr);
+  if (spawnCode === 'ENOENT' || setprivFound) {
+    throw new ToolMissingError(file, TOOL_HINTS[file] ?? options.hint ?? `install ${file}`);
   }
   const exitCode = result.exitCode;
   if (result.timedOut || exitCode === undefined || (exitCode !== 0 && !options.okExitCodes?.includes(exitCode))) {

@@ -149,7 +149,7 @@ async function compareContents(
         });
         if (offset !== undefined) {
           failures++;
-          differ(rel, 'contents', 'the same bytes', `different bytes from offset ${offset}`);
+          differ(rel, 'contents', 'other bytes', `different from byte ${offset} on`);
         }
       }),
     ),

@@ -46,6 +46,7 @@ export async function squash(options: SquashOptions, freeBytes: () => Promise<nu
     await run('mksquashfs', args, {
       timeoutMs: 6 * 3600_000,
       dieWithParent: true,
+      hint: 'mksquashfs failed: check that squashfs-tools is installed and works (mksquashfs -version), and the mksquashfs settings in /etc/cairn/cairn.conf',
       onStdoutLine: (line) => {
         const m = /\] +(\d+)\/(\d+) +\d+%/.exec(line);
         if (m && Number(m[2]) > 0) options.onProgress?.(Number(m[1]) / Number(m[2]));
