@@ -1,4 +1,4 @@
-import { open, rename, link, unlink, rm } from 'node:fs/promises';
+import { link, lstat, open, rename, rm, unlink } from 'node:fs/promises';
 import { dirname } from 'node:path';
 
 /**
@@ -27,6 +27,10 @@ export async function fsyncDir(dir: string): Promise<void> {
 /** Atomically replaces `to` with `from` (same directory) and makes it last. */
 export async function renameDurably(from: string, to: string): Promise<void> {
   await rename(from, to);
+  // rename(2) does nothing when both names are links to one file (as after a
+  // crash mid-rotation); the source name is then a spare link to drop.
+  const [a, b] = await Promise.all([lstat(from).catch(() => undefined), lstat(to)]);
+  if (a && a.ino === b.ino && a.dev === b.dev) await unlink(from);
   await fsyncDir(dirname(to));
 }
 

@@ -6,7 +6,16 @@ import type { Config } from '../config.js';
 import { appendDurably, fsyncFile } from '../lib/durable.js';
 import { IntegrityError, NoSpaceError, PathError, RefusedError, VerifyMismatchError } from '../lib/errors.js';
 import { log } from '../lib/log.js';
-import { detachLoop, loopUsesDirectIo, mountsOf, unmount, withLoopDevice, withMount, withTempDir } from '../lib/resources.js';
+import {
+  detachLoop,
+  loopUsesDirectIo,
+  mountsOf,
+  removeEmptyDir,
+  unmount,
+  withLoopDevice,
+  withMount,
+  withTempDir,
+} from '../lib/resources.js';
 import { run } from '../lib/run.js';
 import { DATA } from '../names.js';
 import { encodeSeal, readSeal, sha256Of } from '../state/seal.js';
@@ -290,7 +299,10 @@ async function removeLeftovers(dataDir: string): Promise<void> {
       timeoutMs: 30_000,
     }).catch(() => ({ stdout: '' }));
     for (const device of stdout.split('\n').map((l) => l.trim()).filter(Boolean)) {
-      for (const target of mountsOf(device)) await unmount(target);
+      for (const target of mountsOf(device)) {
+        await unmount(target);
+        await removeEmptyDir(target);
+      }
       await detachLoop(device);
     }
     log.info({ temp }, 'removing the temp image of an interrupted save');

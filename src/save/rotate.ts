@@ -72,7 +72,7 @@ export function planRotation(input: RotationInput): RotationPlan {
 
   // 2. The backup becomes the state this session booted from: a second name,
   //    renamed over the old backup, so the backup name never goes missing.
-  if (from && from !== backup) {
+  if (from && !(backup && identity(backup) === identity(from))) {
     ops.push({ op: 'link', from: from.name, to: DATA.backupNext, why: `prepare ${from.name} as the backup` });
     ops.push({ op: 'rename', from: DATA.backupNext, to: DATA.backup, why: `${from.name} becomes the backup` });
   }

@@ -1,0 +1,244 @@
+/**
+ * Choosing the saved state: seals checked with busybox tools as
+ * docs/state-format.md says, and the fallbacks default -> backup -> clean
+ * (gen-<n> -> clean), on real ext4 data partitions on loop devices, found by
+ * label and mounted by the library. The chosen state is unpacked into a
+ * tmpfs upper layer and the boot record written, as at boot.
+ */
+import { createHash } from 'node:crypto';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keyValues, requireRoot, requireTools } from '../../helpers/initramfs-env.js';
+import { bitFlippedCopy, buildState, dataPartition, KVER, mksquashfs, Sandbox, truncatedCopy } from './fixtures.js';
+import { SEAL_MAGIC, SEAL_SIZE } from './seal.js';
+
+let sb: Sandbox;
+/** Image files by what they are, to be put on data partitions under state names. */
+const img: Record<string, string> = {};
+
+beforeAll(async () => {
+  requireRoot('loop devices and mounts');
+  requireTools(['busybox', 'unshare', 'losetup', 'mkfs.ext4', 'mksquashfs', 'unsquashfs', 'setfattr', 'findfs']);
+  sb = await Sandbox.create('state');
+  img.newest = sb.path('newest.squashfs');
+  img.backup = sb.path('backup.squashfs');
+  img.gen2 = sb.path('gen2.squashfs');
+  await buildState(sb, img.newest, 'newest');
+  await buildState(sb, img.backup, 'backup');
+  await buildState(sb, img.gen2, 'gen2');
+
+  img.truncated = sb.path('truncated.squashfs');
+  await truncatedCopy(img.newest, img.truncated);
+  img.flipped = sb.path('flipped.squashfs');
+  await bitFlippedCopy(img.newest, img.flipped);
+  img.flippedBackup = sb.path('flipped-backup.squashfs');
+  await bitFlippedCopy(img.backup, img.flippedBackup);
+  const bytes = await readFile(img.newest);
+  const sealAt = bytes.length - SEAL_SIZE;
+  img.padded = sb.path('padded.squashfs');
+  await writeFile(img.padded, Buffer.concat([bytes.subarray(0, sealAt), Buffer.alloc(512), bytes.subarray(sealAt)]));
+  img.badSeal = sb.path('bad-seal.squashfs');
+  await writeFile(img.badSeal, Buffer.concat([bytes.subarray(0, sealAt), Buffer.from(bytes.subarray(sealAt).toString().replace('\nend\n', '\nfin\n'))]));
+});
+
+afterAll(async () => {
+  await sb?.cleanup();
+});
+
+const UPPER_BYTES = 64 << 20;
+let rootCount = 0;
+
+/**
+ * Boots the state REQUESTED from a data partition holding FILES (state file
+ * name -> image): find, mount, select, unpack, record. Returns the record,
+ * the hostname the unpacked upper layer has, and what was said.
+ */
+async function boot(files: Record<string, string>, requested: string) {
+  const part = await dataPartition(sb, files);
+  const root = await sb.root(`root-${rootCount++}`);
+  const r = await sb.lib(
+    `
+data_find "LABEL=${part.label}" || exit 10
+data_mount "$cairn_data_dev" || exit 11
+cairn_boot=${requested}
+state_select "$cairn_boot"
+upper_create tmpfs ${UPPER_BYTES} || exit 12
+cairn_upper_bytes=${UPPER_BYTES}
+state_fill || exit 13
+record_write || exit 14
+cat "$ROOT$CAIRN_BOOT_RECORD"
+echo "hostname=$(cat "$ROOT$CAIRN_UPPER_DIR/etc/hostname" 2>/dev/null)"
+echo "upper_entries=$(ls -A "$ROOT$CAIRN_UPPER_DIR" | wc -l)"
+`,
+    { root },
+  );
+  expect(r.exitCode, r.stderr).toBe(0);
+  const out: Record<string, string> = { ...keyValues(r.stdout), console: r.stderr, kmsg: await readFile(`${root}/kmsg`, 'utf8') };
+  return out;
+}
+
+describe('state selection on a real data partition', () => {
+  it('boots the newest state when it is intact', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.newest!, 'upperfs-backup.squashfs': img.backup! }, 'default');
+    expect(b).toMatchObject({ requested: 'default', used: 'default', state_id: 'id-newest', fallback: '', hostname: 'newest' });
+    expect(b.console).not.toMatch(/warning/);
+  });
+
+  it('writes every key of the boot record', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.newest! }, 'default');
+    expect(b).toMatchObject({
+      requested: 'default',
+      used: 'default',
+      state_id: 'id-newest',
+      fallback: '',
+      upper: 'tmpfs',
+      upper_size: String(UPPER_BYTES),
+      kernel: KVER,
+      session: 'b00710d0-0000-4000-8000-000000000001',
+    });
+  });
+
+  it('falls back to the backup when the newest state is missing', async () => {
+    const b = await boot({ 'upperfs-backup.squashfs': img.backup! }, 'default');
+    expect(b).toMatchObject({ used: 'backup', state_id: 'id-backup', hostname: 'backup' });
+    expect(b.fallback).toBe('upperfs.squashfs is missing');
+    expect(b.console).toContain('warning: upperfs.squashfs is missing; booting the backup (upperfs-backup.squashfs) instead');
+  });
+
+  it('falls back to the backup when the newest state is truncated', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.truncated!, 'upperfs-backup.squashfs': img.backup! }, 'default');
+    expect(b).toMatchObject({ requested: 'default', used: 'backup', state_id: 'id-backup', hostname: 'backup' });
+    expect(b.fallback).toMatch(/^upperfs.squashfs has no intact seal at its end/);
+  });
+
+  it('falls back to the backup when a bit of the newest state is flipped, and says so on the console and in kmsg', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.flipped!, 'upperfs-backup.squashfs': img.backup! }, 'default');
+    expect(b).toMatchObject({ used: 'backup', hostname: 'backup' });
+    expect(b.fallback).toBe('upperfs.squashfs fails its checksum (sha256 mismatch)');
+    const said = 'warning: upperfs.squashfs fails its checksum (sha256 mismatch); booting the backup (upperfs-backup.squashfs) instead';
+    expect(b.console).toContain(`cairn: ${said}`);
+    expect(b.kmsg).toContain(`<4>cairn: ${said}`);
+  });
+
+  it('falls back to the backup when the image before the seal is longer than the seal says', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.padded!, 'upperfs-backup.squashfs': img.backup! }, 'default');
+    expect(b.used).toBe('backup');
+    expect(b.fallback).toMatch(/^upperfs.squashfs is \d+ bytes where its seal says \d+ \(truncated or damaged\)$/);
+  });
+
+  it('falls back to the backup when the seal of the newest state is damaged', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.badSeal!, 'upperfs-backup.squashfs': img.backup! }, 'default');
+    expect(b.used).toBe('backup');
+    expect(b.fallback).toMatch(/^upperfs.squashfs has no intact seal/);
+  });
+
+  it('boots clean, with both reasons recorded, when the newest state and the backup are both bad', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.flipped!, 'upperfs-backup.squashfs': img.flippedBackup! }, 'default');
+    expect(b).toMatchObject({ requested: 'default', used: 'clean', state_id: '', hostname: '', upper_entries: '0' });
+    expect(b.fallback).toBe(
+      'upperfs.squashfs fails its checksum (sha256 mismatch); upperfs-backup.squashfs fails its checksum (sha256 mismatch)',
+    );
+    expect(b.console).toContain('booting clean (no saved state) instead');
+  });
+
+  it('boots clean on a fresh stick with no state at all, and records why', async () => {
+    const b = await boot({}, 'default');
+    expect(b).toMatchObject({ used: 'clean', upper_entries: '0' });
+    expect(b.fallback).toBe('upperfs.squashfs is missing; upperfs-backup.squashfs is missing');
+  });
+
+  it('boots the backup when asked, even with an intact newest state', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.newest!, 'upperfs-backup.squashfs': img.backup! }, 'backup');
+    expect(b).toMatchObject({ requested: 'backup', used: 'backup', state_id: 'id-backup', fallback: '', hostname: 'backup' });
+  });
+
+  it('falls back from a bad backup to clean, not to the newest state', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.newest!, 'upperfs-backup.squashfs': img.truncated! }, 'backup');
+    expect(b).toMatchObject({ requested: 'backup', used: 'clean', hostname: '' });
+    expect(b.fallback).toMatch(/^upperfs-backup.squashfs has no intact seal/);
+  });
+
+  it('boots an older generation when asked', async () => {
+    const b = await boot(
+      { 'upperfs.squashfs': img.newest!, 'upperfs-backup.squashfs': img.backup!, 'upperfs-gen-2.squashfs': img.gen2! },
+      'gen-2',
+    );
+    expect(b).toMatchObject({ requested: 'gen-2', used: 'gen-2', state_id: 'id-gen2', fallback: '', hostname: 'gen2' });
+  });
+
+  it('falls back from a missing or bad generation to clean, not to a newer state', async () => {
+    const files = { 'upperfs.squashfs': img.newest!, 'upperfs-backup.squashfs': img.backup!, 'upperfs-gen-2.squashfs': img.flipped! };
+    const missing = await boot(files, 'gen-3');
+    expect(missing).toMatchObject({ requested: 'gen-3', used: 'clean', fallback: 'upperfs-gen-3.squashfs is missing' });
+    const bad = await boot(files, 'gen-2');
+    expect(bad).toMatchObject({ requested: 'gen-2', used: 'clean', fallback: 'upperfs-gen-2.squashfs fails its checksum (sha256 mismatch)' });
+  });
+
+  it('boots clean when asked, unpacking nothing and recording no fallback', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.newest!, 'upperfs-backup.squashfs': img.backup! }, 'clean');
+    expect(b).toMatchObject({ requested: 'clean', used: 'clean', state_id: '', fallback: '', upper_entries: '0' });
+    expect(b.console).not.toMatch(/warning/);
+  });
+});
+
+describe('state_check', () => {
+  let squashfs: Buffer;
+
+  beforeAll(async () => {
+    await mkdir(sb.path('check-tree'));
+    await writeFile(sb.path('check-tree/file'), 'x');
+    await mksquashfs(sb.path('check-tree'), sb.path('raw.squashfs'));
+    squashfs = await readFile(sb.path('raw.squashfs'));
+  });
+
+  /** An image with a hand-written seal: LINES joined, then newline padding. */
+  async function withSeal(name: string, lines: string[], tail = ''): Promise<string> {
+    const text = Buffer.from(`${lines.join('\n')}\n${tail}`);
+    const seal = Buffer.concat([text, Buffer.alloc(SEAL_SIZE - text.length, '\n')]);
+    const path = sb.path(name);
+    await writeFile(path, Buffer.concat([squashfs, seal]));
+    return path;
+  }
+
+  const sum = () => createHash('sha256').update(squashfs).digest('hex');
+
+  async function check(path: string) {
+    const root = await sb.root(`root-${rootCount++}`);
+    const r = await sb.lib(`state_check '${path}'; echo "rc=$?"`, { root, binds: [], run: false });
+    return keyValues(r.stdout).rc === '0' ? 'intact' : r.stdout.split('\n')[0];
+  }
+
+  it('accepts a seal as docs/state-format.md writes it, fields in any order, unknown keys too', async () => {
+    const path = await withSeal('ok', [SEAL_MAGIC, `sha256=${sum()}`, 'future_key=1', `size=${squashfs.length}`, 'id=x', 'end']);
+    expect(await check(path)).toBe('intact');
+  });
+
+  it.each([
+    ['a size with arithmetic in it', () => [SEAL_MAGIC, `size=${squashfs.length - 1}+1`, `sha256=${sum()}`, 'end']],
+    ['a size with a leading zero', () => [SEAL_MAGIC, `size=0${squashfs.length}`, `sha256=${sum()}`, 'end']],
+    ['an upper-case sha256', () => [SEAL_MAGIC, `size=${squashfs.length}`, `sha256=${sum().toUpperCase()}`, 'end']],
+    ['a short sha256', () => [SEAL_MAGIC, `size=${squashfs.length}`, `sha256=${sum().slice(1)}`, 'end']],
+  ])('refuses a seal with %s', async (_what, lines) => {
+    const path = await withSeal(`bad-${rootCount}`, lines());
+    expect(await check(path)).toBe('has a seal without a valid size or sha256');
+  });
+
+  it.each([
+    ['no magic line', () => [`size=${squashfs.length}`, `sha256=${sum()}`, 'end'], ''],
+    ['no end line', () => [SEAL_MAGIC, `size=${squashfs.length}`, `sha256=${sum()}`], ''],
+    ['a line that is not key=value', () => [SEAL_MAGIC, `size=${squashfs.length}`, 'garbage', `sha256=${sum()}`, 'end'], ''],
+    ['text after the end line', () => [SEAL_MAGIC, `size=${squashfs.length}`, `sha256=${sum()}`, 'end'], 'trailing\n'],
+  ])('refuses a seal with %s', async (_what, lines, tail) => {
+    const path = await withSeal(`bad-${rootCount}`, lines(), tail);
+    expect(await check(path)).toMatch(/^has no intact seal at its end/);
+  });
+
+  it('refuses a file no longer than a seal', async () => {
+    await writeFile(sb.path('tiny'), Buffer.alloc(SEAL_SIZE, '\n'));
+    expect(await check(sb.path('tiny'))).toMatch(/^has no intact seal at its end/);
+  });
+
+  it('refuses a directory in place of a state', async () => {
+    expect(await check(sb.dir)).toBe('is not a regular file');
+  });
+});

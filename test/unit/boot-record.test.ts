@@ -1,0 +1,83 @@
+import { describe, it, expect } from 'vitest';
+import { parseBootRecord } from '../../src/bootRecord.js';
+import { UsageError } from '../../src/lib/errors.js';
+
+const SRC = '/run/cairn/boot';
+
+const full = [
+  'requested=default',
+  'used=backup',
+  'state_id=0b7c3f7e-2d5e-4a51-9c59-3d1d2f1d9a10',
+  'fallback=upperfs.squashfs: checksum mismatch',
+  'upper=zram',
+  'upper_size=2147483648',
+  'kernel=6.6.8-0-lts',
+  'session=c1f0d7a2-1e0b-4b1a-9d5e-2f7b8a6c4d11',
+  '',
+].join('\n');
+
+describe('parseBootRecord', () => {
+  it('reads a full record as the initramfs writes it', () => {
+    expect(parseBootRecord(full, SRC)).toEqual({
+      requested: 'default',
+      used: 'backup',
+      stateId: '0b7c3f7e-2d5e-4a51-9c59-3d1d2f1d9a10',
+      fallback: 'upperfs.squashfs: checksum mismatch',
+      upper: 'zram',
+      upperSize: 2147483648,
+      kernel: '6.6.8-0-lts',
+      session: 'c1f0d7a2-1e0b-4b1a-9d5e-2f7b8a6c4d11',
+    });
+  });
+
+  it('keeps an = inside a value', () => {
+    expect(parseBootRecord('used=default\nfallback=a=b\n', SRC).fallback).toBe('a=b');
+  });
+
+  it('a clean boot has an empty state id', () => {
+    const r = parseBootRecord('requested=clean\nused=clean\nstate_id=\nupper=tmpfs\n', SRC);
+    expect(r).toMatchObject({ requested: 'clean', used: 'clean', stateId: '', upper: 'tmpfs' });
+  });
+
+  it('a minimal record takes requested from used and leaves the rest empty', () => {
+    expect(parseBootRecord('used=default', SRC)).toEqual({
+      requested: 'default',
+      used: 'default',
+      stateId: '',
+      fallback: '',
+      upper: '',
+      upperSize: undefined,
+      kernel: '',
+      session: '',
+    });
+  });
+
+  for (const used of ['default', 'backup', 'clean', 'gen-1', 'gen-12']) {
+    it(`accepts used=${used}`, () => {
+      expect(parseBootRecord(`requested=${used}\nused=${used}\n`, SRC).used).toBe(used);
+    });
+  }
+
+  it('a missing used is a UsageError naming the file', () => {
+    const f = () => parseBootRecord('requested=default\nstate_id=abc\n', SRC);
+    expect(f).toThrow(UsageError);
+    expect(f).toThrow(SRC);
+    expect(f).toThrow(/missing/);
+    expect(() => parseBootRecord('', SRC)).toThrow(UsageError);
+    expect(() => parseBootRecord('used=\n', SRC)).toThrow(UsageError);
+  });
+
+  for (const used of ['newest', 'gen-0', 'gen-01', 'gen-', 'gen-x', 'Default', 'default backup', 'gen-1a']) {
+    it(`used=${used} is a UsageError quoting the value`, () => {
+      const f = () => parseBootRecord(`used=${used}\n`, SRC);
+      expect(f).toThrow(UsageError);
+      expect(f).toThrow(`"${used}"`);
+    });
+  }
+
+  it('an upper_size that is not a positive number is left unknown', () => {
+    for (const s of ['', 'abc', '0', '-5']) {
+      expect(parseBootRecord(`used=default\nupper_size=${s}\n`, SRC).upperSize, s).toBeUndefined();
+    }
+  });
+});

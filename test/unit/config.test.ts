@@ -1,0 +1,172 @@
+import { describe, it, expect } from 'vitest';
+import { DEFAULTS, parseConfig } from '../../src/config.js';
+import { UsageError } from '../../src/lib/errors.js';
+import { DEFAULT_EXCLUDES } from '../../src/save/exclude.js';
+
+const SRC = '/etc/cairn/cairn.conf';
+const parse = (text: string) => parseConfig(text, SRC);
+
+/** The UsageError a config text raises. */
+function usageError(text: string): UsageError {
+  try {
+    parse(text);
+  } catch (e) {
+    expect(e).toBeInstanceOf(UsageError);
+    return e as UsageError;
+  }
+  throw new Error(`no error for ${JSON.stringify(text)}`);
+}
+
+describe('parseConfig', () => {
+  it('an empty file gives the documented defaults', () => {
+    expect(parse('')).toEqual({
+      upperDir: '/run/cairn/rw/upper',
+      dataDir: '/persist',
+      generations: 2,
+      compression: 'zstd',
+      compressionLevel: 3,
+      mksquashfsMem: '256M',
+      excludes: [...DEFAULT_EXCLUDES],
+      lockWait: 120,
+    });
+    expect(parse('')).toEqual(DEFAULTS);
+  });
+
+  it('comments and blank lines are ignored', () => {
+    expect(parse('# a comment\n\n   \n  # indented comment\n\t\n')).toEqual(DEFAULTS);
+    expect(parse('# generations=7\n').generations).toBe(2);
+  });
+
+  it('reads every key', () => {
+    const c = parse(
+      [
+        'upper_dir=/mnt/upper',
+        'data_dir=/mnt/data',
+        'generations=5',
+        'compression=xz',
+        'compression_level=9',
+        'mksquashfs_mem=1G',
+        'lock_wait=30',
+      ].join('\n'),
+    );
+    expect(c).toEqual({
+      ...DEFAULTS,
+      upperDir: '/mnt/upper',
+      dataDir: '/mnt/data',
+      generations: 5,
+      compression: 'xz',
+      compressionLevel: 9,
+      mksquashfsMem: '1G',
+      lockWait: 30,
+    });
+  });
+
+  it('accepts every compressor and leaves the level to mksquashfs when empty', () => {
+    for (const c of ['zstd', 'gzip', 'xz', 'lz4', 'lzo'] as const) expect(parse(`compression=${c}`).compression).toBe(c);
+    expect(parse('compression_level=').compressionLevel).toBeUndefined();
+  });
+
+  it('takes sh-style quotes, spaces around = and CRLF line ends', () => {
+    expect(parse('data_dir="/mnt/my data"').dataDir).toBe('/mnt/my data');
+    expect(parse('  generations = 4  ').generations).toBe(4);
+    expect(parse('generations=3\r\nlock_wait=5\r\n')).toMatchObject({ generations: 3, lockWait: 5 });
+  });
+
+  it('a later line overrides an earlier one', () => {
+    expect(parse('generations=3\ngenerations=6').generations).toBe(6);
+  });
+
+  it('an unknown key is a UsageError naming file:line and the key', () => {
+    const e = usageError('# comment\ngenerations=3\n\ngenerashuns=4\n');
+    expect(e.message).toContain(`${SRC}:4`);
+    expect(e.message).toContain('generashuns');
+    expect(e.exitCode).toBe(2);
+  });
+
+  it('a line without key=value is a UsageError naming file:line', () => {
+    expect(usageError('generations 3').message).toContain(`${SRC}:1`);
+    expect(usageError('\n=3').message).toContain(`${SRC}:2`);
+  });
+
+  for (const [line, where] of [
+    ['generations=0', 'generations 0'],
+    ['generations=101', 'generations past 100'],
+    ['generations=-1', 'negative'],
+    ['generations=two', 'a word'],
+    ['generations=2.5', 'a fraction'],
+    ['generations=1e1', 'an exponent'],
+    ['generations=', 'empty'],
+    ['generations=0x10', 'hex'],
+    ['lock_wait=-1', 'a negative lock_wait'],
+    ['lock_wait=86401', 'a lock_wait past a day'],
+    ['compression_level=0', 'compression level 0'],
+    ['compression_level=23', 'compression level 23'],
+    ['compression_level=fast', 'a word as level'],
+  ] as const) {
+    it(`rejects ${where} (${line}) naming the line`, () => {
+      const e = usageError(`# x\n${line}\n`);
+      expect(e.message).toContain(`${SRC}:2`);
+      expect(e.message).toContain(`"${line.split('=')[1]}"`);
+    });
+  }
+
+  it('accepts the bounds', () => {
+    expect(parse('generations=1').generations).toBe(1);
+    expect(parse('generations=100').generations).toBe(100);
+    expect(parse('lock_wait=0').lockWait).toBe(0);
+    expect(parse('compression_level=22').compressionLevel).toBe(22);
+  });
+
+  it('rejects an unknown compressor, a bad memory size and relative paths', () => {
+    expect(usageError('compression=brotli').message).toMatch(/brotli.*zstd/);
+    expect(usageError('mksquashfs_mem=256MB').message).toContain('256MB');
+    expect(usageError('mksquashfs_mem=lots').message).toContain(`${SRC}:1`);
+    expect(usageError('upper_dir=run/cairn').message).toMatch(/absolute/);
+    expect(usageError('data_dir=').message).toMatch(/absolute/);
+  });
+
+  it('accepts memory sizes as mksquashfs takes them', () => {
+    for (const m of ['512', '64K', '256M', '2G']) expect(parse(`mksquashfs_mem=${m}`).mksquashfsMem).toBe(m);
+  });
+
+  describe('excludes', () => {
+    it('the first exclude= replaces the defaults, later ones add to it', () => {
+      expect(parse('exclude=var/log/*\nexclude=srv/cache').excludes).toEqual(['var/log/*', 'srv/cache']);
+    });
+
+    it('an empty exclude= clears the list: nothing is left out', () => {
+      expect(parse('exclude=').excludes).toEqual([]);
+    });
+
+    it('exclude_add= appends to the defaults', () => {
+      expect(parse('exclude_add=var/log/*\nexclude_add=srv/x').excludes).toEqual([
+        ...DEFAULT_EXCLUDES,
+        'var/log/*',
+        'srv/x',
+      ]);
+    });
+
+    it('exclude_add= after exclude= appends to the replaced list', () => {
+      expect(parse('exclude=tmp/*\nexclude_add=srv/x').excludes).toEqual(['tmp/*', 'srv/x']);
+    });
+
+    it('parsing never changes the defaults', () => {
+      parse('exclude_add=var/log/*');
+      parse('exclude=srv/*');
+      expect(DEFAULTS.excludes).toEqual([...DEFAULT_EXCLUDES]);
+      expect(parse('').excludes).toEqual([...DEFAULT_EXCLUDES]);
+    });
+
+    for (const bad of ['tmp/[ab]', 'var/../etc', 'tmp/@(a|b)', 'a\\b']) {
+      it(`an invalid pattern (${bad}) is a UsageError naming the file`, () => {
+        const e = usageError(`exclude_add=${bad}`);
+        expect(e.message).toContain(SRC);
+        expect(e.message).toContain(bad);
+      });
+    }
+
+    it('an empty exclude_add= is a UsageError, not a pattern that matches nothing', () => {
+      expect(usageError('exclude_add=').message).toContain(SRC);
+    });
+  });
+});

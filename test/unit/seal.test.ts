@@ -1,0 +1,269 @@
+import { describe, it, expect, beforeAll, afterAll } from 'vitest';
+import { createHash, randomBytes } from 'node:crypto';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, rm, writeFile, truncate, readFile, symlink, mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { checkIntegrity, decodeSeal, encodeSeal, readSeal, type Seal } from '../../src/state/seal.js';
+import { SEAL } from '../../src/names.js';
+
+const seal = (over: Partial<Seal> = {}): Seal => ({
+  size: 123_456,
+  sha256: 'e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855',
+  id: '0b7c3f7e-2d5e-4a51-9c59-3d1d2f1d9a10',
+  parent: '5f8a0c1e-8f5b-4a71-a1f3-7a2c0e9b1d22',
+  session: 'c1f0d7a2-1e0b-4b1a-9d5e-2f7b8a6c4d11',
+  created: 1_700_000_000,
+  files: 1234,
+  ...over,
+});
+
+/** A seal block from raw text, padded like encodeSeal pads. */
+const block = (text: string) => Buffer.concat([Buffer.from(text), Buffer.alloc(SEAL.size - Buffer.byteLength(text), '\n')]);
+const goodText = (s: Seal) => encodeSeal(s).toString('latin1').replace(/\n+$/, '\n');
+
+describe('encodeSeal', () => {
+  it('is exactly 4096 bytes of newline-padded text starting with the magic line', () => {
+    const b = encodeSeal(seal());
+    expect(b.length).toBe(4096);
+    expect(b.length).toBe(SEAL.size);
+    expect(b.subarray(0, 'cairn-state 1\n'.length).toString()).toBe('cairn-state 1\n');
+    const text = b.toString('latin1');
+    const body = text.replace(/\n+$/, '');
+    expect(body.split('\n')).toEqual([
+      'cairn-state 1',
+      'size=123456',
+      `sha256=${seal().sha256}`,
+      `id=${seal().id}`,
+      `parent=${seal().parent}`,
+      `session=${seal().session}`,
+      'created=1700000000',
+      'files=1234',
+      'end',
+    ]);
+    // Everything after the fields is newlines.
+    expect(/^\n*$/.test(text.slice(body.length))).toBe(true);
+  });
+
+  it('round-trips through decodeSeal, empty parent and session included', () => {
+    for (const s of [seal(), seal({ parent: '', session: '' }), seal({ size: 1, files: 0, created: 0 })]) {
+      expect(decodeSeal(encodeSeal(s))).toEqual(s);
+    }
+  });
+
+  it('refuses a field that would break the format', () => {
+    expect(() => encodeSeal(seal({ id: 'a\nsize=1' }))).toThrow();
+    expect(() => encodeSeal(seal({ session: 'x=y' }))).toThrow();
+    expect(() => encodeSeal(seal({ parent: 'p'.repeat(5000) }))).toThrow(/too large/);
+  });
+});
+
+describe('decodeSeal', () => {
+  const problem = (b: Buffer) => {
+    const r = decodeSeal(b);
+    expect(r, 'expected a problem').toHaveProperty('problem');
+    return (r as { problem: string }).problem;
+  };
+
+  it('accepts a hand-written seal as documented', () => {
+    const r = decodeSeal(block(goodText(seal())));
+    expect(r).toEqual(seal());
+  });
+
+  it('rejects a wrong or missing magic line', () => {
+    expect(problem(block(goodText(seal()).replace('cairn-state 1', 'cairn-state 2')))).toMatch(/no cairn seal/);
+    expect(problem(block(goodText(seal()).replace('cairn-state 1\n', '')))).toMatch(/no cairn seal/);
+    expect(problem(Buffer.alloc(4096))).toMatch(/no cairn seal/);
+    expect(problem(randomBytes(4096))).toBeTruthy();
+  });
+
+  it('rejects a seal without its end line', () => {
+    expect(problem(block(goodText(seal()).replace('\nend\n', '\n')))).toMatch(/incomplete/);
+  });
+
+  for (const [what, size] of [
+    ['missing', undefined],
+    ['empty', ''],
+    ['zero', '0'],
+    ['negative', '-5'],
+    ['not a number', '12ab'],
+    ['fractional', '1.5'],
+    ['beyond a safe integer', '99999999999999999999'],
+  ] as const) {
+    it(`rejects a size that is ${what}`, () => {
+      const text = goodText(seal()).replace(/^size=.*\n/m, size === undefined ? '' : `size=${size}\n`);
+      expect(problem(block(text))).toMatch(/size/);
+    });
+  }
+
+  for (const [what, sum] of [
+    ['missing', undefined],
+    ['too short', 'abc123'],
+    ['upper-case', seal().sha256.toUpperCase()],
+    ['not hex', 'g'.repeat(64)],
+    ['too long', `${seal().sha256}0`],
+  ] as const) {
+    it(`rejects a sha256 that is ${what}`, () => {
+      const text = goodText(seal()).replace(/^sha256=.*\n/m, sum === undefined ? '' : `sha256=${sum}\n`);
+      expect(problem(block(text))).toMatch(/checksum/);
+    });
+  }
+});
+
+describe('readSeal and checkIntegrity on files', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cairn-seal-test-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** A fake image of random bytes followed by its correct seal. */
+  async function sealedFile(name: string, imageBytes = 10_000): Promise<{ path: string; image: Buffer; s: Seal }> {
+    const image = randomBytes(imageBytes);
+    const s = seal({ size: image.length, sha256: createHash('sha256').update(image).digest('hex') });
+    const path = join(dir, name);
+    await writeFile(path, Buffer.concat([image, encodeSeal(s)]));
+    return { path, image, s };
+  }
+
+  it('a correctly sealed file is ok, by seal and by checksum', async () => {
+    const { path, s, image } = await sealedFile('good');
+    expect(await readSeal(path)).toEqual({ ok: true, seal: s, fileSize: image.length + 4096 });
+    expect(await checkIntegrity(path)).toEqual({ ok: true, seal: s, fileSize: image.length + 4096 });
+  });
+
+  it('a file one byte short is not ok, and the problem says truncated', async () => {
+    const { path } = await sealedFile('short');
+    await truncate(path, 10_000 + 4096 - 1);
+    for (const r of [await readSeal(path), await checkIntegrity(path)]) {
+      expect(r.ok).toBe(false);
+      expect(!r.ok && r.problem).toMatch(/truncat/);
+    }
+  });
+
+  it('a file cut inside the image (seal moved up) is not ok', async () => {
+    const { path, image, s } = await sealedFile('cut');
+    await writeFile(path, Buffer.concat([image.subarray(0, 5000), encodeSeal(s)]));
+    const r = await readSeal(path);
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.problem).toMatch(/truncated/);
+  });
+
+  it('a file with a byte appended is not ok', async () => {
+    const { path } = await sealedFile('long');
+    await writeFile(path, Buffer.from('x'), { flag: 'a' });
+    expect((await checkIntegrity(path)).ok).toBe(false);
+  });
+
+  it('a flipped byte in the image passes the cheap seal read but fails checkIntegrity with a checksum mismatch', async () => {
+    const { path } = await sealedFile('flipped');
+    const bytes = await readFile(path);
+    bytes[4321]! ^= 0x01;
+    await writeFile(path, bytes);
+    expect((await readSeal(path)).ok).toBe(true);
+    const r = await checkIntegrity(path);
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.problem).toMatch(/checksum mismatch/);
+    expect(r.seal?.size).toBe(10_000);
+  });
+
+  it('a file of 4096 bytes or fewer is not ok', async () => {
+    for (const n of [0, 100, 4095, 4096]) {
+      const path = join(dir, `tiny-${n}`);
+      await writeFile(path, Buffer.alloc(n, '\n'));
+      const r = await checkIntegrity(path);
+      expect(r.ok, `${n} bytes`).toBe(false);
+      expect(!r.ok && r.problem).toMatch(/too short/);
+      expect(r.fileSize).toBe(n);
+    }
+  });
+
+  it('a file without a seal (a bare image) is not ok', async () => {
+    const path = join(dir, 'bare');
+    await writeFile(path, randomBytes(20_000));
+    const r = await readSeal(path);
+    expect(r.ok).toBe(false);
+    expect(!r.ok && r.problem).toMatch(/no cairn seal/);
+  });
+
+  describe('the busybox check documented in docs/state-format.md', () => {
+    // The check from the doc, verbatim where it can be, with the fields read
+    // from the seal by the shell alone. Exit 0: intact.
+    const script = `
+f=$1
+total=$(stat -c %s "$f")
+seal=$(tail -c 4096 "$f")
+size=; sha256=
+while IFS= read -r line; do
+  case $line in
+    size=*) size=\${line#size=} ;;
+    sha256=*) sha256=\${line#sha256=} ;;
+  esac
+done <<EOF
+$seal
+EOF
+[ -n "$size" ] || exit 3
+[ "$total" -eq $((size + 4096)) ] || exit 4
+sum=$(head -c "$size" "$f" | sha256sum); [ "\${sum%% *}" = "$sha256" ] || exit 5
+exit 0
+`;
+    let bin: string;
+    const busybox = '/usr/bin/busybox';
+
+    beforeAll(async () => {
+      // Fails loudly: this test is meant to run with the real busybox.
+      expect(existsSync(busybox), `${busybox} is missing: install busybox to run this test`).toBe(true);
+      // Only busybox applets on PATH, so nothing else answers for it.
+      bin = join(dir, 'bin');
+      await mkdir(bin);
+      for (const applet of ['stat', 'tail', 'head', 'sha256sum']) await symlink(busybox, join(bin, applet));
+    });
+
+    const bbCheck = (path: string) =>
+      spawnSync(busybox, ['sh', '-c', script, 'check', path], { env: { PATH: bin }, encoding: 'utf8' });
+
+    it('uses busybox applets only', () => {
+      const which = execFileSync(busybox, ['sh', '-c', 'for a in stat tail head sha256sum; do command -v "$a" || echo "missing $a"; done'], {
+        env: { PATH: bin },
+        encoding: 'utf8',
+      });
+      // A standalone busybox shell names its own applets; otherwise they are our links to busybox.
+      const found = which.trim().split('\n');
+      ['stat', 'tail', 'head', 'sha256sum'].forEach((a, i) => expect([a, join(bin, a)]).toContain(found[i]));
+    });
+
+    it('accepts a good sealed file', async () => {
+      const { path } = await sealedFile('bb-good', 70_000);
+      const r = bbCheck(path);
+      expect(r.stderr).toBe('');
+      expect(r.status).toBe(0);
+    });
+
+    it('rejects a file with a flipped byte (checksum)', async () => {
+      const { path } = await sealedFile('bb-flipped', 70_000);
+      const bytes = await readFile(path);
+      bytes[12_345]! ^= 0x80;
+      await writeFile(path, bytes);
+      expect(bbCheck(path).status).toBe(5);
+    });
+
+    it('rejects a file truncated by one byte', async () => {
+      const { path } = await sealedFile('bb-short', 70_000);
+      await truncate(path, 70_000 + 4096 - 1);
+      expect(bbCheck(path).status).not.toBe(0);
+    });
+
+    it('agrees with checkIntegrity on a good and a bad file', async () => {
+      const { path } = await sealedFile('bb-agree', 5000);
+      expect(bbCheck(path).status === 0).toBe((await checkIntegrity(path)).ok);
+      const bytes = await readFile(path);
+      bytes[0]! ^= 0xff;
+      await writeFile(path, bytes);
+      expect(bbCheck(path).status === 0).toBe((await checkIntegrity(path)).ok);
+      expect((await checkIntegrity(path)).ok).toBe(false);
+    });
+  });
+});
