@@ -38,6 +38,7 @@ const COMPRESSORS = ['zstd', 'gzip', 'xz', 'lz4', 'lzo'] as const;
 export function parseConfig(text: string, source: string): Config {
   const config: Config = { ...DEFAULTS, excludes: [...DEFAULTS.excludes] };
   let excludesReset = false;
+  const added: string[] = [];
   text.split('\n').forEach((raw, i) => {
     const line = raw.trim();
     if (!line || line.startsWith('#')) return;
@@ -76,7 +77,7 @@ export function parseConfig(text: string, source: string): Config {
         if (value) config.excludes.push(value);
         break;
       case 'exclude_add':
-        config.excludes.push(value);
+        added.push(value);
         break;
       case 'lock_wait':
         config.lockWait = integer(value, where, 0, 86_400);
@@ -85,6 +86,7 @@ export function parseConfig(text: string, source: string): Config {
         throw new UsageError(`${where}: unknown setting "${key}"`);
     }
   });
+  config.excludes.push(...added);
   try {
     compileExcludes(config.excludes);
   } catch (e) {

@@ -24,7 +24,7 @@ export async function verifyImage(image: string): Promise<ImageCheck> {
   const bytesRead = await withLoopDevice(image, { readOnly: true }, (device) =>
     withTempDir('cairn-verify-', (mnt) =>
       withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
-        const tree = await walkTree(mnt);
+        const tree = walkTree(mnt);
         let total = 0;
         const buf = Buffer.allocUnsafe(1 << 20);
         for (const [rel, e] of tree.entries) {

@@ -1,6 +1,9 @@
 # shellcheck shell=sh
-# Tunables of the early boot. Each may be set in the environment first (the
-# tests do); paths are relative to "$ROOT", which is empty at boot.
+# Tunables of the early boot. Each may be set in the environment first: the
+# tests do, and so does a VAR=value on the kernel command line, which the
+# kernel hands to init as its environment (CAIRN_FIND_TIMEOUT=30 for a very
+# slow stick). Paths are relative to "$ROOT", which is empty at boot.
+# CAIRN_KVER, unset at boot, stands in for `uname -r` (kernel_version).
 
 # Seconds to wait for the data partition: USB sticks can take a while.
 : "${CAIRN_FIND_TIMEOUT:=10}"
@@ -10,15 +13,16 @@
 : "${CAIRN_LUKS_NAME:=cairn-data}"
 # Where the new root is assembled before switch_root.
 : "${CAIRN_NEWROOT:=/sysroot}"
-# The kernel command line.
+# The kernel command line, and the kernel log (tests use plain files).
 : "${CAIRN_CMDLINE:=/proc/cmdline}"
+: "${CAIRN_KMSG:=/dev/kmsg}"
 # The upper layer's size when cairn.upper_size does not say: a share of RAM.
 : "${CAIRN_UPPER_SIZE_DEFAULT:=50%}"
 # The smallest upper layer worth booting into, in bytes (16 MiB).
 : "${CAIRN_UPPER_SIZE_MIN:=16777216}"
 # zram compressors, best first; the first one the kernel offers is used.
 : "${CAIRN_ZRAM_ALGOS:=zstd lz4 lzo-rle lzo}"
-# Modules the boot may need; built-in ones simply fail to load, quietly.
+# Modules the boot may need; one that is missing (or built in) is no error.
 : "${CAIRN_MODULES:=loop squashfs overlay ext4 zram dm-crypt usb-storage uas sd_mod}"
 # Programs, so that tests can stand in for the ones that act on the machine
 # (the power-off is run with -f, the rescue shell without arguments).

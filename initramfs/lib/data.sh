@@ -12,7 +12,7 @@ data_resolve() {
     LABEL=* | UUID=*)
       findfs "$1" 2>/dev/null && return 0
       command -v blkid >/dev/null 2>&1 &&
-        blkid -l -o device -t "$1" 2>/dev/null | grep '^/dev/'
+        blkid -l -o device -t "$1" 2>/dev/null | grep -x '/dev/[^ :]*'
       ;;
     *) [ -b "$ROOT$1" ] && echo "$1" ;;
   esac
@@ -49,6 +49,7 @@ data_list_devices() {
   err "block devices seen:"
   _dl_any=
   for _dl_sys in "$ROOT"/sys/class/block/*; do
+    [ -e "$_dl_sys" ] || continue
     [ "$(cat "$_dl_sys/size" 2>/dev/null)" != 0 ] || continue
     _dl_dev=/dev/${_dl_sys##*/}
     _dl_line=$(blkid "$ROOT$_dl_dev" 2>/dev/null)

@@ -2,9 +2,6 @@
 # Messages: every step is said on the console (stderr, which is /dev/console
 # in the initramfs) and, when it is writable, in the kernel log.
 
-# The kernel log device; tests point it at a plain file.
-: "${CAIRN_KMSG:=/dev/kmsg}"
-
 # say LEVEL PREFIX MESSAGE...: the console line and the kmsg line.
 # LEVEL is a syslog level (3 error, 4 warning, 6 info, 7 debug).
 say() {
@@ -25,18 +22,4 @@ err() { say 3 'error: ' "$@"; }
 debug() {
   [ "${cairn_debug:-0}" = 1 ] || return 0
   say 7 'debug: ' "$@"
-}
-
-# ebegin MESSAGE / eend STATUS [WHY]: a step and how it ended.
-# eend returns STATUS so that `eend $? "why" || ...` reads naturally.
-ebegin() { info "$* ..."; }
-eend() {
-  _eend_rc=$1
-  shift
-  if [ "$_eend_rc" -eq 0 ]; then
-    debug "... done"
-  else
-    err "${*:-failed}"
-  fi
-  return "$_eend_rc"
 }

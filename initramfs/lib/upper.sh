@@ -112,10 +112,12 @@ dev_wait() {
 
 # upper_mkfs DEV: ext4 without a journal (RAM needs none) and no reserved
 # blocks; busybox's mke2fs makes ext2, which the ext4 driver mounts as well.
+# 4 KiB blocks: zram's sectors are 4 KiB, and the kernel refuses to mount
+# smaller blocks on it (busybox picks 1 KiB for small file systems).
 upper_mkfs() {
   if command -v mkfs.ext4 >/dev/null 2>&1; then
-    mkfs.ext4 -q -F -m 0 -i 8192 -O ^has_journal -L cairn-upper "$ROOT$1"
+    mkfs.ext4 -q -F -b 4096 -m 0 -i 8192 -O ^has_journal -L cairn-upper "$ROOT$1"
   else
-    mke2fs -F -m 0 -i 8192 -L cairn-upper "$ROOT$1" >/dev/null
+    mke2fs -F -b 4096 -m 0 -i 8192 -L cairn-upper "$ROOT$1" >/dev/null
   fi
 }

@@ -2,7 +2,8 @@ export function formatBytes(n: number): string {
   const units = ['B', 'KiB', 'MiB', 'GiB', 'TiB'];
   let v = n;
   let i = 0;
-  while (Math.abs(v) >= 1024 && i < units.length - 1) {
+  // Round first, so 1048575 bytes reads 1.0 MiB rather than 1024.0 KiB.
+  while (Math.abs(Number(v.toFixed(1))) >= 1024 && i < units.length - 1) {
     v /= 1024;
     i++;
   }
@@ -10,7 +11,10 @@ export function formatBytes(n: number): string {
 }
 
 export function formatSeconds(s: number): string {
-  return s < 60 ? `${s.toFixed(1)} s` : `${Math.floor(s / 60)} min ${Math.round(s % 60)} s`;
+  const tenths = Math.round(s * 10) / 10;
+  if (tenths < 60) return `${tenths.toFixed(1)} s`;
+  const whole = Math.round(s);
+  return `${Math.floor(whole / 60)} min ${whole % 60} s`;
 }
 
 export function formatDate(unixSeconds: number): string {

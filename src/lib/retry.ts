@@ -8,7 +8,7 @@ import { log } from './log.js';
  * permanent and fails at once.
  */
 export function isTransient(e: unknown): boolean {
-  if ((e as NodeJS.ErrnoException).code === 'EBUSY') return true;
+  if ((e as NodeJS.ErrnoException | null)?.code === 'EBUSY') return true;
   return e instanceof CommandFailedError && /busy/i.test(e.stderrTail);
 }
 

@@ -1,5 +1,5 @@
-import { open } from 'node:fs/promises';
-import { limiter } from '../lib/limit.js';
+import { closeSync, openSync, readSync } from 'node:fs';
+import { log } from '../lib/log.js';
 import { displayPath, toFsPath, walkTree, type Entry, type Walk } from './tree.js';
 import { readXattrs } from './xattrs.js';
 
@@ -42,7 +42,9 @@ const devName = (rdev: number) => `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0
 export async function compareTrees(options: CompareOptions): Promise<CompareResult> {
   const { upper, upperRoot, imageRoot, since } = options;
   const max = options.maxDifferences ?? 50;
-  const image = await walkTree(imageRoot);
+  const t0 = Date.now();
+  const image = walkTree(imageRoot);
+  const t1 = Date.now();
   const differences: Difference[] = [];
   const differ = (rel: string, what: string, expected: string, actual: string) => {
     const u = upper.entries.get(rel);
@@ -59,8 +61,9 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
   }
   compareLinkGroups(upper.entries, image.entries, differ);
   await compareXattrs(upperRoot, imageRoot, upper.entries, differ);
-
-  const bytesCompared = differences.length < max ? await compareContents(options, image.entries, differ, max) : 0;
+  const t2 = Date.now();
+  const bytesCompared = differences.length < max ? compareContents(options, image.entries, differ, max) : 0;
+  log.debug({ walkMs: t1 - t0, metadataMs: t2 - t1, contentsMs: Date.now() - t2, bytesCompared }, 'compared');
   return { differences, entries: image.entries.size, bytesCompared };
 }
 
@@ -117,15 +120,19 @@ async function compareXattrs(upperRoot: string, imageRoot: string, upper: Map<st
   }
 }
 
-async function compareContents(
-  options: CompareOptions,
-  image: Map<string, Entry>,
-  differ: Differ,
-  max: number,
-): Promise<number> {
+/**
+ * Compares file contents in image order, synchronously: the files are in RAM
+ * (upper) or behind one kernel decompressor (squashfs), so thread-pool round
+ * trips would cost more than the reads. The checksum pass runs beside it in
+ * another process.
+ */
+function compareContents(options: CompareOptions, image: Map<string, Entry>, differ: Differ, max: number): number {
   const { upper, upperRoot, imageRoot } = options;
   const seenInodes = new Set<number>();
-  const jobs: string[] = [];
+  const a = Buffer.allocUnsafe(CHUNK);
+  const b = Buffer.allocUnsafe(CHUNK);
+  let done = 0;
+  let failures = 0;
   for (const [rel, u] of upper.entries) {
     const i = image.get(rel);
     if (u.type !== 'file' || i?.type !== 'file' || u.size !== i.size || u.size === 0) continue;
@@ -133,51 +140,54 @@ async function compareContents(
       if (seenInodes.has(u.ino)) continue;
       seenInodes.add(u.ino);
     }
-    jobs.push(rel);
+    const offset = firstDifference(toFsPath(upperRoot, rel), toFsPath(imageRoot, rel), a, b, (n) => {
+      done += n;
+      options.onProgress?.(done);
+    });
+    if (offset !== undefined) {
+      differ(rel, 'contents', 'other bytes', `different from byte ${offset} on`);
+      if (++failures >= max) break;
+    }
   }
-  // Two readers per core keeps the kernel's squashfs decompression busy.
-  const slot = limiter(4);
-  let done = 0;
-  let failures = 0;
-  await Promise.all(
-    jobs.map((rel) =>
-      slot(async () => {
-        if (failures >= max) return;
-        const offset = await firstDifference(toFsPath(upperRoot, rel), toFsPath(imageRoot, rel), (n) => {
-          done += n;
-          options.onProgress?.(done);
-        });
-        if (offset !== undefined) {
-          failures++;
-          differ(rel, 'contents', 'other bytes', `different from byte ${offset} on`);
-        }
-      }),
-    ),
-  );
   return done;
 }
 
 const CHUNK = 1 << 20;
 
 /** Offset of the first differing byte of two files, or undefined if equal. */
-async function firstDifference(a: Buffer, b: Buffer, progress: (n: number) => void): Promise<number | undefined> {
-  const [fa, fb] = await Promise.all([open(a, 'r'), open(b, 'r')]);
-  const ba = Buffer.allocUnsafe(CHUNK);
-  const bb = Buffer.allocUnsafe(CHUNK);
+function firstDifference(pathA: Buffer, pathB: Buffer, a: Buffer, b: Buffer, progress: (n: number) => void): number | undefined {
+  const fa = openSync(pathA, 'r');
   try {
-    for (let pos = 0; ; ) {
-      const [ra, rb] = await Promise.all([fa.read(ba, 0, CHUNK, pos), fb.read(bb, 0, CHUNK, pos)]);
-      if (ra.bytesRead !== rb.bytesRead) return pos + Math.min(ra.bytesRead, rb.bytesRead);
-      if (ra.bytesRead === 0) return undefined;
-      if (!ba.subarray(0, ra.bytesRead).equals(bb.subarray(0, rb.bytesRead))) {
-        let k = 0;
-        while (ba[k] === bb[k]) k++;
-        return pos + k;
+    const fb = openSync(pathB, 'r');
+    try {
+      for (let pos = 0; ; ) {
+        const ra = readFull(fa, a, pos);
+        const rb = readFull(fb, b, pos);
+        if (ra !== rb) return pos + Math.min(ra, rb);
+        if (ra === 0) return undefined;
+        if (a.compare(b, 0, rb, 0, ra) !== 0) {
+          let k = 0;
+          while (a[k] === b[k]) k++;
+          return pos + k;
+        }
+        pos += ra;
+        progress(ra);
       }
-      pos += ra.bytesRead;
-      progress(ra.bytesRead);
+    } finally {
+      closeSync(fb);
     }
   } finally {
-    await Promise.all([fa.close(), fb.close()]);
+    closeSync(fa);
   }
+}
+
+/** Reads until the buffer is full or the file ends, so both sides stay in step. */
+function readFull(fd: number, buf: Buffer, pos: number): number {
+  let got = 0;
+  while (got < buf.length) {
+    const n = readSync(fd, buf, got, buf.length - got, pos + got);
+    if (n === 0) break;
+    got += n;
+  }
+  return got;
 }

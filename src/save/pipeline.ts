@@ -1,6 +1,7 @@
 import { randomUUID } from 'node:crypto';
 import { access, constants, realpath, rm, stat, statfs } from 'node:fs/promises';
 import { join, sep } from 'node:path';
+import { Worker } from 'node:worker_threads';
 import type { BootRecord } from '../bootRecord.js';
 import type { Config } from '../config.js';
 import { appendDurably, fsyncFile } from '../lib/durable.js';
@@ -18,10 +19,10 @@ import {
 } from '../lib/resources.js';
 import { run } from '../lib/run.js';
 import { DATA } from '../names.js';
-import { encodeSeal, readSeal, sha256Of } from '../state/seal.js';
+import { encodeSeal, readSeal } from '../state/seal.js';
 import { listStates, type StateFile } from '../state/states.js';
 import { compareTrees } from './compare.js';
-import { compileExcludes } from './exclude.js';
+import { compileExcludes, type ExcludeMatcher } from './exclude.js';
 import { withSaveLock } from './lock.js';
 import { applyOp, planRotation, resolveFrom, type RotationPlan } from './rotate.js';
 import { squash } from './squash.js';
@@ -64,6 +65,8 @@ export interface SaveReport {
   pruned: string[];
   dropped: { state: string; reason: string }[];
   warnings: string[];
+  /** Peak memory of the cairn process itself (mksquashfs runs apart, bounded by -mem). */
+  maxRssKiB: number;
   /** Steps run; less than stepsTotal only when stopAfterSteps cut the save short. */
   stepsRun: number;
   stepsTotal: number;
@@ -103,7 +106,8 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
       const matcher = compileExcludes(config.excludes);
       const warnings: string[] = [];
       const phaseSeconds: SaveReport['phaseSeconds'] = {};
-      let upperWalk: Walk | undefined;
+      let upperEstimate = 0;
+      let upperSaved = 0;
       let statesBefore: StateFile[] = [];
       let from: StateFile | undefined;
       let imageBytes = 0;
@@ -118,8 +122,8 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
             await removeLeftovers(dataDir);
             statesBefore = await listStates(dataDir);
             from = resolveFrom(statesBefore, options.bootRecord?.used === 'clean' ? undefined : options.bootRecord?.stateId);
-            upperWalk = await walkTree(upperDir, matcher);
-            await checkFreeSpace(dataDir, upperBytes(upperWalk));
+            upperEstimate = await estimateUpperBytes(upperDir, matcher);
+            await checkFreeSpace(dataDir, upperEstimate);
           },
         },
         {
@@ -134,7 +138,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
                   excludes: config.excludes,
                   excludeFile: join(tmp, 'exclude'),
                   config,
-                  upperBytes: upperBytes(upperWalk!),
+                  upperBytes: upperEstimate,
                   onProgress: (f) => options.onProgress?.('squashing', f),
                 },
                 () => freeBytes(dataDir),
@@ -154,6 +158,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
             );
             files = result.files;
             sha256 = result.sha256;
+            upperSaved = result.upperBytes;
             if (!result.directIo) {
               warnings.push('the data partition does not allow direct I/O: the image was read back through the page cache');
             }
@@ -227,7 +232,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
           image: join(dataDir, DATA.newest),
           bytes: imageBytes,
           files,
-          upperBytes: upperWalk ? upperBytes(upperWalk) : 0,
+          upperBytes: upperSaved,
           seconds: (Date.now() - started) / 1000,
           phaseSeconds,
           bootedFrom: from?.name,
@@ -236,6 +241,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
           pruned: plan?.pruned.map((p) => p.name) ?? [],
           dropped: plan?.dropped.map((d) => ({ state: d.state.name, reason: d.reason })) ?? [],
           warnings,
+          maxRssKiB: process.resourceUsage().maxRSS,
           stepsRun,
           stepsTotal: steps.length,
         };
@@ -248,6 +254,20 @@ function upperBytes(walk: Walk): number {
   let n = 0;
   for (const e of walk.entries.values()) n += e.type === 'file' ? Math.min(e.size, e.allocated) : 0;
   return n;
+}
+
+/**
+ * The upper layer's size for the space check. On a running system the upper
+ * layer is a file system of its own and statfs answers at once; for a plain
+ * directory the tree is walked.
+ */
+async function estimateUpperBytes(upperDir: string, matcher: ExcludeMatcher): Promise<number> {
+  const [here, parent] = await Promise.all([stat(upperDir), stat(join(upperDir, '..'))]);
+  if (here.dev !== parent.dev) {
+    const s = await statfs(upperDir);
+    return (s.blocks - s.bfree) * s.bsize;
+  }
+  return upperBytes(walkTree(upperDir, matcher));
 }
 
 async function freeBytes(dir: string): Promise<number> {
@@ -314,6 +334,8 @@ async function removeLeftovers(dataDir: string): Promise<void> {
 interface VerifyResult {
   sha256: string;
   files: number;
+  /** File bytes in the upper layer as saved (excludes applied, holes not counted). */
+  upperBytes: number;
   directIo: boolean;
 }
 
@@ -332,12 +354,18 @@ async function verifyAgainstUpper(
 ): Promise<VerifyResult> {
   return withLoopDevice(image, { readOnly: true, directIo: true }, async (device) => {
     const directIo = loopUsesDirectIo(device);
-    const sha256 = await sha256Of(device, size);
-    return withTempDir('cairn-verify-', (mnt) =>
+    // The checksum pass and the comparison run side by side: one is hashing,
+    // the other decompressing, and both read the same device cache.
+    const t = Date.now();
+    const checksum = deviceChecksum(device, size).then((sum) => {
+      log.debug({ ms: Date.now() - t, bytes: size }, 'checksum read back');
+      return sum;
+    });
+    const compared = withTempDir('cairn-verify-', (mnt) =>
       withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
         // Walked now, not before squashing: excluded paths that appeared
         // meanwhile were left out by mksquashfs too.
-        const upper = await walkTree(upperDir, matcher);
+        const upper = walkTree(upperDir, matcher);
         const total = Math.max(1, upperBytes(upper));
         const result = await compareTrees({
           upper,
@@ -356,8 +384,37 @@ async function verifyAgainstUpper(
               : 'the image does not hold what the upper layer holds; the saved states were not changed',
           );
         }
-        return { sha256, files: result.entries, directIo };
+        return { files: result.entries, upperBytes: upperBytes(upper) };
       }),
     );
+    const [sha256, tree] = await Promise.all([checksum, compared]);
+    return { sha256, ...tree, directIo };
+  });
+}
+
+/**
+ * sha256 of a device's first `size` bytes, hashed in a worker thread so it
+ * runs on the other core while the main thread compares trees.
+ */
+function deviceChecksum(device: string, size: number): Promise<string> {
+  const code = `
+    const { parentPort, workerData } = require('node:worker_threads');
+    const { openSync, readSync, closeSync } = require('node:fs');
+    const hash = require('node:crypto').createHash('sha256');
+    const fd = openSync(workerData.device, 'r');
+    const buf = Buffer.allocUnsafe(4 << 20);
+    let pos = 0;
+    while (pos < workerData.size) {
+      const n = readSync(fd, buf, 0, Math.min(buf.length, workerData.size - pos), pos);
+      if (n === 0) throw new Error('the device ended ' + (workerData.size - pos) + ' bytes early');
+      hash.update(buf.subarray(0, n));
+      pos += n;
+    }
+    closeSync(fd);
+    parentPort.postMessage(hash.digest('hex'));`;
+  return new Promise((resolve, reject) => {
+    const worker = new Worker(code, { eval: true, workerData: { device, size } });
+    worker.once('message', resolve);
+    worker.once('error', (e) => reject(new IntegrityError(device, `reading the image back failed: ${e.message}`)));
   });
 }

@@ -55,9 +55,12 @@ export function planRotation(input: RotationInput): RotationPlan {
   const ancestors = ancestorIds(from, states);
 
   // 1. Every state the new names displace, unless the user has seen it replaced,
-  //    gets a generation name first, so that no later step can lose it.
-  for (const displaced of [newest, backup]) {
-    if (!displaced || displaced === from || (from && identity(displaced) === identity(from))) continue;
+  //    gets a generation name first, so that no later step can lose it. The
+  //    older of the two gets the lower number: numbers order generations by age.
+  const displacedStates = [backup, newest]
+    .filter((d): d is StateFile => d !== undefined && !(from && identity(d) === identity(from)))
+    .sort((x, y) => (x.check.seal?.created ?? 0) - (y.check.seal?.created ?? 0));
+  for (const displaced of displacedStates) {
     const reason = seenReplaced(displaced, from, ancestors, input.session);
     if (reason) {
       dropped.push({ state: displaced, reason });
@@ -80,20 +83,18 @@ export function planRotation(input: RotationInput): RotationPlan {
   // 3. The new state becomes the newest.
   ops.push({ op: 'rename', from: DATA.temp, to: DATA.newest, why: 'the new state becomes the newest' });
 
-  // 4. A generation that now is the backup needs no second name.
-  if (from?.role === 'generation') {
-    ops.push({ op: 'unlink', path: from.name, why: `${from.name} is now the backup` });
-  }
+  // 4. A generation that now is the backup (booted from it, or linked by an
+  //    interrupted save) needs no second name.
+  const asBackup = gens.filter((g) => from && identity(g) === identity(from));
+  for (const g of asBackup) ops.push({ op: 'unlink', path: g.name, why: `${g.name} is now the backup` });
 
-  // 5. Prune the oldest generations past the configured number.
-  const remaining = [
-    ...kept.map((k) => ({ name: k.as, n: Number(k.as.match(/\d+/)?.[0]), state: k.state })),
-    ...gens.filter((g) => g !== from).map((g) => ({ name: g.name, n: g.generation ?? 0, state: g })),
-  ].sort((a, b) => b.n - a.n);
-  const pruned: StateFile[] = [];
-  for (const extra of remaining.slice(input.generations)) {
-    ops.push({ op: 'unlink', path: extra.name, why: `prune ${extra.name}: more than ${input.generations} older states` });
-    pruned.push(extra.state);
+  // 5. Prune the oldest generations past the configured number, oldest first.
+  //    A state this save just kept is never pruned by the same save.
+  const older = gens.filter((g) => !asBackup.includes(g)).sort((x, y) => (x.generation ?? 0) - (y.generation ?? 0));
+  const excess = Math.max(0, older.length + kept.length - Math.max(input.generations, kept.length));
+  const pruned = older.slice(0, excess);
+  for (const g of pruned) {
+    ops.push({ op: 'unlink', path: g.name, why: `prune ${g.name}: more than ${input.generations} older states` });
   }
 
   return { ops, backup: from, kept, pruned, dropped };

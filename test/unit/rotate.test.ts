@@ -552,3 +552,45 @@ describe('resolveFrom', () => {
     expect(resolveFrom(d.states(), 'G2')?.name).toBe(gen(2));
   });
 });
+
+describe('generation numbers and pruning', () => {
+  /** Newest N (from backup B), backup B (from G3), and G3 kept as upperfs-gen-3. */
+  const fromGeneration = () => {
+    const d = new Disk();
+    d.put(gen(3), { id: 'G3', parent: 'G2', session: 'boot-1' });
+    d.put(DATA.backup, { id: 'B', parent: 'G3', session: 'boot-2' });
+    d.put(DATA.newest, { id: 'N', parent: 'B', session: 'boot-3' });
+    return d;
+  };
+
+  it('the newer of two displaced states gets the larger number, and a state kept by a save is not pruned by it', () => {
+    const { after } = save(fromGeneration(), { fromId: 'G3', session: 'boot-4', generations: 1 });
+    expect(after.idAt(gen(4))).toBe('B');
+    expect(after.idAt(gen(5))).toBe('N');
+    expect(after.idAt(DATA.backup)).toBe('G3');
+    expect(after.idAt(DATA.newest)).toBe(NEW);
+  });
+
+  it('a generation already linked as the backup by an interrupted save is removed, not counted', () => {
+    const d = new Disk();
+    d.put(gen(1), { id: 'G1', session: 'boot-0' });
+    d.put(gen(3), { id: 'G3', parent: 'G1', session: 'boot-1' });
+    d.hardLink(gen(3), DATA.backup);
+    d.put(DATA.newest, { id: 'N', parent: 'B', session: 'boot-3' });
+    d.hardLink(DATA.newest, gen(4));
+    const { plan, after } = save(d, { fromId: 'G3', session: 'boot-4', generations: 3 });
+    expect(plan.ops.map(describeOp)).toContain(`unlink ${gen(3)}`);
+    expect(plan.pruned).toEqual([]);
+    expect(after.idAt(gen(1))).toBe('G1');
+    expect(after.idAt(gen(4))).toBe('N');
+    expect(after.idAt(gen(3))).toBeUndefined();
+  });
+
+  it('prunes in ascending order, so a crash between two removals keeps the newer generation', () => {
+    const d = twoStates();
+    for (const n of [1, 2, 3]) d.put(gen(n), { id: `G${n}`, session: 'boot-0' });
+    const { plan } = save(d, { fromId: 'B1', session: 'boot-9', generations: 1 });
+    const unlinks = plan.ops.filter((o) => o.op === 'unlink').map(describeOp);
+    expect(unlinks).toEqual([`unlink ${gen(1)}`, `unlink ${gen(2)}`, `unlink ${gen(3)}`]);
+  });
+});

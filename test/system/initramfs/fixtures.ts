@@ -115,6 +115,11 @@ export class Sandbox {
     return stdout.trim();
   }
 
+  /** Resets and removes the zram devices set up since the sandbox was made. */
+  resetZram(): void {
+    restoreZram(this.zramBefore);
+  }
+
   async cleanup(): Promise<void> {
     for (const dev of this.loops) await execa('losetup', ['-d', dev], { reject: false });
     this.loops = [];
@@ -165,6 +170,17 @@ export function restoreZram(before: Map<string, string>): void {
     if (was === undefined && existsSync('/sys/class/zram-control/hot_remove')) {
       writeFileSync('/sys/class/zram-control/hot_remove', name.slice('zram'.length));
     }
+  }
+}
+
+/** Fails with the reason unless the kernel has zram (loading the module if need be) and overlayfs. */
+export async function requireZramAndOverlay(): Promise<void> {
+  const zram = () => existsSync('/sys/class/zram-control') || existsSync('/sys/block/zram0');
+  if (!zram()) await execa('modprobe', ['zram'], { reject: false });
+  if (!zram()) throw new Error('these tests need zram: the kernel has none (modprobe zram failed)');
+  if (!readFileSync('/proc/filesystems', 'utf8').includes('\toverlay\n')) {
+    await execa('modprobe', ['overlay'], { reject: false });
+    if (!readFileSync('/proc/filesystems', 'utf8').includes('\toverlay\n')) throw new Error('these tests need overlayfs: the kernel has none');
   }
 }
 

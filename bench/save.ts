@@ -1,0 +1,139 @@
+/**
+ * npm run bench:save — `cairn save` against the bare mksquashfs with the
+ * same options, on the same ~1 GiB tree, in one run. Prints wall times, their
+ * ratio, the image size, and the bytes written to the data partition per
+ * save (from the loop device's /sys/block/<dev>/stat). Needs root.
+ *
+ * Targets (issue 2): save with verification at most 1.5x the bare mksquashfs;
+ * bytes written at most 1.05x the image size.
+ */
+import { execFileSync, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { DEFAULTS } from '../src/config.js';
+import { mksquashfsArgs } from '../src/save/squash.js';
+
+const MiB = 1 << 20;
+const rounds = Number(process.env.BENCH_ROUNDS ?? 2);
+// BENCH_LEVEL compares another zstd level; both sides always use the same options.
+const config = { ...DEFAULTS, compressionLevel: Number(process.env.BENCH_LEVEL ?? DEFAULTS.compressionLevel) };
+const cli = join(process.cwd(), 'dist/cairn.mjs');
+
+function sh(cmd: string, args: string[]): string {
+  return execFileSync(cmd, args, { encoding: 'utf8' });
+}
+
+function main(): void {
+  if (process.getuid?.() !== 0) throw new Error('the benchmark needs root (tmpfs, loop mounts)');
+  for (const tool of ['mksquashfs', 'losetup', 'mkfs.ext4']) {
+    if (spawnSync('sh', ['-c', `command -v ${tool}`]).status !== 0) throw new Error(`${tool} is missing`);
+  }
+  const hasTime = existsSync('/usr/bin/time');
+  const root = mkdtempSync(join(tmpdir(), 'cairn-bench-'));
+  const upper = join(root, 'upper');
+  const data = join(root, 'data');
+  mkdirSync(upper);
+  mkdirSync(data);
+  // The upper layer lives in RAM, as it does on a running cairn system.
+  sh('mount', ['-t', 'tmpfs', '-o', 'size=3G', 'tmpfs', upper]);
+  try {
+    sh('truncate', ['-s', '4G', join(root, 'data.img')]);
+    sh('mkfs.ext4', ['-q', '-F', join(root, 'data.img')]);
+    sh('mount', ['-o', 'loop', join(root, 'data.img'), data]);
+    try {
+      const loop = sh('losetup', ['--associated', join(root, 'data.img'), '--noheadings', '--output', 'NAME']).trim().split('\n')[0]!;
+      const tree = buildTree(upper);
+      console.log(`tree: ${tree.files} files, ${(tree.bytes / MiB).toFixed(0)} MiB (small files, text, random, zeros)`);
+      console.log(`mksquashfs options: ${mksquashfsArgs(config).join(' ')} -wildcards -ef <default excludes>`);
+      const excludeFile = join(root, 'exclude');
+      writeFileSync(excludeFile, DEFAULTS.excludes.map((p) => `${p}\n`).join(''));
+
+      const written = () => Number(readFileSync(`/sys/block/${loop.replace('/dev/', '')}/stat`, 'utf8').trim().split(/\s+/)[6]) * 512;
+      const measure = (argv: string[]) => {
+        sh('sync', []);
+        writeFileSync('/proc/sys/vm/drop_caches', '3');
+        const before = written();
+        const t = process.hrtime.bigint();
+        const cmd = hasTime ? ['/usr/bin/time', '-f', '%M', ...argv] : argv;
+        const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
+        const seconds = Number(process.hrtime.bigint() - t) / 1e9;
+        if (r.status !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr}`);
+        sh('sync', []);
+        const maxRssKiB = hasTime ? Number(r.stderr.trim().split('\n').pop()) : NaN;
+        return { seconds, bytesWritten: written() - before, maxRssKiB, stdout: r.stdout };
+      };
+
+      const rows: string[] = [];
+      for (let round = 1; round <= rounds; round++) {
+        const bareImage = join(data, 'bare.squashfs');
+        // The bare tool, followed by the fsync a save needs anyway.
+        const bare = measure(['sh', '-c', 'mksquashfs "$@" && sync -f "$2"', 'sh', upper, bareImage, ...mksquashfsArgs(config), '-wildcards', '-ef', excludeFile]);
+        const bareSize = statSync(bareImage).size;
+        rmSync(bareImage);
+        writeFileSync(join(root, 'cairn.conf'), `compression_level=${config.compressionLevel}\n`);
+        const save = measure([process.execPath, cli, '--config', join(root, 'cairn.conf'), 'save', '--upper', upper, '--data', data, '--json']);
+        const report = JSON.parse(save.stdout) as { bytes: number; maxRssKiB: number; phaseSeconds: Record<string, number> };
+        const image = statSync(join(data, 'upperfs.squashfs')).size;
+        rows.push(
+          [
+            `round ${round}:`,
+            `bare mksquashfs ${bare.seconds.toFixed(1)} s`,
+            `cairn save ${save.seconds.toFixed(1)} s`,
+            `ratio ${(save.seconds / bare.seconds).toFixed(2)} (target <= 1.5)`,
+            `image ${(image / MiB).toFixed(1)} MiB (bare ${(bareSize / MiB).toFixed(1)} MiB)`,
+            `written by the save ${(save.bytesWritten / MiB).toFixed(1)} MiB = ${(save.bytesWritten / image).toFixed(3)} x image (target <= 1.05)`,
+            `written by bare ${(bare.bytesWritten / MiB).toFixed(1)} MiB`,
+            `phases ${Object.entries(report.phaseSeconds).map(([k, v]) => `${k} ${v.toFixed(1)} s`).join(', ')}`,
+            `peak RSS: cairn's node process ${(report.maxRssKiB / 1024).toFixed(0)} MiB` +
+              (hasTime
+                ? `, largest process of the save ${(save.maxRssKiB / 1024).toFixed(0)} MiB, of bare mksquashfs ${(bare.maxRssKiB / 1024).toFixed(0)} MiB`
+                : ' (install GNU time for the others)'),
+          ].join('\n  '),
+        );
+        console.log(rows[rows.length - 1]);
+      }
+    } finally {
+      spawnSync('umount', [data]);
+    }
+  } finally {
+    spawnSync('umount', [upper]);
+    rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/** About 1 GiB: many small files and some large ones, compressible and not. */
+function buildTree(upper: string): { files: number; bytes: number } {
+  let files = 0;
+  let bytes = 0;
+  const put = (path: string, data: Buffer) => {
+    writeFileSync(path, data);
+    files++;
+    bytes += data.length;
+  };
+  const words = 'cairn stick ram squashfs overlay upper lower state backup boot grub kernel module firmware save verify rotate'.split(' ');
+  const text = (n: number) => {
+    const parts: string[] = [];
+    let len = 0;
+    while (len < n) {
+      const line = `${Date.now() % 100000} ${words[(len * 7) % words.length]} ${randomBytes(6).toString('hex')} ${words[(len * 13) % words.length]}\n`;
+      parts.push(line);
+      len += line.length;
+    }
+    return Buffer.from(parts.join('')).subarray(0, n);
+  };
+  for (let d = 0; d < 200; d++) {
+    const dir = join(upper, 'home/user/projects', `p${d}`);
+    mkdirSync(dir, { recursive: true });
+    for (let f = 0; f < 100; f++) put(join(dir, `f${f}.txt`), text(1024 + ((d * 100 + f) % 16) * 1024));
+  }
+  mkdirSync(join(upper, 'var/log'), { recursive: true });
+  mkdirSync(join(upper, 'opt/blobs'), { recursive: true });
+  for (let i = 0; i < 6; i++) put(join(upper, 'var/log', `big${i}.log`), text(64 * MiB));
+  for (let i = 0; i < 4; i++) put(join(upper, 'opt/blobs', `random${i}.bin`), randomBytes(64 * MiB));
+  for (let i = 0; i < 2; i++) put(join(upper, 'opt/blobs', `zeros${i}.img`), Buffer.alloc(64 * MiB));
+  return { files, bytes };
+}
+
+main();

@@ -1,0 +1,235 @@
+/**
+ * The data partition: found by label, UUID or device on real loop devices,
+ * waited for when it comes late, listed with the others when it never
+ * comes; unlocked when it is LUKS; mounted read-write.
+ *
+ * The kernel of the test machines has no device-mapper, so cryptsetup
+ * `open` cannot work here: a stand-in on PATH checks the passphrase and
+ * makes the mapping a node of a plain ext4 loop device. `isLuks` is the real
+ * cryptsetup on a real LUKS2 header, and the header is checked unchanged.
+ */
+import { execa } from 'execa';
+import { execFileSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { chmod, mkdir, readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { keyValues, requireRoot, requireTools, SYSTEM_PATH } from '../../helpers/initramfs-env.js';
+import { dataPartition, Sandbox, uniqueLabel, type DataPartition } from './fixtures.js';
+
+let sb: Sandbox;
+let plain: DataPartition;
+let rootCount = 0;
+
+beforeAll(async () => {
+  requireRoot('loop devices and mounts');
+  requireTools(['busybox', 'unshare', 'losetup', 'mkfs.ext4', 'findfs', 'blkid', 'cryptsetup']);
+  sb = await Sandbox.create('data');
+  await writeFile(sb.path('hello'), 'hello from the data partition\n');
+  plain = await dataPartition(sb, { 'user/hello': sb.path('hello') });
+});
+
+afterAll(async () => {
+  await sb?.cleanup();
+});
+
+const SHOW = `
+echo "dev=$cairn_data_dev"
+awk -v d="$ROOT$CAIRN_DATA_DIR" '$2 == d { print "mount=" $3 " " substr($4, 1, 2) }' /proc/self/mounts
+echo "hello=$(cat "$ROOT$CAIRN_DATA_DIR/user/hello")"
+touch "$ROOT$CAIRN_DATA_DIR/written" && echo writable=yes
+`;
+
+describe('data_find and data_mount', () => {
+  it.each([
+    ['its label', () => `LABEL=${plain.label}`],
+    ['its UUID', () => `UUID=${uuidOf(plain.dev)}`],
+    ['its device', () => plain.dev],
+  ])('finds the partition by %s and mounts it read-write', async (_by, spec) => {
+    const r = await sb.lib(`data_find '${spec()}' || exit 1\ndata_mount "$cairn_data_dev" || exit 2\n${SHOW}`, {
+      root: await sb.root(`root-${rootCount++}`),
+    });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(keyValues(r.stdout)).toEqual({
+      dev: plain.dev,
+      mount: 'ext4 rw',
+      hello: 'hello from the data partition',
+      writable: 'yes',
+    });
+    expect(r.stderr).not.toContain('waiting');
+  });
+
+  it('waits for a partition that shows up late, as a slow USB stick does', async () => {
+    const label = uniqueLabel();
+    const late = sb.path('late.img');
+    await writeFile(late, '');
+    await execa('truncate', ['-s', '16M', late]);
+    await execa('mkfs.ext4', ['-q', '-F', '-L', label, late]);
+    const root = await sb.root(`root-${rootCount++}`);
+    const running = sb.lib(`data_find 'LABEL=${label}' || exit 1\necho "dev=$cairn_data_dev"`, {
+      root,
+      env: { CAIRN_FIND_TIMEOUT: '20' },
+    });
+    await new Promise((res) => setTimeout(res, 1500));
+    const dev = await sb.attach(late);
+    const r = await running;
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(keyValues(r.stdout).dev).toBe(dev);
+    expect(r.stderr).toContain(`waiting up to 20s for the data partition (LABEL=${label})`);
+  });
+
+  it('gives up after CAIRN_FIND_TIMEOUT seconds and lists the block devices it saw', async () => {
+    const wanted = uniqueLabel();
+    const started = Date.now();
+    const r = await sb.lib(`data_find 'LABEL=${wanted}'; echo "rc=$?"`, {
+      root: await sb.root(`root-${rootCount++}`),
+      binds: ['dev', 'sys'],
+      env: { CAIRN_FIND_TIMEOUT: '1' },
+    });
+    const took = Date.now() - started;
+    expect(keyValues(r.stdout).rc).toBe('1');
+    expect(took).toBeLessThan(10_000);
+    expect(r.stderr).toContain(`error: no data partition LABEL=${wanted} after 1s`);
+    expect(r.stderr).toContain('error: block devices seen:');
+    expect(r.stderr).toMatch(new RegExp(`error:   .*${plain.dev}: LABEL="${plain.label}"`));
+  });
+
+  it('says when no block device at all is there', async () => {
+    const root = await sb.root(`root-${rootCount++}`);
+    const r = await sb.lib(`data_find /dev/cairn-nothing; echo "rc=$?"`, {
+      root,
+      binds: [],
+      env: { CAIRN_FIND_TIMEOUT: '1' },
+    });
+    expect(keyValues(r.stdout).rc).toBe('1');
+    expect(r.stderr).toContain("error:   none (is the driver for the stick's controller in the initramfs?)");
+  });
+
+  it('says what went wrong when the partition is not ext4', async () => {
+    const junk = sb.path('junk.img');
+    await writeFile(junk, Buffer.alloc(4 << 20));
+    const dev = await sb.attach(junk);
+    const r = await sb.lib(`data_mount '${dev}'; echo "rc=$?"`, { root: await sb.root(`root-${rootCount++}`) });
+    expect(keyValues(r.stdout).rc).toBe('1');
+    expect(r.stderr).toContain(`error: cannot mount ${dev} as ext4 on /persist`);
+  });
+});
+
+describe('data_unlock', () => {
+  const PASS = 'correct horse battery staple';
+  let luks: { image: string; dev: string; label: string; sum: string };
+  let inner: DataPartition;
+  let fakeDir: string;
+  let log: string;
+
+  const sha = async (file: string) => createHash('sha256').update(await readFile(file)).digest('hex');
+
+  beforeAll(async () => {
+    // The LUKS2 partition, labelled, with a fast key derivation.
+    const label = uniqueLabel();
+    const image = sb.path('luks.img');
+    await writeFile(image, '');
+    await execa('truncate', ['-s', '32M', image]);
+    await execa(
+      'cryptsetup',
+      ['luksFormat', '-q', '--type', 'luks2', '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000', '--label', label, '--key-file=-', image],
+      { input: PASS },
+    );
+    luks = { image, dev: await sb.attach(image), label, sum: await sha(image) };
+    // What the opened mapping holds.
+    inner = await dataPartition(sb, { 'user/hello': sb.path('hello') });
+
+    fakeDir = sb.path('fake-bin');
+    log = sb.path('cryptsetup.log');
+    await mkdir(fakeDir);
+    await writeFile(
+      join(fakeDir, 'cryptsetup'),
+      `#!/usr/bin/busybox sh
+# A stand-in for cryptsetup on a kernel without device-mapper (see the top).
+echo "$*" >>'${log}'
+case $1 in
+  isLuks) exec /usr/sbin/cryptsetup "$@" ;;
+  open)
+    [ "$2" = --key-file=- ] && [ "$#" -eq 4 ] || { echo "unexpected: $*" >&2; exit 90; }
+    key=$(cat)
+    if [ "$key" != '${PASS}' ]; then
+      echo "No key available with this passphrase." >&2
+      exit 2
+    fi
+    mkdir -p "$ROOT/dev/mapper" && cp -a '${inner.dev}' "$ROOT/dev/mapper/$4"
+    ;;
+  *) echo "unexpected: $*" >&2; exit 90 ;;
+esac
+`,
+    );
+    await chmod(join(fakeDir, 'cryptsetup'), 0o755);
+  });
+
+  /** Runs data_unlock on DEV with INPUT on the console, in a root whose /dev holds DEV's node only. */
+  async function unlock(dev: string, input: string) {
+    await writeFile(log, '');
+    const name = `ct-luks-${rootCount}`;
+    const root = await sb.root(`root-${rootCount++}`);
+    const r = await sb.lib(
+      `cp -a '${dev}' "$ROOT/dev/"
+data_unlock '${dev}'; echo "rc=$?"
+echo "dev=$cairn_data_dev"
+[ "$cairn_data_dev" = '${dev}' ] || { data_mount "$cairn_data_dev" && echo "hello=$(cat "$ROOT$CAIRN_DATA_DIR/user/hello")"; }
+`,
+      {
+        root,
+        binds: [],
+        input,
+        env: { PATH: `${fakeDir}:${SYSTEM_PATH}`, CAIRN_LUKS_NAME: name, cairn_data_dev: dev },
+      },
+    );
+    const calls = (await readFile(log, 'utf8')).trim().split('\n').filter(Boolean);
+    return { ...r, v: keyValues(r.stdout), calls, name, root };
+  }
+
+  it('finds a LUKS2 partition by its label', async () => {
+    const r = await sb.lib(`data_find 'LABEL=${luks.label}' || exit 1\necho "dev=$cairn_data_dev"`, {
+      root: await sb.root(`root-${rootCount++}`),
+    });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(keyValues(r.stdout).dev).toBe(luks.dev);
+  });
+
+  it('asks for the passphrase and unlocks on the third try', async () => {
+    const r = await unlock(luks.dev, `wrong\nalso wrong\n${PASS}\n`);
+    expect(r.v).toMatchObject({ rc: '0', dev: `/dev/mapper/${r.name}`, hello: 'hello from the data partition' });
+    expect(r.stderr).toContain(`${luks.dev} is encrypted (LUKS)`);
+    expect(r.stderr).toContain(`Passphrase for ${luks.dev} (1 of 3): `);
+    expect(r.stderr).toContain(`Passphrase for ${luks.dev} (3 of 3): `);
+    expect(r.stderr.match(/warning: wrong passphrase/g)).toHaveLength(2);
+    expect(r.calls.filter((c) => c.startsWith('open'))).toHaveLength(3);
+  });
+
+  it('gives up after three wrong passphrases, and changes nothing on the partition', async () => {
+    const r = await unlock(luks.dev, 'one\ntwo\nthree\nfour\n');
+    expect(r.v).toMatchObject({ rc: '1', dev: luks.dev });
+    expect(r.stderr).toContain(`error: could not unlock ${luks.dev}`);
+    expect(r.calls.filter((c) => c.startsWith('open'))).toHaveLength(3);
+    // Only ever asked whether it is LUKS and tried to open it: no format, no repair.
+    expect(r.calls.every((c) => /^(isLuks|open --key-file=-) /.test(c))).toBe(true);
+    expect(await sha(luks.image)).toBe(luks.sum);
+  });
+
+  it('stops asking when the console has nothing more to say', async () => {
+    const r = await unlock(luks.dev, 'wrong\n');
+    expect(r.v.rc).toBe('1');
+    expect(r.calls.filter((c) => c.startsWith('open'))).toHaveLength(1);
+  });
+
+  it('leaves a partition that is not LUKS alone, asking nothing', async () => {
+    const r = await unlock(plain.dev, '');
+    expect(r.v).toMatchObject({ rc: '0', dev: plain.dev });
+    expect(r.stderr).not.toContain('Passphrase');
+    expect(r.calls).toEqual([`isLuks ${r.root}${plain.dev}`]);
+  });
+});
+
+/** The UUID of DEV, read outside any namespace. */
+function uuidOf(dev: string): string {
+  return execFileSync('blkid', ['-o', 'value', '-s', 'UUID', dev], { encoding: 'utf8' }).trim();
+}
