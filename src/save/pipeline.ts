@@ -38,7 +38,7 @@ export interface SaveOptions {
   /** The kernel's id for this boot: tells whether a lock's owner is still alive. */
   session: string;
   config: Config;
-  /** Asked only when the session booted clean, where saving is a deliberate act. */
+  /** Asked only when the user booted clean on purpose, where saving is a deliberate act. */
   confirmCleanSave: () => Promise<boolean>;
   onPhase?: (phase: SavePhase) => void;
   /** Progress of the current phase, 0 to 1. */
@@ -91,7 +91,9 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
   // booted session has one, and only its own earlier saves are superseded.
   const bootSession = options.bootRecord?.session ?? '';
   await checkDirs(upperDir, dataDir);
-  if (options.bootRecord?.used === 'clean' && !(await options.confirmCleanSave())) {
+  // Only a clean boot the user picked is one not to save; a default boot that
+  // found no state (the first boot of a new stick) saves as usual.
+  if (options.bootRecord?.requested === 'clean' && !(await options.confirmCleanSave())) {
     throw new RefusedError('this session booted clean: nothing is saved unless you confirm', {
       hint: 'run `cairn save --yes` to save this session as the newest state anyway',
     });

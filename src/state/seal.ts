@@ -30,18 +30,24 @@ export function encodeSeal(seal: Seal): Buffer {
   return Buffer.concat([Buffer.from(text), Buffer.alloc(SEAL.size - Buffer.byteLength(text), '\n')]);
 }
 
-/** Parses a seal block; returns a reason instead when it is not one. */
+/**
+ * Parses a seal block; returns a reason instead when it is not one. As strict
+ * as the initramfs (initramfs/lib/state.sh seal_fields), so that cairn verify
+ * and a boot never disagree about an image.
+ */
 export function decodeSeal(block: Buffer): Seal | { problem: string } {
   const lines = block.toString('latin1').split('\n');
   if (lines[0] !== SEAL.magic) return { problem: 'no cairn seal at the end (not a saved state, or truncated)' };
   const end = lines.indexOf('end');
   if (end < 0) return { problem: 'the seal is incomplete' };
+  if (lines.slice(end + 1).some((l) => l !== '')) return { problem: 'the seal has data after its end' };
   const map = new Map<string, string>();
   for (const line of lines.slice(1, end)) {
-    const eq = line.indexOf('=');
-    if (eq > 0) map.set(line.slice(0, eq), line.slice(eq + 1));
+    const m = /^([a-z][^=]*)=(.*)$/.exec(line);
+    if (!m) return { problem: `the seal has a malformed line "${line.slice(0, 40)}"` };
+    map.set(m[1]!, m[2]!);
   }
-  const num = (k: string) => (/^[0-9]+$/.test(map.get(k) ?? '') ? Number(map.get(k)) : NaN);
+  const num = (k: string) => (/^(0|[1-9][0-9]*)$/.test(map.get(k) ?? '') ? Number(map.get(k)) : NaN);
   const size = num('size');
   const sha256 = map.get('sha256') ?? '';
   if (!Number.isSafeInteger(size) || size <= 0) return { problem: 'the seal has no valid size' };

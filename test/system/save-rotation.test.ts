@@ -27,9 +27,9 @@ describe('rotation keeps the state a session booted from as the backup', () => {
     const st = JSON.parse((await cairn(['status', '--data', data, '--json', '--quick'])).stdout);
     return st.states.find((x: { name: string }) => x.name === name).id;
   };
-  const bootRecord = async (used: string, stateId: string, sess = session) => {
+  const bootRecord = async (used: string, stateId: string, sess = session, requested = used) => {
     const path = s.path(`boot-${used}-${Date.now()}`);
-    await writeFile(path, `requested=${used}\nused=${used}\nstate_id=${stateId}\nupper=tmpfs\nsession=${sess}\n`);
+    await writeFile(path, `requested=${requested}\nused=${used}\nstate_id=${stateId}\nupper=tmpfs\nsession=${sess}\n`);
     return path;
   };
   const states = () => listDir(data).filter((n) => n.endsWith('.squashfs'));
@@ -41,6 +41,15 @@ describe('rotation keeps the state a session booted from as the backup', () => {
     await mkdir(upper);
   });
   afterAll(() => s.cleanup());
+
+  it('the first boot of a new stick (default asked, nothing to unpack) saves without asking', async () => {
+    const fresh = await s.dataPartition('fresh', 64);
+    const record = await bootRecord('clean', '', session, 'default');
+    await writeFile(join(upper, 'marker'), 'first');
+    const r = await cairn(['save', '--upper', upper, '--data', fresh, '--boot-record', record]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await catFromImage(join(fresh, 'upperfs.squashfs'), 'marker')).toBe('first');
+  });
 
   it('outside a booted system, each save makes the newest the backup', async () => {
     await save('one');

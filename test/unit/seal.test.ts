@@ -267,3 +267,23 @@ exit 0
     });
   });
 });
+
+describe('decodeSeal is as strict as the initramfs check', () => {
+  const good = () =>
+    encodeSeal({ size: 8192, sha256: 'ab'.repeat(32), id: 'x', parent: '', session: '', created: 1, files: 2 }).toString('latin1');
+  const decode = (text: string) => decodeSeal(Buffer.from(text.padEnd(4096, '\n'), 'latin1'));
+
+  it.each([
+    ['data after the end line', (t: string) => t.replace('end\n', 'end\ngarbage\n'), /data after its end/],
+    ['a line that is not key=value', (t: string) => t.replace('id=x', 'id x'), /malformed line/],
+    ['a size with a leading zero', (t: string) => t.replace('size=8192', 'size=08192'), /no valid size/],
+    ['an upper-case checksum', (t: string) => t.replace('ab'.repeat(32), 'AB'.repeat(32)), /no valid checksum/],
+  ])('rejects %s', (_, mutate, problem) => {
+    const result = decode(mutate(good()).trimEnd() + '\n');
+    expect('problem' in result && result.problem).toMatch(problem);
+  });
+
+  it('accepts what encodeSeal writes', () => {
+    expect(decode(good())).toMatchObject({ size: 8192, id: 'x', files: 2 });
+  });
+});
