@@ -1,0 +1,169 @@
+import { execa } from 'execa';
+import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { chmod, mkdir, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CLI, listDir, requireSystem, Scratch } from '../helpers/system.js';
+
+/**
+ * The OpenRC services, run under busybox sh. OpenRC itself cannot run on
+ * this build host (it would have to be the host's init), so its helper
+ * functions (ebegin, eend, einfo, ewarn) are stood in for by printers, and
+ * each service's start()/stop() is called the way openrc-run would. The
+ * whole-system VM test runs them under the real OpenRC.
+ */
+const OPENRC_SHIM = `
+ebegin() { echo "* $*"; }
+einfo() { echo "* $*"; }
+ewarn() { echo "* warning: $*"; }
+eerror() { echo "* error: $*"; }
+eend() { s=\${1:-0}; shift; [ "$s" -eq 0 ] && echo "[ ok ]" || echo "[ !! ] $*"; return "$s"; }
+`;
+
+async function service(script: string, fn: string, vars: Record<string, string>, prelude = '') {
+  const assign = Object.entries(vars)
+    .map(([k, v]) => `${k}='${v}'`)
+    .join('\n');
+  const body = `${OPENRC_SHIM}\n${assign}\n. '${resolve('openrc', script)}'\n${prelude}\n${fn}`;
+  const r = await execa('busybox', ['sh', '-c', body], { reject: false, all: true });
+  return { exitCode: r.exitCode ?? -1, out: r.all ?? '' };
+}
+
+describe('openrc services pass shellcheck', () => {
+  it('shellcheck -s sh and shfmt', async () => {
+    const files = listDir('openrc').filter((f) => f.endsWith('.initd')).map((f) => join('openrc', f));
+    expect(files.length).toBe(3);
+    const sc = await execa('shellcheck', ['-s', 'sh', ...files], { reject: false, cwd: '.' });
+    expect(sc.stdout).toBe('');
+    const fmt = await execa('shfmt', ['-d', '-p', ...files], { reject: false });
+    expect(fmt.stdout).toBe('');
+  });
+});
+
+describe('cairn-save at shutdown', () => {
+  const s = new Scratch();
+  let data: string;
+  let upper: string;
+  let wrapper: string;
+  const record = (requested: string) => {
+    const path = s.path(`boot-${requested}`);
+    return writeFile(path, `requested=${requested}\nused=${requested === 'clean' ? 'clean' : 'default'}\nsession=x\n`).then(() => path);
+  };
+  beforeAll(async () => {
+    requireSystem(['mksquashfs', 'busybox', 'shellcheck', 'shfmt']);
+    data = await s.dataPartition();
+    upper = s.path('upper');
+    await mkdir(upper);
+    await writeFile(join(upper, 'file'), 'saved at shutdown\n');
+    wrapper = s.path('cairn');
+  });
+  afterAll(() => s.cleanup());
+
+  const cairnFor = async (recordPath: string) => {
+    // The service runs plain `cairn save`; the wrapper points it at the test's directories.
+    await writeFile(wrapper, `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@" --upper ${upper} --data ${data} --boot-record ${recordPath}\n`);
+    await chmod(wrapper, 0o755);
+  };
+
+  it('saves the session and says so on the console', async () => {
+    const rec = await record('default');
+    await cairnFor(rec);
+    const r = await service('cairn-save.initd', 'start', { cairn: wrapper, boot_record: rec });
+    expect(r.exitCode, r.out).toBe(0);
+    expect(r.out).toMatch(/\* Saving this session to the stick/);
+    expect(r.out).toMatch(/saved .* to .*upperfs\.squashfs/);
+    expect(r.out).toMatch(/\[ ok \]/);
+    expect(existsSync(join(data, 'upperfs.squashfs'))).toBe(true);
+  });
+
+  it('saves nothing after a clean boot the user picked', async () => {
+    const before = statSync(join(data, 'upperfs.squashfs')).ino;
+    const rec = await record('clean');
+    await cairnFor(rec);
+    const r = await service('cairn-save.initd', 'start', { cairn: wrapper, boot_record: rec });
+    expect(r.exitCode).toBe(0);
+    expect(r.out).toMatch(/booted clean: nothing is saved/);
+    expect(statSync(join(data, 'upperfs.squashfs')).ino).toBe(before);
+  });
+
+  it('saves nothing outside a booted cairn system', async () => {
+    const r = await service('cairn-save.initd', 'start', { cairn: wrapper, boot_record: s.path('no-record') });
+    expect(r.exitCode).toBe(0);
+    expect(r.out).toMatch(/Not a booted cairn system/);
+  });
+
+  it('a save that hangs is stopped after save_timeout and the power-off goes on', async () => {
+    // A stand-in for a hung save: the real one cannot be made to hang on demand.
+    const hung = s.path('hung-cairn');
+    await writeFile(hung, '#!/bin/sh\nexec sleep 60\n');
+    await chmod(hung, 0o755);
+    const rec = await record('default');
+    const t = Date.now();
+    const r = await service('cairn-save.initd', 'start', { cairn: hung, boot_record: rec, save_timeout: '1' });
+    expect(Date.now() - t).toBeLessThan(10_000);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.out).toMatch(/The save did not finish; the saved states are as they were/);
+  });
+});
+
+describe('cairn-userdirs', () => {
+  const s = new Scratch();
+  afterAll(() => s.cleanup());
+
+  it('links each entry of the user folder into the home, and never replaces an existing file', async () => {
+    requireSystem(['busybox']);
+    const home = s.path('home/alice');
+    const persist = s.path('persist/user');
+    await mkdir(join(persist, 'Music'), { recursive: true });
+    await mkdir(home, { recursive: true });
+    await writeFile(join(persist, 'notes.txt'), 'on the stick\n');
+    await writeFile(join(persist, '.hidden'), 'dot\n');
+    await writeFile(join(persist, 'clash'), 'stick version\n');
+    await writeFile(join(home, 'clash'), 'home version\n');
+    // The user database is the host's; getent is stood in for by the test user.
+    const getent = `getent() { echo "alice:x:${process.getuid?.()}:${process.getgid?.()}::${home}:/bin/sh"; }`;
+    const r = await service('cairn-userdirs.initd', 'start', { user: 'root', persist_dir: persist }, getent);
+    expect(readlinkSync(join(home, 'Music'))).toBe(join(persist, 'Music'));
+    expect(readlinkSync(join(home, 'notes.txt'))).toBe(join(persist, 'notes.txt'));
+    expect(readlinkSync(join(home, '.hidden'))).toBe(join(persist, '.hidden'));
+    expect(readFileSync(join(home, 'clash'), 'utf8')).toBe('home version\n');
+    expect(r.out).toMatch(/clash exists: not replaced/);
+    // A clash is the user's file winning: a warning, not a failed service.
+    expect(r.exitCode).toBe(0);
+    // Running again changes nothing and reports only the clash.
+    const again = await service('cairn-userdirs.initd', 'start', { user: 'root', persist_dir: persist }, getent);
+    expect(again.out.match(/warning/g)).toHaveLength(1);
+  });
+});
+
+describe('cairn-swap', () => {
+  const s = new Scratch();
+  let swappiness = '';
+  afterAll(async () => {
+    await execa('swapoff', [join(s.dir, 'swapdata', 'swapfile')], { reject: false });
+    if (swappiness) await writeFile('/proc/sys/vm/swappiness', swappiness);
+    await s.cleanup();
+  });
+
+  it('creates a swap file on the data partition once, turns it on with low swappiness, and off again', async () => {
+    requireSystem(['busybox', 'mkfs.ext4']);
+    swappiness = readFileSync('/proc/sys/vm/swappiness', 'utf8').trim();
+    const data = await s.dataPartition('swapdata', 64);
+    const vars = { swapfile: join(data, 'swapfile'), swap_size_mib: '16', swappiness: '7' };
+    const on = await service('cairn-swap.initd', 'start', vars);
+    expect(on.exitCode, on.out).toBe(0);
+    expect(readFileSync('/proc/swaps', 'utf8')).toContain(join(data, 'swapfile'));
+    expect(readFileSync('/proc/sys/vm/swappiness', 'utf8').trim()).toBe('7');
+    expect(statSync(join(data, 'swapfile')).size).toBe(16 * 1024 * 1024);
+    expect(existsSync(join(data, 'swapfile.new'))).toBe(false);
+    const off = await service('cairn-swap.initd', 'stop', vars);
+    expect(off.exitCode, off.out).toBe(0);
+    expect(readFileSync('/proc/swaps', 'utf8')).not.toContain(join(data, 'swapfile'));
+  });
+
+  it('swap_size_mib=0 turns it off without touching the stick', async () => {
+    const r = await service('cairn-swap.initd', 'start', { swapfile: s.path('never'), swap_size_mib: '0' });
+    expect(r.exitCode).toBe(0);
+    expect(existsSync(s.path('never'))).toBe(false);
+  });
+});
