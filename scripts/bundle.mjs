@@ -1,7 +1,17 @@
 // Bundles the runtime into one file that images carry without node_modules
 // (and, when asked, the benchmarks, which import the runtime's own modules).
 import { build } from 'esbuild';
-import { chmod } from 'node:fs/promises';
+import { chmod, readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+
+// `import text from './file?raw'` (as vitest reads it): the file's text, built in.
+const rawText = {
+  name: 'raw-text',
+  setup(b) {
+    b.onResolve({ filter: /\?raw$/ }, (args) => ({ path: resolve(args.resolveDir, args.path.slice(0, -4)), namespace: 'raw-text' }));
+    b.onLoad({ filter: /.*/, namespace: 'raw-text' }, async (args) => ({ contents: await readFile(args.path, 'utf8'), loader: 'text' }));
+  },
+};
 
 const targets = {
   cairn: { entry: 'src/main.ts', out: 'dist/cairn.mjs' },
@@ -20,6 +30,7 @@ for (const name of process.argv.slice(2).length ? process.argv.slice(2) : ['cair
     target: 'node18.19',
     format: 'esm',
     legalComments: 'none',
+    plugins: [rawText],
     banner: {
       // CommonJS dependencies (proper-lockfile, pino) call require at run time.
       js: "#!/usr/bin/env node\nimport { createRequire as __cairnRequire } from 'node:module';\nconst require = __cairnRequire(import.meta.url);",

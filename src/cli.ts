@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { grubCommand } from './commands/grub.js';
 import { saveCommand } from './commands/save.js';
 import { statusCommand } from './commands/status.js';
 import { verifyCommand } from './commands/verify.js';
@@ -21,6 +22,7 @@ export function buildProgram(): Command {
   program.addCommand(saveCommand(global));
   program.addCommand(statusCommand(global));
   program.addCommand(verifyCommand());
+  program.addCommand(grubCommand(global));
   return program;
 }
 

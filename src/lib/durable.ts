@@ -61,3 +61,25 @@ export async function appendDurably(path: string, data: Buffer): Promise<void> {
     await fh.close();
   }
 }
+
+/**
+ * Replaces a whole file so that a crash leaves the old content or the new,
+ * never a mix: write `<path>.tmp`, fsync it, rename it over `path`, fsync the
+ * directory. A leftover temp file from an earlier crash is overwritten.
+ */
+export async function writeFileDurably(path: string, data: string | Buffer, mode = 0o644): Promise<void> {
+  const temp = `${path}.tmp`;
+  const fh = await open(temp, 'w', mode);
+  try {
+    try {
+      await fh.writeFile(data);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await renameDurably(temp, path);
+  } catch (e) {
+    await rm(temp, { force: true }).catch(() => undefined);
+    throw e;
+  }
+}
