@@ -24,6 +24,17 @@ export default defineConfig({
           hookTimeout: 300_000,
         },
       },
+      {
+        test: {
+          name: 'vm',
+          include: ['test/vm/**/*.test.ts'],
+          globalSetup: ['test/helpers/build.global.ts'],
+          // QEMU under software emulation: one boot at a time (fileParallelism
+          // above; tests in a file run in order), each given minutes.
+          testTimeout: 300_000,
+          hookTimeout: 900_000,
+        },
+      },
     ],
   },
 });

@@ -3,6 +3,7 @@ import { grubCommand } from './commands/grub.js';
 import { saveCommand } from './commands/save.js';
 import { statusCommand } from './commands/status.js';
 import { verifyCommand } from './commands/verify.js';
+import { initramfsCommand } from './commands/initramfs.js';
 import { CairnError } from './lib/errors.js';
 import { log, setLogLevel } from './lib/log.js';
 
@@ -22,6 +23,7 @@ export function buildProgram(): Command {
   program.addCommand(saveCommand(global));
   program.addCommand(statusCommand(global));
   program.addCommand(verifyCommand());
+  program.addCommand(initramfsCommand());
   program.addCommand(grubCommand(global));
   return program;
 }

@@ -96,9 +96,10 @@ data_unlock() {
 # luks_ask PROMPT: read a passphrase from the console into luks_passphrase,
 # without echo when the console is a terminal. Fails at end of input.
 luks_ask() {
+  # Echo off before the prompt shows: what is typed after it never echoes.
+  [ ! -t 0 ] || stty -echo 2>/dev/null
   printf '%s' "$1" >&2
   luks_passphrase=
-  [ ! -t 0 ] || stty -echo 2>/dev/null
   IFS= read -r luks_passphrase || [ -n "$luks_passphrase" ]
   set -- $?
   if [ -t 0 ]; then

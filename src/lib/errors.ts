@@ -111,3 +111,55 @@ export class RefusedError extends CairnError {
   override readonly code = 'REFUSED';
   override readonly exitCode = 3;
 }
+
+/** An initramfs build found no kernel modules tree, or one depmod never indexed. */
+export class ModulesTreeMissingError extends CairnError {
+  override readonly code = 'MODULES_TREE_MISSING';
+  constructor(
+    /** The directory searched: it should hold lib/modules/<kernelVersion>. */
+    readonly root: string,
+    readonly kernelVersion: string,
+    readonly problem?: string,
+  ) {
+    super(
+      problem
+        ? `the kernel modules tree for ${kernelVersion} under ${root}: ${problem}`
+        : `no kernel modules for ${kernelVersion} under ${root} (no lib/modules/${kernelVersion} or usr/lib/modules/${kernelVersion})`,
+      {
+        hint: problem
+          ? `run depmod -b ${root} ${kernelVersion} (a kernel package's install does this)`
+          : 'pass --modules-dir the directory that holds lib/modules/<kver> (/ for this machine) and the exact --kver',
+      },
+    );
+  }
+}
+
+/** A module the boot cannot do without is neither a module file nor built into the kernel. */
+export class ModuleMissingError extends CairnError {
+  override readonly code = 'MODULE_MISSING';
+  constructor(readonly module: string, readonly kernelVersion: string, readonly detail?: string) {
+    super(`kernel ${kernelVersion} has no module ${module}${detail ? ` (${detail})` : ', neither as a file nor built in'}`, {
+      hint: `use a kernel built with ${module} (as a module or built in), or check --kver and --modules-dir`,
+    });
+  }
+}
+
+/** A program for the initramfs needs a shared library the build host cannot find. */
+export class LibraryMissingError extends CairnError {
+  override readonly code = 'LIBRARY_MISSING';
+  constructor(readonly program: string, readonly library: string) {
+    super(`${program} needs ${library}, which was not found on this machine`, {
+      hint: `install the package that provides ${library}, or use a statically linked ${program}`,
+    });
+  }
+}
+
+/** The busybox for an initramfs lacks applets the early boot runs. */
+export class AppletMissingError extends CairnError {
+  override readonly code = 'APPLET_MISSING';
+  constructor(readonly busybox: string, readonly applets: readonly string[]) {
+    super(`${busybox} lacks the applet(s) the early boot needs: ${applets.join(', ')}`, {
+      hint: 'use a fuller busybox (Debian: busybox-static; Alpine: busybox-static) with --busybox',
+    });
+  }
+}
