@@ -1,5 +1,7 @@
 import { Command } from 'commander';
 import { grubCommand } from './commands/grub.js';
+import { imageCommand } from './commands/image.js';
+import { vmCommand } from './commands/vm.js';
 import { saveCommand } from './commands/save.js';
 import { statusCommand } from './commands/status.js';
 import { verifyCommand } from './commands/verify.js';
@@ -25,6 +27,8 @@ export function buildProgram(): Command {
   program.addCommand(verifyCommand());
   program.addCommand(initramfsCommand());
   program.addCommand(grubCommand(global));
+  program.addCommand(imageCommand());
+  program.addCommand(vmCommand());
   return program;
 }
 

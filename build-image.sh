@@ -1,0 +1,179 @@
+#!/bin/sh
+# build-image.sh: make a cairn stick image, or write one to a USB stick.
+#
+#   sudo ./build-image.sh                       asks what to build
+#   sudo ./build-image.sh --output cairn.img --boot
+#   sudo ./build-image.sh --target /dev/sdX     builds, then writes the stick
+#
+# Every question has a flag, so it runs unattended; see --help.
+set -eu
+
+here=$(cd "$(dirname "$0")" && pwd)
+
+usage() {
+	cat <<'USAGE'
+Usage: build-image.sh [options]
+
+  --base debian|alpine     the base system (default debian)
+  --output FILE            the image file to write (default cairn.img)
+  --target DEVICE          also write the image to this USB stick (asks first)
+  --size MiB               image size (default 4096; at least 1024)
+  --user NAME              the user account (default cairn)
+  --password PASSWORD      password of the user and root (default: asked; none locks them)
+  --upper zram|tmpfs       where changes live while running (default zram)
+  --encrypt                encrypt the data partition (LUKS)
+  --kernel PACKAGE         debian kernel package (default linux-image-amd64)
+  --console screen|serial  where boot messages go (default screen)
+  --mirror URL             debian archive (default: this machine's)
+  --cache DIR              package and root cache (default /var/cache/cairn-build)
+  --boot                   boot the image in QEMU when it is built
+  --uefi                   with --boot: boot through UEFI instead of BIOS
+  --yes                    ask nothing; take the defaults for what is not given
+  -h, --help               this text
+USAGE
+}
+
+die() {
+	echo "build-image.sh: $*" >&2
+	exit 1
+}
+
+base=debian output=cairn.img target='' size=4096 user=cairn password='' password_set=''
+upper=zram encrypt='' kernel=linux-image-amd64 console=screen mirror='' cache=/var/cache/cairn-build
+boot='' uefi='' yes=''
+while [ $# -gt 0 ]; do
+	case $1 in
+	--base) base=${2:?--base needs a value}; shift ;;
+	--output) output=${2:?--output needs a value}; shift ;;
+	--target) target=${2:?--target needs a value}; shift ;;
+	--size) size=${2:?--size needs a value}; shift ;;
+	--user) user=${2:?--user needs a value}; shift ;;
+	--password) password=${2?--password needs a value}; password_set=1; shift ;;
+	--upper) upper=${2:?--upper needs a value}; shift ;;
+	--encrypt) encrypt=1 ;;
+	--kernel) kernel=${2:?--kernel needs a value}; shift ;;
+	--console) console=${2:?--console needs a value}; shift ;;
+	--mirror) mirror=${2:?--mirror needs a value}; shift ;;
+	--cache) cache=${2:?--cache needs a value}; shift ;;
+	--boot) boot=1 ;;
+	--uefi) uefi=1 ;;
+	--yes) yes=1 ;;
+	-h | --help) usage; exit 0 ;;
+	*) usage >&2; die "unknown option $1" ;;
+	esac
+	shift
+done
+
+[ "$(id -u)" -eq 0 ] || die "run as root: building needs chroot, mounts and loop devices"
+
+# Questions only on a terminal, and only for what no flag answered.
+ask() { # ask VAR "question" default
+	[ -z "$yes" ] && [ -t 0 ] || return 0
+	printf '%s [%s]: ' "$2" "$3" >&2
+	read -r _answer || _answer=
+	[ -z "$_answer" ] || eval "$1=\$_answer"
+}
+ask base "Base system (debian or alpine)" "$base"
+ask size "Image size in MiB" "$size"
+ask user "User name" "$user"
+ask upper "Keep changes in zram or tmpfs" "$upper"
+if [ -z "$encrypt" ] && [ -z "$yes" ] && [ -t 0 ]; then
+	printf 'Encrypt the data partition? [y/N]: ' >&2
+	read -r _answer || _answer=
+	case $_answer in y | Y | yes) encrypt=1 ;; esac
+fi
+if [ -z "$password_set" ] && [ -z "$yes" ] && [ -t 0 ]; then
+	printf 'Password for %s and root (empty locks them): ' "$user" >&2
+	stty -echo 2>/dev/null || true
+	read -r password || password=
+	stty echo 2>/dev/null || true
+	echo >&2
+fi
+
+case $base in debian | alpine) ;; *) die "unknown base \"$base\": use debian or alpine" ;; esac
+case $upper in zram | tmpfs) ;; *) die "--upper must be zram or tmpfs, not \"$upper\"" ;; esac
+case $size in '' | *[!0-9]*) die "--size must be a number of MiB, not \"$size\"" ;; esac
+[ "$size" -ge 1024 ] || die "--size $size MiB is too small: a stick needs at least 1024 MiB"
+
+# A target device is checked before anything is built or written.
+check_target() {
+	[ -b "$target" ] || die "$target is not a block device"
+	dev=$(readlink -f "$target")
+	if lsblk -nro MOUNTPOINT "$dev" | grep -q .; then
+		die "$target is mounted (or has mounted partitions): unmount it first"
+	fi
+	rootdev=$(findmnt -nvo SOURCE / 2>/dev/null || true)
+	rootdisk=$(lsblk -nso NAME,TYPE "$rootdev" 2>/dev/null | awk '$2 == "disk" {print $1}' | tail -n 1)
+	if [ -n "$rootdisk" ] && [ "/dev/$rootdisk" = "$dev" ]; then
+		die "$target holds this machine's own root file system: refusing to overwrite it"
+	fi
+	if swapon --show=NAME --noheadings 2>/dev/null | grep -q "^$dev"; then
+		die "$target is used as swap by this machine"
+	fi
+}
+[ -z "$target" ] || check_target
+
+# What the build needs on this machine.
+install_tools() {
+	if command -v apt-get >/dev/null 2>&1; then
+		need=
+		for t in debootstrap:debootstrap mksquashfs:squashfs-tools mkfs.vfat:dosfstools mcopy:mtools \
+			sfdisk:fdisk grub-mkimage:grub-common mkfs.ext4:e2fsprogs node:nodejs npm:npm \
+			getfattr:attr; do
+			command -v "${t%%:*}" >/dev/null 2>&1 || need="$need ${t#*:}"
+		done
+		[ -d /usr/lib/grub/i386-pc ] || need="$need grub-pc-bin"
+		[ -d /usr/lib/grub/x86_64-efi ] || need="$need grub-efi-amd64-bin"
+		[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need="$need busybox-static"
+		if [ -n "$boot" ]; then
+			command -v qemu-system-x86_64 >/dev/null 2>&1 || need="$need qemu-system-x86"
+			[ -z "$uefi" ] || [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need="$need ovmf"
+		fi
+		if [ -n "$need" ]; then
+			echo "Installing:$need" >&2
+			apt-get update -qq || die "apt-get update failed"
+			# $need is a list of package names: split on purpose.
+			# shellcheck disable=SC2086
+			DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $need >/dev/null ||
+				die "could not install$need"
+		fi
+	elif command -v apk >/dev/null 2>&1; then
+		apk add --quiet debootstrap squashfs-tools dosfstools mtools sfdisk grub grub-bios grub-efi e2fsprogs \
+			nodejs npm attr busybox-static ${boot:+qemu-system-x86_64} ||
+			die "could not install the build tools with apk"
+	else
+		die "this machine has neither apt-get nor apk: install the tools listed in README.md by hand"
+	fi
+}
+install_tools
+
+cd "$here"
+if [ ! -f dist/cairn.mjs ] || [ -n "$(find src initramfs openrc grub -newer dist/cairn.mjs -type f 2>/dev/null | head -n 1)" ]; then
+	echo "Building the cairn runtime" >&2
+	[ -d node_modules ] || npm install --no-audit --no-fund >/dev/null || die "npm install failed"
+	npm run --silent build >/dev/null || die "the runtime did not build"
+fi
+
+set -- image build --base "$base" --output "$output" --size "$size" --user "$user" --upper "$upper" \
+	--kernel "$kernel" --console "$console" --cache "$cache"
+[ -z "$password" ] || set -- "$@" --password "$password"
+[ -z "$mirror" ] || set -- "$@" --mirror "$mirror"
+[ -z "$encrypt" ] || set -- "$@" --encrypt
+node dist/cairn.mjs "$@" || die "the image was not built"
+
+if [ -n "$target" ]; then
+	model=$(lsblk -dno MODEL "$dev" 2>/dev/null | sed 's/ *$//')
+	bytes=$(lsblk -dbno SIZE "$dev")
+	echo "About to overwrite $target: ${model:-unknown model}, $((bytes / 1048576)) MiB. Everything on it is lost." >&2
+	[ -t 0 ] || die "writing a device needs a terminal to confirm on"
+	printf 'Type the device name (%s) to go on: ' "$target" >&2
+	read -r confirm || confirm=
+	[ "$confirm" = "$target" ] || die "not confirmed: nothing written"
+	dd if="$output" of="$dev" bs=4M conv=fsync status=progress
+	sync
+	echo "Written to $target." >&2
+fi
+
+if [ -n "$boot" ]; then
+	exec node dist/cairn.mjs vm ${uefi:+--uefi} "$output"
+fi

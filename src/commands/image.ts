@@ -1,0 +1,83 @@
+import { Command } from 'commander';
+import { resolve } from 'node:path';
+import { UsageError } from '../lib/errors.js';
+import { formatBytes, formatSeconds } from '../lib/format.js';
+import { buildImage, MIN_SIZE_MIB, type ImageOptions } from '../image/build.js';
+import { terminalProgress } from '../ui/progress.js';
+
+interface BuildFlags {
+  base: string;
+  output: string;
+  size: string;
+  user: string;
+  password?: string;
+  hostname: string;
+  upper: string;
+  kernel: string;
+  suite: string;
+  mirror?: string;
+  cache: string;
+  work?: string;
+  console: string;
+  encrypt?: boolean;
+  json?: boolean;
+}
+
+export function imageCommand(): Command {
+  const image = new Command('image').description('build stick images');
+  image
+    .command('build')
+    .description('build a stick image: GRUB for UEFI and BIOS, the kernel and cairn\'s initramfs, the base system and its images')
+    .requiredOption('-o, --output <file>', 'the image file to write (.img)')
+    .option('--base <base>', 'debian or alpine', 'debian')
+    .option('--size <MiB>', `image size in MiB (at least ${MIN_SIZE_MIB})`, '4096')
+    .option('--user <name>', 'the user account', 'cairn')
+    .option('--password <password>', 'password of the user and of root (without it, both are locked)')
+    .option('--hostname <name>', 'the host name', 'cairn')
+    .option('--upper <type>', 'where changes live while running: zram or tmpfs', 'zram')
+    .option('--kernel <package>', 'debian: the kernel package', 'linux-image-amd64')
+    .option('--suite <suite>', 'debian: the release', 'bookworm')
+    .option('--mirror <url>', 'debian: the archive (default: the one this machine\'s apt uses)')
+    .option('--cache <dir>', 'downloaded packages and bootstrapped roots, reused by the next build', '/var/cache/cairn-build')
+    .option('--work <dir>', 'scratch space (default: <cache>/work)')
+    .option('--console <which>', 'where boot messages and prompts go: screen or serial', 'screen')
+    .option('--encrypt', 'encrypt the data partition with LUKS')
+    .option('--json', 'print the result as JSON')
+    .action(async (f: BuildFlags) => {
+      if (!['debian', 'alpine'].includes(f.base)) throw new UsageError(`--base "${f.base}" is not debian or alpine`);
+      if (!['zram', 'tmpfs'].includes(f.upper)) throw new UsageError(`--upper "${f.upper}" is not zram or tmpfs`);
+      if (!['screen', 'serial'].includes(f.console)) throw new UsageError(`--console "${f.console}" is not screen or serial`);
+      if (!/^[0-9]+$/.test(f.size)) throw new UsageError(`--size "${f.size}" is not a number of MiB`);
+      const progress = terminalProgress(!f.json);
+      const cache = resolve(f.cache);
+      const opts: ImageOptions = {
+        base: f.base as ImageOptions['base'],
+        output: resolve(f.output),
+        sizeMiB: Number(f.size),
+        user: f.user,
+        password: f.password,
+        hostname: f.hostname,
+        upper: f.upper as ImageOptions['upper'],
+        kernelPackage: f.kernel,
+        suite: f.suite,
+        mirror: f.mirror,
+        cacheDir: cache,
+        workDir: resolve(f.work ?? `${cache}/work`),
+        primaryConsole: f.console as ImageOptions['primaryConsole'],
+        luks: f.encrypt === true,
+        onPhase: (p) => progress.phase(`image: ${p}`),
+      };
+      try {
+        const r = await buildImage(opts);
+        progress.done();
+        process.stdout.write(
+          f.json
+            ? `${JSON.stringify(r, null, 2)}\n`
+            : `built ${r.output} (${formatBytes(r.bytes)}, kernel ${r.kernelVersion}) in ${formatSeconds(r.seconds)}\n`,
+        );
+      } finally {
+        progress.done();
+      }
+    });
+  return image;
+}

@@ -1,0 +1,168 @@
+import { existsSync } from 'node:fs';
+import { chown, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { join } from 'node:path';
+import { UsageError } from '../lib/errors.js';
+import { run } from '../lib/run.js';
+import { runGrubConfig } from '../grub/config.js';
+import type { PrimaryConsole, UpperType } from '../grub/menu.js';
+import { buildInitramfs, defaultInitDir } from '../initramfs/build.js';
+import { DATA, LABELS, modulesImage } from '../names.js';
+import { configureDebianRoot } from './configure.js';
+import { debianRoot, kernelVersions } from './debian.js';
+import { createDisk, writeBiosBoot, writeDataPartition, writeEsp } from './disk.js';
+import { grubModuleFiles, makeGrubCore } from './grubImages.js';
+
+export type ImagePhase = 'root' | 'configure' | 'images' | 'boot' | 'disk' | 'done';
+
+export interface ImageOptions {
+  base: 'debian' | 'alpine';
+  output: string;
+  sizeMiB: number;
+  user: string;
+  password?: string;
+  hostname: string;
+  upper: UpperType;
+  /** Debian: the kernel package (linux-image-amd64 for sticks, linux-image-cloud-amd64 for VMs). */
+  kernelPackage: string;
+  suite: string;
+  mirror?: string;
+  cacheDir: string;
+  workDir: string;
+  primaryConsole: PrimaryConsole;
+  luks: boolean;
+  onPhase?: (phase: ImagePhase) => void;
+}
+
+export interface ImageReport {
+  output: string;
+  bytes: number;
+  kernelVersion: string;
+  flavor: string;
+  seconds: number;
+  files: Record<string, number>;
+}
+
+const ESP_MIB = 256;
+/** Below this a stick holds the system but leaves no room to save. */
+export const MIN_SIZE_MIB = 1024;
+
+/**
+ * Builds a stick image (DESIGN.md "On the stick"): a root for the base, split
+ * into the base image, the kernel's modules and firmware; the kernel and
+ * cairn's initramfs on the ESP with GRUB for UEFI and legacy BIOS; the
+ * partitions written straight into the image file.
+ */
+export async function buildImage(o: ImageOptions): Promise<ImageReport> {
+  const started = Date.now();
+  checkOptions(o);
+  const root = join(o.workDir, 'root');
+  const dataStage = join(o.workDir, 'data');
+  const espStage = join(o.workDir, 'esp');
+  await rm(o.workDir, { recursive: true, force: true });
+  await mkdir(o.workDir, { recursive: true });
+  for (const d of [dataStage, espStage]) await mkdir(d, { recursive: true });
+
+  o.onPhase?.('root');
+  await debianRoot(o, root);
+  const [kernelVersion, ...others] = await kernelVersions(root);
+  if (!kernelVersion || others.length) throw new UsageError(`expected one kernel in the root, found ${[kernelVersion, ...others].join(', ') || 'none'}`);
+  const flavor = kernelVersion.replace(/^[0-9.]+-[0-9]+-/, '');
+
+  o.onPhase?.('configure');
+  const initDir = defaultInitDir();
+  await configureDebianRoot(root, { hostname: o.hostname, user: o.user, password: o.password, initDir });
+
+  o.onPhase?.('images');
+  const squash = (source: string, target: string, extra: string[] = []) =>
+    run('mksquashfs', [source, target, '-noappend', '-quiet', '-no-progress', '-comp', 'zstd', '-xattrs', ...extra], {
+      timeoutMs: 3600_000,
+    });
+  // The base image keeps the mount points of what lives in images of its own.
+  await squash(root, join(dataStage, DATA.rootfs), [
+    '-wildcards',
+    '-e', 'usr/lib/modules/*/*', 'usr/lib/firmware/*', 'boot/*', 'var/cache/apt/archives/*.deb', 'proc/*', 'sys/*', 'dev/*', 'run/*', 'tmp/*',
+  ]);
+  await squash(join(root, 'usr/lib/modules', kernelVersion), join(dataStage, modulesImage(kernelVersion)));
+  const firmware = join(root, 'usr/lib/firmware');
+  await mkdir(firmware, { recursive: true });
+  await squash(firmware, join(dataStage, DATA.firmware));
+  await mkdir(join(dataStage, DATA.userDir));
+  const [uid, gid] = await userIds(root, o.user);
+  await chown(join(dataStage, DATA.userDir), uid, gid);
+
+  o.onPhase?.('boot');
+  const kernelName = `vmlinuz-${flavor}`;
+  const initrdName = `initramfs-${flavor}`;
+  const files = new Map<string, string>();
+  await run('cp', [join(root, 'boot', `vmlinuz-${kernelVersion}`), join(espStage, kernelName)], { timeoutMs: 60_000 });
+  files.set(kernelName, join(espStage, kernelName));
+  await buildInitramfs({ kernelVersion, modulesDir: root, output: join(espStage, initrdName), luks: o.luks, initDir });
+  files.set(initrdName, join(espStage, initrdName));
+  await mkdir(join(espStage, 'grub'), { recursive: true });
+  await runGrubConfig({
+    dataDir: dataStage,
+    output: join(espStage, 'grub', 'grub.cfg'),
+    settings: {
+      kernel: `/${kernelName}`,
+      initrd: `/${initrdName}`,
+      esp: { by: 'label', value: LABELS.esp },
+      dataSpec: `LABEL=${LABELS.data}`,
+      upper: o.upper,
+      serialSpeed: 115200,
+      primaryConsole: o.primaryConsole,
+    },
+    timeoutSeconds: 3,
+  });
+  files.set('grub/grub.cfg', join(espStage, 'grub', 'grub.cfg'));
+  await mkdir(join(espStage, 'EFI', 'BOOT'), { recursive: true });
+  await makeGrubCore('x86_64-efi', join(espStage, 'EFI', 'BOOT', 'BOOTX64.EFI'), o.workDir);
+  files.set('EFI/BOOT/BOOTX64.EFI', join(espStage, 'EFI', 'BOOT', 'BOOTX64.EFI'));
+  for (const platform of ['x86_64-efi', 'i386-pc'] as const) {
+    for (const f of await grubModuleFiles(platform)) files.set(`grub/${platform}/${f.split('/').pop()}`, f);
+  }
+  const biosCore = join(o.workDir, 'core.img');
+  await makeGrubCore('i386-pc', biosCore, o.workDir);
+
+  o.onPhase?.('disk');
+  const partial = `${o.output}.partial`;
+  await rm(partial, { force: true });
+  const layout = await createDisk(partial, o.sizeMiB * 1024 * 1024, ESP_MIB);
+  await writeEsp(partial, layout, files, o.workDir);
+  await writeDataPartition(partial, layout, dataStage);
+  await writeBiosBoot(partial, layout, biosCore);
+  await run('sync', ['-f', partial], { timeoutMs: 600_000 }).catch(() => undefined);
+  await rename(partial, o.output);
+
+  const sizes: Record<string, number> = {};
+  for (const f of [DATA.rootfs, modulesImage(kernelVersion), DATA.firmware]) sizes[f] = (await stat(join(dataStage, f))).size;
+  sizes[initrdName] = (await stat(join(espStage, initrdName))).size;
+  sizes[kernelName] = (await stat(join(espStage, kernelName))).size;
+  o.onPhase?.('done');
+  return { output: o.output, bytes: (await stat(o.output)).size, kernelVersion, flavor, seconds: (Date.now() - started) / 1000, files: sizes };
+}
+
+function checkOptions(o: ImageOptions): void {
+  if (o.base === 'alpine') {
+    throw new UsageError('the alpine base is not built yet: it needs apk and an Alpine mirror or a local repository', {
+      hint: 'use --base debian',
+    });
+  }
+  if (o.sizeMiB < MIN_SIZE_MIB) throw new UsageError(`--size ${o.sizeMiB} MiB is too small: a stick image needs at least ${MIN_SIZE_MIB} MiB`);
+  if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(o.user)) throw new UsageError(`--user "${o.user}" is not a valid user name`);
+  if (!/^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$/.test(o.hostname)) throw new UsageError(`--hostname "${o.hostname}" is not a valid host name`);
+  if (o.luks) {
+    throw new UsageError('an encrypted data partition cannot be built yet', {
+      hint: 'build without --encrypt; writing LUKS needs device-mapper on the build machine',
+    });
+  }
+  if (existsSync(o.output) && !o.output.endsWith('.img')) {
+    throw new UsageError(`${o.output} exists and is not an .img file: cairn image build writes image files only`);
+  }
+}
+
+async function userIds(root: string, user: string): Promise<[number, number]> {
+  const line = (await readFile(join(root, 'etc/passwd'), 'utf8')).split('\n').find((l) => l.startsWith(`${user}:`));
+  const f = line?.split(':');
+  if (!f) throw new UsageError(`user ${user} is missing from the image`);
+  return [Number(f[2]), Number(f[3])];
+}

@@ -1,0 +1,96 @@
+import { existsSync } from 'node:fs';
+import { appendFile, chmod, copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PathError } from '../lib/errors.js';
+import { RUNTIME } from '../names.js';
+import { inChroot, withChroot } from './chroot.js';
+
+export interface ConfigureOptions {
+  hostname: string;
+  user: string;
+  /** Set for the user and for root; undefined locks both (log in needs a password). */
+  password?: string;
+  /** The directory holding the early-boot module (init and lib/). */
+  initDir: string;
+}
+
+/** Where the bundled runtime is: the running file when bundled, else dist/ of the checkout. */
+export function runtimeBundle(): string {
+  const self = fileURLToPath(import.meta.url);
+  if (self.endsWith('cairn.mjs')) return self;
+  let dir = dirname(self);
+  for (let i = 0; i < 5; i++, dir = dirname(dir)) {
+    if (existsSync(join(dir, 'dist', 'cairn.mjs'))) return join(dir, 'dist', 'cairn.mjs');
+  }
+  throw new PathError('dist/cairn.mjs', 'the bundled runtime was not found', 'run npm run build first');
+}
+
+/** OpenRC services and the runlevels they run in, as Debian's OpenRC names them. */
+const SERVICES: { name: string; runlevels: string[] }[] = [
+  // Debian's runlevel 0 and 6 go through "off", where processes are killed
+  // and file systems unmounted.
+  { name: 'cairn-save', runlevels: ['off'] },
+  { name: 'cairn-userdirs', runlevels: ['default'] },
+  { name: 'cairn-swap', runlevels: ['default'] },
+];
+
+/** Turns a Debian root into a cairn system: runtime, services, console, user. */
+export async function configureDebianRoot(root: string, o: ConfigureOptions): Promise<void> {
+  await writeFile(join(root, 'etc/hostname'), `${o.hostname}\n`);
+  await writeFile(join(root, 'etc/hosts'), `127.0.0.1\tlocalhost\n127.0.1.1\t${o.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`);
+  // The root is an overlay the initramfs mounts; nothing else to mount.
+  await writeFile(join(root, 'etc/fstab'), '# cairn: / is an overlay made by the initramfs; /persist is the data partition.\n');
+  const inittab = await readFile(join(root, 'etc/inittab'), 'utf8');
+  if (!inittab.includes('ttyS0')) {
+    await appendFile(join(root, 'etc/inittab'), '\n# A login on the first serial port, for sticks in machines without a screen.\nT0:2345:respawn:/sbin/getty -L 115200 ttyS0 vt100\n');
+  }
+
+  // The runtime: one file, run by the image's Node.js.
+  await mkdir(join(root, 'usr/lib/cairn'), { recursive: true });
+  await copyFile(runtimeBundle(), join(root, 'usr/lib/cairn/cairn.mjs'));
+  await writeFile(join(root, 'usr/bin/cairn'), '#!/bin/sh\nexec node /usr/lib/cairn/cairn.mjs "$@"\n', { mode: 0o755 });
+  // The early-boot module, for initramfs builds on the running system.
+  await copyTree(o.initDir, join(root, 'usr/share/cairn/initramfs'));
+  await mkdir(join(root, dirname(RUNTIME.config)), { recursive: true });
+  await writeFile(
+    join(root, RUNTIME.config),
+    '# cairn settings: see `cairn help save` and docs/saving.md. Defaults apply to what is not set.\n# generations=2\n# compression_level=3\n',
+  );
+
+  // The services, from openrc/ in the checkout (or beside the bundle).
+  const openrcDir = findOpenrcDir();
+  await mkdir(join(root, 'etc/conf.d'), { recursive: true });
+  for (const s of SERVICES) {
+    await copyFile(join(openrcDir, `${s.name}.initd`), join(root, 'etc/init.d', s.name));
+    await chmod(join(root, 'etc/init.d', s.name), 0o755);
+    await copyFile(join(openrcDir, `${s.name}.confd`), join(root, 'etc/conf.d', s.name));
+  }
+  await appendFile(join(root, 'etc/conf.d/cairn-userdirs'), `\nuser=${o.user}\n`);
+  await appendFile(join(root, 'etc/conf.d/cairn-save'), '\n# Debian\'s OpenRC shuts down through the "off" runlevel.\nsave_after=\nsave_before=umountfs\n');
+
+  await withChroot(root, [], async () => {
+    for (const s of SERVICES) for (const level of s.runlevels) await inChroot(root, ['rc-update', 'add', s.name, level]);
+    const exists = await inChroot(root, ['id', '-u', o.user], { okExitCodes: [1] });
+    if (exists.exitCode !== 0) await inChroot(root, ['useradd', '--create-home', '--shell', '/bin/bash', o.user]);
+    if (o.password !== undefined) {
+      await inChroot(root, ['chpasswd'], { input: `${o.user}:${o.password}\nroot:${o.password}\n` });
+    }
+  });
+}
+
+function findOpenrcDir(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 5; i++, dir = dirname(dir)) {
+    if (existsSync(join(dir, 'openrc', 'cairn-save.initd'))) return join(dir, 'openrc');
+  }
+  throw new PathError('openrc/', 'cairn\'s OpenRC services were not found beside the runtime');
+}
+
+async function copyTree(from: string, to: string): Promise<void> {
+  await mkdir(to, { recursive: true });
+  for (const e of await readdir(from, { withFileTypes: true })) {
+    if (e.isDirectory()) await copyTree(join(from, e.name), join(to, e.name));
+    else if (e.isFile()) await copyFile(join(from, e.name), join(to, e.name));
+  }
+}
