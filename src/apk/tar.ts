@@ -341,20 +341,8 @@ const TYPE_BY_FLAG: Record<string, TarEntryType | undefined> = {
   '6': 'fifo',
 };
 
-interface RawHeader {
-  name: string;
-  mode: number;
-  uid: number;
-  gid: number;
-  size: number;
-  mtime: number;
-  typeflag: string;
-  linkname: string;
-  uname: string;
-  gname: string;
-  devmajor: number;
-  devminor: number;
-}
+/** A header as read: the same fields as written, device numbers always present. */
+type RawHeader = Omit<HeaderFields, 'devmajor' | 'devminor'> & { devmajor: number; devminor: number };
 
 function parseHeader(b: Buffer, at: number): RawHeader {
   if (b.toString('latin1', 257, 262) !== 'ustar') throw new TarError(`header at byte ${at} is not ustar`);

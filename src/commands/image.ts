@@ -20,6 +20,7 @@ interface BuildFlags {
   work?: string;
   console: string;
   encrypt?: boolean;
+  swap: string;
   json?: boolean;
 }
 
@@ -42,12 +43,14 @@ export function imageCommand(): Command {
     .option('--work <dir>', 'scratch space (default: <cache>/work)')
     .option('--console <which>', 'where boot messages and prompts go: screen or serial', 'screen')
     .option('--encrypt', 'encrypt the data partition with LUKS')
+    .option('--swap <MiB>', 'swap file made on the data partition at first boot (0: none)', '512')
     .option('--json', 'print the result as JSON')
     .action(async (f: BuildFlags) => {
       if (!['debian', 'alpine'].includes(f.base)) throw new UsageError(`--base "${f.base}" is not debian or alpine`);
       if (!['zram', 'tmpfs'].includes(f.upper)) throw new UsageError(`--upper "${f.upper}" is not zram or tmpfs`);
       if (!['screen', 'serial'].includes(f.console)) throw new UsageError(`--console "${f.console}" is not screen or serial`);
       if (!/^[0-9]+$/.test(f.size)) throw new UsageError(`--size "${f.size}" is not a number of MiB`);
+      if (!/^[0-9]+$/.test(f.swap)) throw new UsageError(`--swap "${f.swap}" is not a number of MiB`);
       const progress = terminalProgress(!f.json);
       const cache = resolve(f.cache);
       const opts: ImageOptions = {
@@ -65,6 +68,7 @@ export function imageCommand(): Command {
         workDir: resolve(f.work ?? `${cache}/work`),
         primaryConsole: f.console as ImageOptions['primaryConsole'],
         luks: f.encrypt === true,
+        swapMiB: Number(f.swap),
         onPhase: (p) => progress.phase(`image: ${p}`),
       };
       try {

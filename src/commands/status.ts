@@ -29,7 +29,11 @@ export function statusCommand(global: () => GlobalOptions): Command {
 function render(s: Status): string {
   const out: string[] = [];
   const r = s.bootRecord;
-  if (r) {
+  if (r && r.used === 'clean' && r.requested !== 'clean' && !s.states.length) {
+    // A new stick: the default boot had nothing to load yet.
+    out.push(`booted: ${r.requested}, nothing saved yet`);
+    out.push(`upper layer: ${r.upper || 'unknown'}${r.kernel ? `, kernel ${r.kernel}` : ''}`);
+  } else if (r) {
     out.push(`booted: ${r.used}${r.requested !== r.used ? ` (asked for ${r.requested})` : ''}`);
     if (r.fallback) out.push(`fallback: ${r.fallback}`);
     out.push(`upper layer: ${r.upper || 'unknown'}${r.kernel ? `, kernel ${r.kernel}` : ''}`);

@@ -30,6 +30,8 @@ export interface ImageOptions {
   workDir: string;
   primaryConsole: PrimaryConsole;
   luks: boolean;
+  /** The swap file on the data partition, in MiB; 0 for none. */
+  swapMiB: number;
   onPhase?: (phase: ImagePhase) => void;
 }
 
@@ -70,7 +72,7 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
 
   o.onPhase?.('configure');
   const initDir = defaultInitDir();
-  await configureDebianRoot(root, { hostname: o.hostname, user: o.user, password: o.password, initDir });
+  await configureDebianRoot(root, { hostname: o.hostname, user: o.user, password: o.password, initDir, swapMiB: o.swapMiB });
 
   o.onPhase?.('images');
   const squash = (source: string, target: string, extra: string[] = []) =>

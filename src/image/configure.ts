@@ -13,6 +13,8 @@ export interface ConfigureOptions {
   password?: string;
   /** The directory holding the early-boot module (init and lib/). */
   initDir: string;
+  /** Size of the swap file made on first boot, in MiB; 0 for none. */
+  swapMiB: number;
 }
 
 /** Where the bundled runtime is: the running file when bundled, else dist/ of the checkout. */
@@ -42,7 +44,8 @@ export async function configureDebianRoot(root: string, o: ConfigureOptions): Pr
   // The root is an overlay the initramfs mounts; nothing else to mount.
   await writeFile(join(root, 'etc/fstab'), '# cairn: / is an overlay made by the initramfs; /persist is the data partition.\n');
   const inittab = await readFile(join(root, 'etc/inittab'), 'utf8');
-  if (!inittab.includes('ttyS0')) {
+  // Debian's inittab mentions ttyS0 in a comment only: look for a real entry.
+  if (!/^[^#\n]*ttyS0/m.test(inittab)) {
     await appendFile(join(root, 'etc/inittab'), '\n# A login on the first serial port, for sticks in machines without a screen.\nT0:2345:respawn:/sbin/getty -L 115200 ttyS0 vt100\n');
   }
 
@@ -67,6 +70,7 @@ export async function configureDebianRoot(root: string, o: ConfigureOptions): Pr
     await copyFile(join(openrcDir, `${s.name}.confd`), join(root, 'etc/conf.d', s.name));
   }
   await appendFile(join(root, 'etc/conf.d/cairn-userdirs'), `\nuser=${o.user}\n`);
+  await appendFile(join(root, 'etc/conf.d/cairn-swap'), `\nswap_size_mib=${o.swapMiB}\n`);
   await appendFile(join(root, 'etc/conf.d/cairn-save'), '\n# Debian\'s OpenRC shuts down through the "off" runlevel.\nsave_after=\nsave_before=umountfs\n');
 
   await withChroot(root, [], async () => {

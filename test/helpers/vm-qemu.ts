@@ -11,16 +11,20 @@ import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'n
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { stickBootArgs, type StickBootOptions } from '../../src/vm/qemu.js';
 
 export const QEMU = 'qemu-system-x86_64';
 
 export interface VmOptions {
   /** Names the log file: the test case. */
   name: string;
-  kernel: string;
-  initrd: string;
+  /** A direct kernel boot; or `stick` for a boot through firmware and GRUB. */
+  kernel?: string;
+  initrd?: string;
   /** The kernel command line; console=ttyS0 is added. */
-  append: string;
+  append?: string;
+  /** A stick image booted the way a machine boots it (src/vm/qemu.ts). */
+  stick?: Omit<StickBootOptions, 'serial' | 'accel' | 'memoryMiB'>;
   /** Raw disk images on virtio, in order (vda, vdb, ...); the guest's writes are thrown away. */
   disks?: string[];
   memoryMiB?: number;
@@ -59,21 +63,27 @@ export class Vm {
       server.once('error', reject);
       server.listen(sock, resolve);
     });
+    const chardev = ['-chardev', `socket,id=console,path=${sock}`];
+    const machine = opts.stick
+      ? [...chardev, '-monitor', 'none', ...stickBootArgs({ ...opts.stick, accel: 'tcg', memoryMiB: opts.memoryMiB ?? 1024, serial: 'chardev:console' })]
+      : [
+          '-accel', 'tcg',
+          '-m', String(opts.memoryMiB ?? 512),
+          '-smp', '1',
+          '-no-reboot',
+          '-nodefaults',
+          '-display', 'none',
+          '-monitor', 'none',
+          ...chardev,
+          '-serial', 'chardev:console',
+          '-kernel', opts.kernel ?? '',
+          '-initrd', opts.initrd ?? '',
+          '-append', `console=ttyS0 ${opts.append ?? ''}`,
+        ];
     const args = [
       '--pdeathsig', 'KILL', '--',
       QEMU,
-      '-accel', 'tcg',
-      '-m', String(opts.memoryMiB ?? 512),
-      '-smp', '1',
-      '-no-reboot',
-      '-nodefaults',
-      '-display', 'none',
-      '-monitor', 'none',
-      '-chardev', `socket,id=console,path=${sock}`,
-      '-serial', 'chardev:console',
-      '-kernel', opts.kernel,
-      '-initrd', opts.initrd,
-      '-append', `console=ttyS0 ${opts.append}`,
+      ...machine,
       ...(opts.disks ?? []).flatMap((d) => ['-drive', `file=${d},format=raw,if=virtio,snapshot=on`]),
     ];
     appendFileSync(logFile, `# setpriv ${args.join(' ')}\n`);

@@ -1,0 +1,169 @@
+/**
+ * A user's day with cairn, end to end: the debian image built by `cairn image
+ * build`, booted in QEMU through the firmware and GRUB (entries picked over
+ * the serial console), logged into, changed, powered off (the shutdown save
+ * runs), and booted again. One image, one boot per step, in order.
+ *
+ * Not covered here yet: installing a package through the wrapper (the apt
+ * side of the package wrapper is not built).
+ */
+import { execa } from 'execa';
+import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { TITLES } from '../../src/grub/menu.js';
+import { planLayout } from '../../src/image/layout.js';
+import { OVMF } from '../../src/vm/qemu.js';
+import { CLI, requireSystem } from '../helpers/system.js';
+import { Vm } from '../helpers/vm-qemu.js';
+import { Session } from '../helpers/vm-session.js';
+
+const CACHE = process.env.CAIRN_TEST_CACHE ?? '/var/cache/cairn-test';
+const WORK = join(CACHE, 'stick');
+const SIZE_MIB = 2048;
+const PASSWORD = 'cairn-test';
+const MENU = [TITLES.default, TITLES.backup, TITLES.clean];
+const ENTRY = { default: 0, backup: 1, clean: 2 } as const;
+
+const vms: Vm[] = [];
+
+async function boot(name: string, image: string, entry: keyof typeof ENTRY, firmware: 'bios' | 'uefi' = 'bios') {
+  let uefiVars: string | undefined;
+  if (firmware === 'uefi') {
+    uefiVars = join(WORK, `${name}.vars.fd`);
+    copyFileSync(OVMF.vars, uefiVars);
+  }
+  const vm = await Vm.start({ name: `stick-${name}`, stick: { image, firmware, uefiVars, persist: true, bus: 'virtio' }, memoryMiB: 1024 });
+  vms.push(vm);
+  const s = new Session(vm);
+  await s.pickEntry(MENU, ENTRY[entry]);
+  await s.login('root', PASSWORD);
+  return s;
+}
+
+/** Flips one byte in the middle of a state's squashfs part (not its seal), from the host. */
+async function corruptOnImage(image: string, file: string): Promise<void> {
+  const layout = planLayout(SIZE_MIB * 1024 * 1024, 256);
+  const mnt = join(WORK, 'mnt');
+  mkdirSync(mnt, { recursive: true });
+  await execa('mount', ['-o', `loop,offset=${layout.data.startSector * 512}`, image, mnt]);
+  try {
+    const path = join(mnt, file);
+    const at = Math.floor((statSync(path).size - 4096) / 2);
+    const fd = openSync(path, 'r+');
+    const b = Buffer.alloc(1);
+    readSync(fd, b, 0, 1, at);
+    b[0] = b[0]! ^ 0xff;
+    writeSync(fd, b, 0, 1, at);
+    closeSync(fd);
+  } finally {
+    await execa('umount', [mnt]);
+  }
+}
+
+describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () => {
+  let image: string;
+
+  beforeAll(async () => {
+    requireSystem(['mksquashfs', 'mkfs.ext4', 'losetup']);
+    if (!existsSync('/usr/bin/qemu-system-x86_64')) throw new Error('the stick test needs QEMU: apt-get install qemu-system-x86');
+    for (const tool of ['debootstrap', 'mkfs.vfat', 'mcopy', 'sfdisk', 'grub-mkimage']) {
+      const r = await execa('sh', ['-c', `command -v ${tool}`], { reject: false });
+      if (r.exitCode !== 0) throw new Error(`the stick test needs ${tool} (see .ci/run)`);
+    }
+    mkdirSync(WORK, { recursive: true });
+    image = join(WORK, 'cairn.img');
+    const built = join(WORK, 'built.img');
+    const r = await execa(
+      process.execPath,
+      [CLI, 'image', 'build', '--output', built, '--size', String(SIZE_MIB), '--kernel', 'linux-image-cloud-amd64',
+        '--password', PASSWORD, '--console', 'serial', '--swap', '0', '--cache', join(CACHE, 'build')],
+      { reject: false },
+    );
+    if (r.exitCode !== 0) throw new Error(`cairn image build failed: ${r.stderr}`);
+    copyFileSync(built, image);
+  }, 1800_000);
+
+  afterAll(async () => {
+    for (const vm of vms) await vm.stop();
+    rmSync(join(WORK, 'mnt'), { recursive: true, force: true });
+  });
+
+  it('1. first boot, default entry: the system comes up with nothing saved yet', async () => {
+    const s = await boot('1-first', image, 'default');
+    const status = await s.ok('cairn status');
+    expect(status).toMatch(/booted: default, nothing saved yet/);
+    expect(status).toMatch(/none yet/);
+    // 2. changes everywhere a user makes them, and a base file deleted
+    await s.ok('echo etc-change > /etc/cairn-test.conf && echo root-change > /root/notes && mkdir -p /var/lib/cairn-test && echo var-change > /var/lib/cairn-test/data');
+    await s.ok('su - cairn -c "echo home-change > ~/hello.txt"');
+    await s.ok('rm /etc/issue.net');
+    const shutdown = await s.powerOff();
+    expect(shutdown).toMatch(/Saving this session to the stick/);
+    expect(shutdown).toMatch(/saved [\d.]+ \w+ \(\d+ files/);
+  }, 900_000);
+
+  it('3. default boot: every change is there and the deleted file stays deleted', async () => {
+    const s = await boot('3-default', image, 'default');
+    expect(await s.ok('cat /etc/cairn-test.conf /root/notes /var/lib/cairn-test/data /home/cairn/hello.txt')).toBe(
+      'etc-change\nroot-change\nvar-change\nhome-change',
+    );
+    expect((await s.run('test -e /etc/issue.net')).code).toBe(1);
+    expect(await s.ok('cairn status')).toMatch(/booted: default/);
+    await s.ok('echo step-3 > /root/step3');
+    expect(await s.powerOff()).toMatch(/Saving this session to the stick/);
+  }, 900_000);
+
+  it('4. backup entry: the state from before step 3 is there, step 3\'s change is not', async () => {
+    const s = await boot('4-backup', image, 'backup');
+    expect(await s.ok('cat /root/notes')).toBe('root-change');
+    expect((await s.run('test -e /root/step3')).code).toBe(1);
+    expect(await s.ok('cairn status')).toMatch(/booted: backup/);
+    await s.powerOff();
+  }, 900_000);
+
+  it('5. clean entry: nothing saved is there, and powering off saves nothing', async () => {
+    const s = await boot('5-clean', image, 'clean');
+    expect((await s.run('test -e /root/notes')).code).toBe(1);
+    expect(await s.ok('cairn status')).toMatch(/booted: clean/);
+    await s.ok('echo clean > /root/clean-session');
+    expect(await s.powerOff()).toMatch(/booted clean: nothing is saved/);
+    const after = await boot('5-default-after-clean', image, 'default');
+    expect((await after.run('test -e /root/clean-session')).code).toBe(1);
+    expect(await after.ok('cat /root/notes')).toBe('root-change');
+    await after.powerOff();
+  }, 1200_000);
+
+  it('6. a corrupt upperfs.squashfs: the default boot falls back to the backup, says so, and runs', async () => {
+    await corruptOnImage(image, 'upperfs.squashfs');
+    const s = await boot('6-corrupt', image, 'default');
+    expect(s.vm.output).toMatch(/upperfs\.squashfs fails its checksum \(sha256 mismatch\); booting the backup/);
+    expect(await s.ok('cairn status')).toMatch(/booted: backup \(asked for default\)/);
+    await s.powerOff();
+  }, 900_000);
+
+  it('7. QEMU killed in the middle of the shutdown save: the next boot finds a valid state', async () => {
+    const s = await boot('7-killed', image, 'default');
+    await s.ok('dd if=/dev/urandom of=/root/big bs=1M count=64 status=none');
+    s.vm.send('poweroff\r');
+    await s.vm.waitFor('Saving this session to the stick', 300_000);
+    await s.vm.stop();
+    const again = await boot('7-after-kill', image, 'default');
+    const status = await again.ok('cairn status');
+    expect(status).toMatch(/next default boot: (default|backup)/);
+    expect(status).not.toMatch(/default\s+upperfs\.squashfs.*DAMAGED/);
+    await again.powerOff();
+  }, 1200_000);
+
+  it('1-3 under UEFI: boots through OVMF and GRUB, saves, and the change is there on the next boot', async () => {
+    const uefiImage = join(WORK, 'uefi.img');
+    copyFileSync(join(WORK, 'built.img'), uefiImage);
+    const s = await boot('uefi-1', uefiImage, 'default', 'uefi');
+    expect(await s.ok('cairn status')).toMatch(/nothing saved yet/);
+    await s.ok('echo uefi > /root/uefi');
+    expect(await s.powerOff()).toMatch(/Saving this session to the stick/);
+    const again = await boot('uefi-2', uefiImage, 'default', 'uefi');
+    expect(await again.ok('cat /root/uefi')).toBe('uefi');
+    await again.powerOff();
+  }, 1800_000);
+});
