@@ -13,7 +13,7 @@ export interface Config {
   /** Older states kept beside the newest and the backup (at least 1). */
   generations: number;
   compression: 'zstd' | 'gzip' | 'xz' | 'lz4' | 'lzo';
-  /** Compressor level; undefined leaves mksquashfs's default. */
+  /** zstd (1-22) or gzip (1-9) level; ignored by xz, lz4 and lzo; undefined leaves mksquashfs's default. */
   compressionLevel?: number;
   /** Memory mksquashfs may use, as it takes it (`256M`): RAM is what holds the system. */
   mksquashfsMem: string;
@@ -87,6 +87,9 @@ export function parseConfig(text: string, source: string): Config {
     }
   });
   config.excludes.push(...added);
+  if (config.compression === 'gzip' && (config.compressionLevel ?? 0) > 9) {
+    throw new UsageError(`${source}: gzip takes a compression_level from 1 to 9, not ${config.compressionLevel}`);
+  }
   try {
     compileExcludes(config.excludes);
   } catch (e) {

@@ -20,8 +20,9 @@ export interface SquashOptions {
 /** The mksquashfs options every save uses; the benchmark runs the bare tool with the same. */
 export function mksquashfsArgs(config: SquashOptions['config']): string[] {
   const args = ['-noappend', '-quiet', '-comp', config.compression];
-  if (config.compressionLevel !== undefined && ['zstd', 'gzip', 'xz'].includes(config.compression)) {
-    args.push(config.compression === 'xz' ? '-Xdict-size' : '-Xcompression-level', String(config.compressionLevel));
+  // Only zstd and gzip take a level; xz, lz4 and lzo use their own defaults.
+  if (config.compressionLevel !== undefined && (config.compression === 'zstd' || config.compression === 'gzip')) {
+    args.push('-Xcompression-level', String(config.compressionLevel));
   }
   // xattrs carry overlayfs's opaque directories; -mem bounds the RAM it takes
   // from a system that lives in RAM.

@@ -219,18 +219,24 @@ describe('the save lock', () => {
     data = await s.dataPartition('lockdata', 512);
     upper = s.path('upper');
     await mkdir(upper);
-    await execa('dd', ['if=/dev/urandom', `of=${join(upper, 'big')}`, 'bs=1M', 'count=96', 'status=none']);
+    // Base64 of random bytes: xz works hard on it (seconds), unlike on repeated text.
+    await execa('sh', ['-c', `head -c 48M /dev/urandom | base64 > ${join(upper, 'big')}`]);
   });
   afterAll(() => s.cleanup());
 
   it('a second save fails clearly while one runs, or waits for it with --wait', async () => {
-    const first = execa(process.execPath, ['dist/cairn.mjs', 'save', '--upper', upper, '--data', data], { reject: false });
+    // xz makes the first save take seconds, so the others surely meet its lock.
+    const slow = s.path('slow.conf');
+    await writeFile(slow, 'compression=xz\n');
+    const first = execa(process.execPath, ['dist/cairn.mjs', '--config', slow, 'save', '--upper', upper, '--data', data], { reject: false });
     // Wait until the first save holds the lock.
-    for (let i = 0; i < 200 && !existsSync(join(data, '.cairn-save.owner')); i++) await new Promise((r) => setTimeout(r, 25));
-    const second = await cairn(['save', '--wait', '0', '--upper', upper, '--data', data]);
+    for (let i = 0; i < 400 && !existsSync(join(data, '.cairn-save.owner')); i++) await new Promise((r) => setTimeout(r, 25));
+    const [second, third] = await Promise.all([
+      cairn(['save', '--wait', '0', '--upper', upper, '--data', data]),
+      cairn(['save', '--wait', '300', '--upper', upper, '--data', data]),
+    ]);
     expect(second.exitCode).toBe(75);
     expect(second.stderr).toMatch(/another save is running \(pid \d+/);
-    const third = await cairn(['save', '--wait', '120', '--upper', upper, '--data', data]);
     expect(third.exitCode, third.stderr).toBe(0);
     expect(third.stderr).toMatch(/waiting for another save to finish/);
     expect((await first).exitCode).toBe(0);

@@ -170,3 +170,21 @@ describe('parseConfig', () => {
     });
   });
 });
+
+describe('compression settings reach mksquashfs as it takes them', () => {
+  it('passes a level to zstd and gzip only', async () => {
+    const { mksquashfsArgs } = await import('../../src/save/squash.js');
+    const args = (text: string) => mksquashfsArgs(parseConfig(text, 'cairn.conf'));
+    expect(args('compression=zstd\ncompression_level=9\n')).toEqual(expect.arrayContaining(['-comp', 'zstd', '-Xcompression-level', '9']));
+    expect(args('compression=gzip\ncompression_level=6\n')).toEqual(expect.arrayContaining(['-comp', 'gzip', '-Xcompression-level', '6']));
+    for (const c of ['xz', 'lz4', 'lzo']) {
+      const a = args(`compression=${c}\n`);
+      expect(a).toEqual(expect.arrayContaining(['-comp', c]));
+      expect(a.join(' ')).not.toMatch(/-Xcompression-level|-Xdict-size/);
+    }
+  });
+
+  it('refuses a gzip level above 9', () => {
+    expect(() => parseConfig('compression=gzip\ncompression_level=12\n', 'cairn.conf')).toThrow(/gzip takes a compression_level from 1 to 9/);
+  });
+});
