@@ -42,8 +42,6 @@ function typeOf(st: Stats): EntryType {
 
 export interface Walk {
   entries: Map<string, Entry>;
-  /** Paths left out by the exclude list (each prunes what is below it). */
-  excluded: string[];
 }
 
 /**
@@ -55,7 +53,6 @@ export interface Walk {
  */
 export function walkTree(root: string, exclude?: ExcludeMatcher): Walk {
   const entries = new Map<string, Entry>();
-  const excluded: string[] = [];
   const visit = (rel: string): void => {
     const path = toFsPath(root, rel);
     const st = lstatSync(path);
@@ -79,10 +76,10 @@ export function walkTree(root: string, exclude?: ExcludeMatcher): Walk {
       .sort();
     for (const name of names) {
       const child = rel ? `${rel}/${name}` : name;
-      if (exclude?.(child)) excluded.push(child);
-      else visit(child);
+      // An excluded path is left out with all it holds.
+      if (!exclude?.(child)) visit(child);
     }
   };
   visit('');
-  return { entries, excluded };
+  return { entries };
 }

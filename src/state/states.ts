@@ -1,7 +1,7 @@
 import { readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DATA, generationNumber } from '../names.js';
-import { checkIntegrity, readSeal, type Seal, type SealCheck } from './seal.js';
+import { checkIntegrity, readSeal, type SealCheck } from './seal.js';
 
 export type StateRole = 'newest' | 'backup' | 'generation';
 
@@ -26,10 +26,6 @@ export function bootName(state: Pick<StateFile, 'role' | 'generation'>): string 
 /** A state's identity: its seal id, or its inode when the seal is unreadable. */
 export function identity(state: StateFile): string {
   return state.check.seal?.id || `ino:${state.ino}`;
-}
-
-export function sealOf(state: StateFile): Seal | undefined {
-  return state.check.seal;
 }
 
 /**
