@@ -6,6 +6,8 @@ import { saveCommand } from './commands/save.js';
 import { statusCommand } from './commands/status.js';
 import { verifyCommand } from './commands/verify.js';
 import { initramfsCommand } from './commands/initramfs.js';
+import { kernelCommand } from './commands/kernel.js';
+import { debHookCommand } from './commands/debHook.js';
 import { CairnError } from './lib/errors.js';
 import { log, setLogLevel } from './lib/log.js';
 
@@ -29,6 +31,8 @@ export function buildProgram(): Command {
   program.addCommand(grubCommand(global));
   program.addCommand(imageCommand());
   program.addCommand(vmCommand());
+  program.addCommand(kernelCommand());
+  program.addCommand(debHookCommand());
   return program;
 }
 

@@ -39,6 +39,16 @@ export interface MenuEntry {
   mark?: 'damaged' | 'none saved yet';
   /** The kernel command line, one parameter per word. */
   args: string[];
+  /** A kernel other than the menu's (the previous one, kept until the new one has booted). */
+  kernel?: string;
+  initrd?: string;
+}
+
+/** A kernel on the ESP: its release and its files there ("/vmlinuz-6.1.0-42-cloud-amd64"). */
+export interface KernelFiles {
+  release: string;
+  kernel: string;
+  initrd: string;
 }
 
 export interface Menu {
@@ -62,7 +72,11 @@ export const TITLES = {
   clean: 'cairn (clean: nothing loaded, nothing saved)',
   generation: (n: number, created: number | undefined) =>
     `cairn (older state ${n}, ${created ? `saved ${shortDate(created)}` : 'date unknown'})`,
+  previousKernel: (release: string) => `cairn (newest state, previous kernel ${release})`,
 } as const;
+
+/** The id of the entry that boots the previous kernel. */
+export const PREVIOUS_KERNEL_ID = 'cairn-previous-kernel';
 
 /** The GRUB id of the entry that boots with cairn.boot=<boot>. */
 export function entryId(boot: string): string {
@@ -92,7 +106,7 @@ export const DEFAULT_SETTINGS: BootSettings = {
 export function buildMenu(
   states: readonly MenuState[],
   settings: BootSettings,
-  options: { timeoutSeconds: number; defaultBoot?: string },
+  options: { timeoutSeconds: number; defaultBoot?: string; previousKernel?: KernelFiles },
 ): Menu {
   checkSettings(settings);
   const find = (role: MenuState['role']) => states.find((s) => s.role === role);
@@ -115,6 +129,18 @@ export function buildMenu(
     .sort((a, b) => b.generation - a.generation);
   for (const g of generations) {
     entries.push(entry(bootName(g), TITLES.generation(g.generation, g.check.seal?.created), g.check.ok ? undefined : 'damaged'));
+  }
+  // After a kernel update, the kernel that last booted stays one pick away
+  // until the new one has booted once.
+  const previous = options.previousKernel;
+  if (previous) {
+    checkSettings({ ...settings, kernel: previous.kernel, initrd: previous.initrd });
+    entries.push({
+      ...entry('default', TITLES.previousKernel(previous.release), undefined),
+      id: PREVIOUS_KERNEL_ID,
+      kernel: previous.kernel,
+      initrd: previous.initrd,
+    });
   }
 
   const defaultBoot = options.defaultBoot ?? 'default';

@@ -22,8 +22,8 @@ function renderEntry(menu: Menu, e: MenuEntry): string {
     `menuentry ${grubQuote(e.title)} $menuentry_id_option ${grubWord(e.id)} {`,
     `\tsearch --no-floppy --set=root ${find} ${grubWord(menu.esp.value)}`,
     `\techo ${grubQuote(`Loading the kernel and the initramfs for cairn.boot=${e.boot} ...`)}`,
-    `\tlinux ${[menu.kernel, ...e.args].map(grubWord).join(' ')}`,
-    `\tinitrd ${grubWord(menu.initrd)}`,
+    `\tlinux ${[e.kernel ?? menu.kernel, ...e.args].map(grubWord).join(' ')}`,
+    `\tinitrd ${grubWord(e.initrd ?? menu.initrd)}`,
     '}',
   ].join('\n');
 }

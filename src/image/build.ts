@@ -1,9 +1,11 @@
 import { existsSync } from 'node:fs';
-import { chown, mkdir, readFile, rename, rm, stat } from 'node:fs/promises';
+import { chown, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UsageError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
-import { runGrubConfig } from '../grub/config.js';
+import { BOOT_STATE_FORMAT, ESP_PATHS, formatBootState, kernelFiles, menuFor, type BootState } from '../esp/bootState.js';
+import { renderGrubConfig } from '../grub/render.js';
+import { squashTree } from '../packages/images.js';
 import type { PrimaryConsole, UpperType } from '../grub/menu.js';
 import { buildInitramfs, defaultInitDir } from '../initramfs/build.js';
 import { DATA, LABELS, modulesImage } from '../names.js';
@@ -75,38 +77,31 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
   await configureDebianRoot(root, { hostname: o.hostname, user: o.user, password: o.password, initDir, swapMiB: o.swapMiB });
 
   o.onPhase?.('images');
-  const squash = (source: string, target: string, extra: string[] = []) =>
-    run('mksquashfs', [source, target, '-noappend', '-quiet', '-no-progress', '-comp', 'zstd', '-xattrs', ...extra], {
-      timeoutMs: 3600_000,
-    });
   // The base image keeps the mount points of what lives in images of its own.
-  await squash(root, join(dataStage, DATA.rootfs), [
+  await squashTree(root, join(dataStage, DATA.rootfs), [
     '-wildcards',
     '-e', 'usr/lib/modules/*/*', 'usr/lib/firmware/*', 'boot/*', 'var/cache/apt/archives/*.deb', 'proc/*', 'sys/*', 'dev/*', 'run/*', 'tmp/*',
   ]);
-  await squash(join(root, 'usr/lib/modules', kernelVersion), join(dataStage, modulesImage(kernelVersion)));
+  await squashTree(join(root, 'usr/lib/modules', kernelVersion), join(dataStage, modulesImage(kernelVersion)));
   const firmware = join(root, 'usr/lib/firmware');
   await mkdir(firmware, { recursive: true });
-  await squash(firmware, join(dataStage, DATA.firmware));
+  await squashTree(firmware, join(dataStage, DATA.firmware));
   await mkdir(join(dataStage, DATA.userDir));
   const [uid, gid] = await userIds(root, o.user);
   await chown(join(dataStage, DATA.userDir), uid, gid);
 
   o.onPhase?.('boot');
-  const kernelName = `vmlinuz-${flavor}`;
-  const initrdName = `initramfs-${flavor}`;
+  const kernelName = ESP_PATHS.kernel(kernelVersion);
+  const initrdName = ESP_PATHS.initrd(kernelVersion);
   const files = new Map<string, string>();
   await run('cp', [join(root, 'boot', `vmlinuz-${kernelVersion}`), join(espStage, kernelName)], { timeoutMs: 60_000 });
   files.set(kernelName, join(espStage, kernelName));
   await buildInitramfs({ kernelVersion, modulesDir: root, output: join(espStage, initrdName), luks: o.luks, initDir });
   files.set(initrdName, join(espStage, initrdName));
   await mkdir(join(espStage, 'grub'), { recursive: true });
-  await runGrubConfig({
-    dataDir: dataStage,
-    output: join(espStage, 'grub', 'grub.cfg'),
+  const bootState: BootState = {
+    format: BOOT_STATE_FORMAT,
     settings: {
-      kernel: `/${kernelName}`,
-      initrd: `/${initrdName}`,
       esp: { by: 'label', value: LABELS.esp },
       dataSpec: `LABEL=${LABELS.data}`,
       upper: o.upper,
@@ -114,8 +109,13 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
       primaryConsole: o.primaryConsole,
     },
     timeoutSeconds: 3,
-  });
-  files.set('grub/grub.cfg', join(espStage, 'grub', 'grub.cfg'));
+    luks: o.luks,
+    kernel: kernelFiles(kernelVersion),
+  };
+  await writeFile(join(espStage, ESP_PATHS.bootState), formatBootState(bootState));
+  files.set(ESP_PATHS.bootState, join(espStage, ESP_PATHS.bootState));
+  await writeFile(join(espStage, ESP_PATHS.menu), renderGrubConfig(await menuFor(bootState, dataStage)));
+  files.set(ESP_PATHS.menu, join(espStage, ESP_PATHS.menu));
   await mkdir(join(espStage, 'EFI', 'BOOT'), { recursive: true });
   await makeGrubCore('x86_64-efi', join(espStage, 'EFI', 'BOOT', 'BOOTX64.EFI'), o.workDir);
   files.set('EFI/BOOT/BOOTX64.EFI', join(espStage, 'EFI', 'BOOT', 'BOOTX64.EFI'));

@@ -4,6 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PathError } from '../lib/errors.js';
 import { RUNTIME } from '../names.js';
+import { DPKG_EXCLUDES } from '../packages/debian/hook.js';
 import { inChroot, withChroot } from './chroot.js';
 
 export interface ConfigureOptions {
@@ -35,6 +36,7 @@ const SERVICES: { name: string; runlevels: string[] }[] = [
   { name: 'cairn-save', runlevels: ['off'] },
   { name: 'cairn-userdirs', runlevels: ['default'] },
   { name: 'cairn-swap', runlevels: ['default'] },
+  { name: 'cairn-kernel', runlevels: ['default'] },
 ];
 
 /** Turns a Debian root into a cairn system: runtime, services, console, user. */
@@ -73,7 +75,13 @@ export async function configureDebianRoot(root: string, o: ConfigureOptions): Pr
   await appendFile(join(root, 'etc/conf.d/cairn-swap'), `\nswap_size_mib=${o.swapMiB}\n`);
   await appendFile(join(root, 'etc/conf.d/cairn-save'), '\n# Debian\'s OpenRC shuts down through the "off" runlevel.\nsave_after=\nsave_before=umountfs\n');
 
+  await writeDebianPackageHooks(root);
+
   await withChroot(root, [], async () => {
+    // initramfs-tools stays installed (kernel packages depend on it) but its
+    // builder is set aside: cairn builds the initramfs of every kernel it installs.
+    await inChroot(root, ['dpkg-divert', '--local', '--rename', '--divert', `${UPDATE_INITRAMFS}.distrib`, '--add', UPDATE_INITRAMFS]);
+    await writeFile(join(root, UPDATE_INITRAMFS), UPDATE_INITRAMFS_STUB, { mode: 0o755 });
     for (const s of SERVICES) for (const level of s.runlevels) await inChroot(root, ['rc-update', 'add', s.name, level]);
     const exists = await inChroot(root, ['id', '-u', o.user], { okExitCodes: [1] });
     if (exists.exitCode !== 0) await inChroot(root, ['useradd', '--create-home', '--shell', '/bin/bash', o.user]);
@@ -81,6 +89,40 @@ export async function configureDebianRoot(root: string, o: ConfigureOptions): Pr
       await inChroot(root, ['chpasswd'], { input: `${o.user}:${o.password}\nroot:${o.password}\n` });
     }
   });
+}
+
+const UPDATE_INITRAMFS = '/usr/sbin/update-initramfs';
+
+const UPDATE_INITRAMFS_STUB = `#!/bin/sh
+# cairn: set aside by dpkg-divert; Debian's own is update-initramfs.distrib.
+# cairn builds the initramfs of each kernel it installs (apt hands it the
+# package first), into the ESP where the boot reads it. Nothing to do here.
+echo "update-initramfs: cairn builds the initramfs when it installs a kernel; nothing to do" >&2
+exit 0
+`;
+
+/**
+ * apt hands cairn every package before dpkg runs, and dpkg leaves the paths
+ * cairn keeps in images of their own (src/packages/debian/hook.ts).
+ */
+async function writeDebianPackageHooks(root: string): Promise<void> {
+  await mkdir(join(root, 'etc/apt/apt.conf.d'), { recursive: true });
+  await writeFile(
+    join(root, 'etc/apt/apt.conf.d/50cairn'),
+    [
+      '// cairn: kernels and firmware go into images on the stick, not into the RAM layer.',
+      'DPkg::Pre-Install-Pkgs { "/usr/bin/cairn deb-hook pre-install"; };',
+      'DPkg::Post-Invoke { "/usr/bin/cairn deb-hook post-invoke"; };',
+      '',
+    ].join('\n'),
+  );
+  await mkdir(join(root, 'etc/dpkg/dpkg.cfg.d'), { recursive: true });
+  await writeFile(
+    join(root, 'etc/dpkg/dpkg.cfg.d/cairn'),
+    ['# cairn keeps these in images of their own; apt hands it the packages first.', ...DPKG_EXCLUDES.map((p) => `path-exclude=${p}`), ''].join('\n'),
+  );
+  // No /vmlinuz symlinks in the RAM layer: the kernels are on the ESP.
+  await writeFile(join(root, 'etc/kernel-img.conf'), 'do_symlinks = no\n');
 }
 
 function findOpenrcDir(): string {

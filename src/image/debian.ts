@@ -21,7 +21,7 @@ export interface DebianRootOptions {
 export function debianPackages(o: Pick<DebianRootOptions, 'kernelPackage' | 'luks'>): string[] {
   const base = [
     'openrc', 'sysvinit-core', 'nodejs', 'squashfs-tools', 'busybox', 'kmod', 'e2fsprogs', 'attr',
-    'util-linux', 'procps', 'iproute2', 'ifupdown', 'isc-dhcp-client', 'dosfstools', o.kernelPackage,
+    'util-linux', 'procps', 'iproute2', 'ifupdown', 'isc-dhcp-client', 'dosfstools', 'mtools', o.kernelPackage,
   ];
   return o.luks ? [...base, 'cryptsetup-bin'] : base;
 }

@@ -74,6 +74,14 @@ export class NoSpaceError extends CairnError {
   }
 }
 
+/** A partition (the ESP, the data partition) too full for a package operation's files. */
+export class PartitionFullError extends CairnError {
+  override readonly code = 'NO_SPACE';
+  constructor(message: string, hint: string) {
+    super(message, { hint });
+  }
+}
+
 export class VerifyMismatchError extends CairnError {
   override readonly code = 'VERIFY_MISMATCH';
   constructor(

@@ -8,8 +8,9 @@ import { run } from './run.js';
 
 /** Acquire, use, release: a resource is given back even when `fn` throws. */
 
-export async function withTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>): Promise<T> {
-  const dir = await mkdtemp(join(tmpdir(), prefix));
+/** A temp directory under `parent` (the system's temp dir unless given), removed afterwards. */
+export async function withTempDir<T>(prefix: string, fn: (dir: string) => Promise<T>, parent = tmpdir()): Promise<T> {
+  const dir = await mkdtemp(join(parent, prefix));
   try {
     return await fn(dir);
   } finally {

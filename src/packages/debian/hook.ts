@@ -1,0 +1,147 @@
+import { existsSync, statSync } from 'node:fs';
+import { mkdir, readdir, rm } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
+import { classify, type ClassRule } from '../../apk/classify.js';
+import { CairnError } from '../../lib/errors.js';
+import { log } from '../../lib/log.js';
+import { withTempDir } from '../../lib/resources.js';
+import { run } from '../../lib/run.js';
+import { modulesImage } from '../../names.js';
+import { installFirmware } from '../firmware.js';
+import { installKernel, kernelPayloads, type KernelInstallReport } from '../kernel.js';
+import type { SystemTarget } from '../target.js';
+import { debPaths, readDebInfo, sha256File, unpackDeb, type DebInfo } from './deb.js';
+
+/**
+ * cairn on a Debian base: apt hands the hook every .deb before dpkg runs
+ * (`DPkg::Pre-Install-Pkgs`). Kernels and firmware are put where cairn keeps
+ * them (modules and firmware images on the data partition, the kernel and
+ * its initramfs on the ESP), and dpkg, told by /etc/dpkg/dpkg.cfg.d/cairn to
+ * leave /lib/modules, /lib/firmware and /boot alone, installs the rest and
+ * records the package as installed. The .deb itself is never changed: apt
+ * has checked it against the signed index, and the hook checks again before
+ * it trusts a kernel, so no local signing key is needed on Debian.
+ */
+
+/** Debian's names for the special classes: linux-image-<release> ships a kernel, firmware-* ships firmware. */
+export const DEBIAN_CLASS_RULES: readonly ClassRule[] = [
+  { class: 'kernel', include: ['linux-image-*'], exclude: ['linux-image-*-dbg', 'linux-image-*-dbgsym'] },
+  { class: 'firmware', include: ['firmware-*', 'linux-firmware*', '*-microcode'] },
+];
+
+/** The paths dpkg leaves out (dpkg.cfg.d/cairn) and cairn puts in images instead. */
+export const DPKG_EXCLUDES = ['/lib/modules/*', '/usr/lib/modules/*', '/lib/firmware/*', '/usr/lib/firmware/*', '/boot/*'];
+
+export interface HookOptions {
+  /** The root dpkg installs into ("/" on a running stick). */
+  root: string;
+  rules?: readonly ClassRule[];
+}
+
+export interface HookPackage {
+  name: string;
+  version: string;
+  kernels: KernelInstallReport[];
+  firmwareBytes?: number;
+}
+
+/** The .deb paths in what apt writes to the hook (version 1: one file name per line). */
+export function debsFromHookInput(text: string): string[] {
+  return text
+    .split('\n')
+    .map((l) => l.trim())
+    .filter((l) => l.endsWith('.deb'));
+}
+
+/**
+ * Handles the packages of one apt run. Any failure stops apt before dpkg
+ * runs, so nothing is half-installed; what was already written for an
+ * earlier package stays whole (each file is written temp, fsync, rename).
+ */
+export async function preInstall(t: SystemTarget, debs: readonly string[], o: HookOptions): Promise<HookPackage[]> {
+  const done: HookPackage[] = [];
+  for (const path of debs) {
+    const info = await readDebInfo(path);
+    const cls = classify(info.name, o.rules ?? DEBIAN_CLASS_RULES);
+    const paths = await debPaths(path);
+    const shipsModules = paths.some((p) => /^(usr\/)?lib\/modules\/[^/]+\/kernel\//.test(p));
+    const shipsFirmware = paths.some((p) => /^(usr\/)?lib\/firmware\/./.test(p));
+    if (!(cls === 'kernel' && shipsModules) && !shipsFirmware) {
+      if (shipsModules) log.warn({ pkg: info.name }, 'modules outside a kernel package are not installed (dpkg leaves /lib/modules to cairn)');
+      continue;
+    }
+    await requireSignedOrigin(info);
+    done.push(
+      await withTempDir('.cairn-deb-', async (dir) => {
+        say(`${info.name} ${info.version}: unpacking`);
+        await unpackDeb(path, dir);
+        const pkg: HookPackage = { name: info.name, version: info.version, kernels: [] };
+        if (shipsModules) {
+          for (const payload of await kernelPayloads(dir)) {
+            say(`${info.name}: kernel ${payload.release}: modules image, initramfs and ESP files`);
+            const report = await installKernel(t, payload);
+            pkg.kernels.push(report);
+            say(`${info.name}: ${payload.release} boots by default${report.previous ? `; ${report.previous} stays in the menu until it has booted` : ''}`);
+            // The package's postinst runs depmod, which needs the directory.
+            await mkdir(join(o.root, 'lib/modules', payload.release), { recursive: true });
+          }
+        }
+        if (shipsFirmware) {
+          say(`${info.name}: adding its firmware to firmware.squashfs`);
+          pkg.firmwareBytes = await installFirmware(t, dir);
+        }
+        return pkg;
+      }, t.dataDir),
+    );
+  }
+  return done;
+}
+
+/**
+ * After dpkg: what a kernel's postinst left in /lib/modules/<release>
+ * (depmod's empty indexes) goes, for every release that has a modules image
+ * and is not mounted, so no saved state carries it. The next boot of that
+ * kernel mounts its image there.
+ */
+export async function postInvoke(t: SystemTarget, o: HookOptions): Promise<string[]> {
+  const removed: string[] = [];
+  const dir = join(o.root, 'lib/modules');
+  if (!existsSync(dir)) return removed;
+  for (const release of await readdir(dir)) {
+    const path = join(dir, release);
+    if (release === t.runningKernel || !existsSync(join(t.dataDir, modulesImage(release)))) continue;
+    if (isMountPoint(path)) continue;
+    await rm(path, { recursive: true, force: true });
+    removed.push(release);
+  }
+  return removed;
+}
+
+/** A directory on another file system than its parent: a mounted modules image. */
+function isMountPoint(path: string): boolean {
+  return statSync(path).dev !== statSync(dirname(path)).dev;
+}
+
+/**
+ * A kernel or firmware package must be one apt knows from a signed index:
+ * its SHA256 must be the one some repository's Packages file gives for that
+ * name and version. apt checked it on download; this checks that what dpkg
+ * is about to get is still that file, and refuses local .deb files.
+ */
+export async function requireSignedOrigin(info: DebInfo): Promise<void> {
+  const r = await run('apt-cache', ['show', `${info.name}=${info.version}`], { timeoutMs: 120_000, okExitCodes: [100] });
+  const known = [...r.stdout.matchAll(/^SHA256: ([0-9a-f]{64})$/gm)].map((m) => m[1]);
+  const actual = await sha256File(info.path);
+  if (!known.includes(actual)) {
+    throw new CairnError(
+      `${info.name} ${info.version} (${info.path}) is not a package apt knows from a signed repository` +
+        (known.length ? ' (its checksum differs from the index)' : ''),
+      { hint: 'cairn installs kernels and firmware only from signed repositories: add the repository with its key, apt-get update, and install by name' },
+    );
+  }
+}
+
+/** Progress on stderr, where apt shows a hook's output. */
+function say(line: string): void {
+  process.stderr.write(`cairn: ${line}\n`);
+}
