@@ -8,6 +8,7 @@ import { verifyCommand } from './commands/verify.js';
 import { initramfsCommand } from './commands/initramfs.js';
 import { kernelCommand } from './commands/kernel.js';
 import { debHookCommand } from './commands/debHook.js';
+import { apkCommand } from './commands/apk.js';
 import { CairnError } from './lib/errors.js';
 import { log, setLogLevel } from './lib/log.js';
 
@@ -33,6 +34,7 @@ export function buildProgram(): Command {
   program.addCommand(vmCommand());
   program.addCommand(kernelCommand());
   program.addCommand(debHookCommand());
+  program.addCommand(apkCommand());
   return program;
 }
 
