@@ -30,26 +30,33 @@ async function currentPackage(): Promise<string> {
   return m[1]!;
 }
 
-export async function debianCloudKernel(): Promise<TestKernel> {
+/** The cloud kernel's .deb from Debian's archive, downloaded once into the cache. */
+export async function cloudKernelDeb(): Promise<{ pkg: string; version: string; deb: string }> {
   const pkg = await currentPackage();
   const version = pkg.replace(/^linux-image-/, '');
+  await mkdir(CACHE, { recursive: true });
+  const find = () => readdirSync(CACHE).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
+  let deb = find();
+  if (!deb) {
+    await execa('apt-get', ['download', pkg], { cwd: CACHE });
+    deb = find();
+    if (!deb) throw new Error(`apt-get download ${pkg} left no .deb in ${CACHE}`);
+  }
+  return { pkg, version, deb: join(CACHE, deb) };
+}
+
+export async function debianCloudKernel(): Promise<TestKernel> {
+  const { pkg, version, deb } = await cloudKernelDeb();
   const root = join(CACHE, pkg);
   const vmlinuz = join(root, 'boot', `vmlinuz-${version}`);
   const indexed = join(root, 'lib', 'modules', version, 'modules.dep');
   if (existsSync(vmlinuz) && existsSync(indexed)) return { version, vmlinuz, root };
 
-  await mkdir(CACHE, { recursive: true });
-  let deb = readdirSync(CACHE).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
-  if (!deb) {
-    await execa('apt-get', ['download', pkg], { cwd: CACHE });
-    deb = readdirSync(CACHE).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
-    if (!deb) throw new Error(`apt-get download ${pkg} left no .deb in ${CACHE}`);
-  }
   // Unpack beside, then rename: an interrupted run leaves no half tree behind.
   const partial = `${root}.partial`;
   await rm(partial, { recursive: true, force: true });
   await mkdir(partial);
-  await execa('dpkg-deb', ['-x', join(CACHE, deb), partial]);
+  await execa('dpkg-deb', ['-x', deb, partial]);
   await execa('depmod', ['-b', partial, version]);
   await rm(root, { recursive: true, force: true });
   await rename(partial, root);
