@@ -1,4 +1,6 @@
-import { statfs } from 'node:fs/promises';
+import { readdir, statfs } from 'node:fs/promises';
+import { readBootState } from './esp/bootState.js';
+import type { Esp } from './esp/esp.js';
 import type { BootRecord } from './bootRecord.js';
 import type { Context } from './context.js';
 import { bootName, listStates, nextDefaultBoot } from './state/states.js';
@@ -20,10 +22,37 @@ export interface Status {
   states: StateStatus[];
   /** The boot name a default boot will unpack, or `clean` when no state is intact. */
   nextDefaultBoot: string;
+  kernels?: KernelStatus;
+}
+
+export interface KernelStatus {
+  /** What the menu boots by default, and the kernel it keeps after an update. */
+  default: string;
+  previous?: string;
+  /** Kernel images on the ESP and modules images on the data partition, by release. */
+  onEsp: string[];
+  modulesImages: string[];
+  /** Why the ESP could not be read, when it could not. */
+  problem?: string;
+}
+
+/** The kernels on the stick: the ESP's boot record and files, the data partition's modules images. */
+export async function gatherKernels(esp: Esp, dataDir: string): Promise<KernelStatus> {
+  const modulesImages = (await readdir(dataDir).catch(() => [] as string[]))
+    .map((n) => /^modules-(.+)\.squashfs$/.exec(n)?.[1])
+    .filter((r): r is string => r !== undefined)
+    .sort();
+  try {
+    const state = await readBootState(esp);
+    const onEsp = (await esp.list()).map((n) => /^vmlinuz-(.+)$/i.exec(n)?.[1]).filter((r): r is string => r !== undefined).sort();
+    return { default: state.kernel.release, ...(state.previousKernel ? { previous: state.previousKernel.release } : {}), onEsp, modulesImages };
+  } catch (e) {
+    return { default: 'unknown', onEsp: [], modulesImages, problem: (e as Error).message };
+  }
 }
 
 /** What `cairn status` shows. `full` checks every image's checksum (reads them whole). */
-export async function gatherStatus(ctx: Context, options: { full: boolean }): Promise<Status> {
+export async function gatherStatus(ctx: Context, options: { full: boolean; esp?: Esp }): Promise<Status> {
   const states = await listStates(ctx.dataDir, { full: options.full });
   const next = nextDefaultBoot(states);
   return {
@@ -40,6 +69,7 @@ export async function gatherStatus(ctx: Context, options: { full: boolean }): Pr
       id: s.check.seal?.id,
     })),
     nextDefaultBoot: next ? bootName(next) : 'clean',
+    ...(options.esp ? { kernels: await gatherKernels(options.esp, ctx.dataDir) } : {}),
   };
 }
 

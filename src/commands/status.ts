@@ -2,12 +2,15 @@ import { Command } from 'commander';
 import { resolveContext, type GlobalOptions } from '../context.js';
 import { formatBytes, formatDate } from '../lib/format.js';
 import { gatherStatus, type Status } from '../status.js';
+import { Esp } from '../esp/esp.js';
+import { findEsp } from '../packages/target.js';
 
 interface StatusFlags {
   upper?: string;
   data?: string;
   bootRecord?: string;
   quick?: boolean;
+  esp?: string;
   json?: boolean;
 }
 
@@ -17,11 +20,13 @@ export function statusCommand(global: () => GlobalOptions): Command {
     .option('--upper <dir>', 'the upper layer (default: the running system\'s)')
     .option('--data <dir>', 'the data partition (default: the running system\'s)')
     .option('--boot-record <file>', 'read this boot record instead of the running system\'s')
+    .option('--esp <path>', 'the ESP whose kernels to show: a block device or a FAT image (default: the running system\'s, found by label)')
     .option('--quick', 'read only the seals, not whole images (a flipped byte goes unseen)')
     .option('--json', 'print the status as JSON')
     .action(async (flags: StatusFlags) => {
       const ctx = await resolveContext(global(), flags, { upper: false });
-      const status = await gatherStatus(ctx, { full: !flags.quick });
+      const espPath = flags.esp ?? (ctx.booted ? await findEsp().catch(() => undefined) : undefined);
+      const status = await gatherStatus(ctx, { full: !flags.quick, esp: espPath ? new Esp(espPath) : undefined });
       process.stdout.write(flags.json ? `${JSON.stringify(status, null, 2)}\n` : render(status));
     });
 }
@@ -48,5 +53,14 @@ function render(s: Status): string {
     out.push(`  ${st.boot.padEnd(8)} ${st.name.padEnd(28)} ${formatBytes(st.bytes).padStart(10)}  ${formatDate(st.created ?? 0)}  ${health}`);
   }
   out.push(`next default boot: ${s.nextDefaultBoot}`);
+  const k = s.kernels;
+  if (k) {
+    if (k.problem) out.push(`kernels: unknown (${k.problem})`);
+    else {
+      out.push(`kernel booted by default: ${k.default}${k.previous ? ` (the menu keeps ${k.previous} until it has booted)` : ''}`);
+      out.push(`kernels on the ESP: ${k.onEsp.join(', ') || 'none'}`);
+    }
+    out.push(`modules images: ${k.modulesImages.join(', ') || 'none'}`);
+  }
   return `${out.join('\n')}\n`;
 }

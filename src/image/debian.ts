@@ -20,7 +20,7 @@ export interface DebianRootOptions {
 /** What every debian-based cairn carries besides the minimal base. */
 export function debianPackages(o: Pick<DebianRootOptions, 'kernelPackage' | 'luks'>): string[] {
   const base = [
-    'openrc', 'sysvinit-core', 'nodejs', 'squashfs-tools', 'busybox', 'kmod', 'e2fsprogs', 'attr',
+    'openrc', 'sysvinit-core', 'nodejs', 'squashfs-tools', 'busybox-static', 'kmod', 'e2fsprogs', 'attr',
     'util-linux', 'procps', 'iproute2', 'ifupdown', 'isc-dhcp-client', 'dosfstools', 'mtools', o.kernelPackage,
   ];
   return o.luks ? [...base, 'cryptsetup-bin'] : base;

@@ -46,7 +46,7 @@ export async function resolveTarget(flags: TargetFlags): Promise<SystemTarget> {
 }
 
 /** The ESP's device, by the label the image builder gives it. */
-async function findEsp(): Promise<string> {
+export async function findEsp(): Promise<string> {
   const r = await run('blkid', ['-L', LABELS.esp], { timeoutMs: 30_000, okExitCodes: [2], hint: 'install util-linux\'s blkid' });
   const device = r.stdout.trim();
   if (r.exitCode !== 0 || !device) {

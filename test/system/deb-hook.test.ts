@@ -53,7 +53,7 @@ beforeAll(async () => {
   root = scratch.path('root');
   await debianRoot({ suite: 'bookworm', kernelPackage: 'linux-image-cloud-amd64', luks: false, cacheDir: join(CACHE, 'build') }, root);
   await configureDebianRoot(root, { hostname: 'cairn', user: 'cairn', initDir: join(process.cwd(), 'initramfs'), swapMiB: 0 });
-  [baseKernel] = await kernelVersions(root);
+  baseKernel = (await kernelVersions(root))[0]!;
 
   update = await cloudKernelDeb();
   if (update.version === baseKernel) throw new Error(`the archive's newest cloud kernel ${update.version} is the image's own: no update to test`);

@@ -1,0 +1,96 @@
+/**
+ * Kernel installs on a stick from outside: the ESP is a FAT image written
+ * with mtools (as cairn writes a stick's ESP), the data partition a
+ * directory, the kernel Debian's cloud kernel unpacked (test/helpers/vm-kernel.ts).
+ */
+import { execa } from 'execa';
+import { existsSync, readdirSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BOOT_STATE_FORMAT, formatBootState, kernelFiles } from '../../src/esp/bootState.js';
+import { Esp } from '../../src/esp/esp.js';
+import { cairn, Scratch } from '../helpers/system.js';
+import { requireHostTools } from '../helpers/vm-fixtures.js';
+import { debianCloudKernel, type TestKernel } from '../helpers/vm-kernel.js';
+
+let scratch: Scratch;
+let kernel: TestKernel;
+
+async function stick(name: string, espMiB: number): Promise<{ esp: Esp; data: string }> {
+  const image = scratch.path(`${name}-esp.img`);
+  await execa('truncate', ['-s', `${espMiB}M`, image]);
+  await execa('mkfs.vfat', ['-F', espMiB >= 64 ? '32' : '16', '-n', 'CAIRN-ESP', image]);
+  const esp = new Esp(image);
+  const state = {
+    format: BOOT_STATE_FORMAT,
+    settings: { esp: { by: 'label', value: 'CAIRN-ESP' }, dataSpec: 'LABEL=cairn-data', upper: 'tmpfs', serialSpeed: 115200, primaryConsole: 'serial' },
+    timeoutSeconds: 3,
+    luks: false,
+    kernel: kernelFiles('6.1.0-1-old'),
+  };
+  await esp.install('grub/cairn-boot.json', { data: formatBootState(state as never) });
+  await esp.install('grub/grub.cfg', { data: '# the menu before the update\n' });
+  const data = scratch.path(`${name}-data`);
+  await mkdir(data);
+  return { esp, data };
+}
+
+beforeAll(async () => {
+  if (process.getuid?.() !== 0) throw new Error('these tests need root (files owned by root in the modules image): run them as root');
+  requireHostTools('these tests', ['mksquashfs', 'unsquashfs', 'mcopy', 'mkfs.vfat', 'depmod', 'busybox', 'apt-get', 'dpkg-deb']);
+  scratch = new Scratch();
+  kernel = await debianCloudKernel();
+}, 600_000);
+
+afterAll(async () => {
+  await scratch?.cleanup();
+});
+
+describe('the ESP through mtools', () => {
+  it('replaces a file whole, lists, reads and removes', async () => {
+    const { esp } = await stick('mtools', 64);
+    await esp.install('grub/x.cfg', { data: 'one' });
+    await esp.install('grub/x.cfg', { data: 'two' });
+    expect((await esp.read('grub/x.cfg'))!.toString()).toBe('two');
+    expect((await esp.list('grub')).map((n) => n.toLowerCase()).sort()).toEqual(['cairn-boot.json', 'grub.cfg', 'x.cfg']);
+    await esp.remove('grub/x.cfg');
+    expect(await esp.exists('grub/x.cfg')).toBe(false);
+    expect(await esp.read('grub/x.cfg')).toBeUndefined();
+    await expect(esp.install('../x', { data: '' })).rejects.toThrow(/not a file name cairn writes/);
+  });
+});
+
+describe('cairn kernel install', () => {
+  it('refuses an ESP too small for the kernel and its initramfs, and changes nothing', async () => {
+    const { esp, data } = await stick('small', 16);
+    const r = await cairn(['kernel', 'install', '--from', kernel.root, '--data', data, '--esp', esp.device]);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toMatch(/the ESP \(.*\) has [\d.]+ \w+ free; the kernel and its initramfs need/);
+    expect(readdirSync(data)).toEqual([]);
+    expect((await esp.read('grub/grub.cfg'))!.toString()).toBe('# the menu before the update\n');
+    expect(await esp.exists(`vmlinuz-${kernel.version}`)).toBe(false);
+  }, 300_000);
+
+  it('refuses a tree without a kernel', async () => {
+    const { esp, data } = await stick('empty', 64);
+    await mkdir(scratch.path('no-kernel/boot'), { recursive: true });
+    const r = await cairn(['kernel', 'install', '--from', scratch.path('no-kernel'), '--data', data, '--esp', esp.device]);
+    expect(r.exitCode).not.toBe(0);
+    expect(r.stderr).toMatch(/holds no kernel/);
+  });
+
+  it('writes the modules image, the kernel and the initramfs, and a menu that keeps the old kernel', async () => {
+    const { esp, data } = await stick('ok', 64);
+    const r = await cairn(['kernel', 'install', '--from', kernel.root, '--data', data, '--esp', esp.device, '--running-kernel', '6.1.0-1-old']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(existsSync(join(data, `modules-${kernel.version}.squashfs`))).toBe(true);
+    expect(readdirSync(data).filter((f) => f.endsWith('.tmp') || f.startsWith('.cairn-'))).toEqual([]);
+    const menu = (await esp.read('grub/grub.cfg'))!.toString();
+    expect(menu).toContain(`linux /vmlinuz-${kernel.version} cairn.boot=default`);
+    expect(menu).toContain('previous kernel 6.1.0-1-old');
+    const status = await cairn(['status', '--data', data, '--upper', data, '--esp', esp.device]);
+    expect(status.stdout).toContain(`kernel booted by default: ${kernel.version} (the menu keeps 6.1.0-1-old until it has booted)`);
+    expect(status.stdout).toContain(`modules images: ${kernel.version}`);
+  }, 300_000);
+});
