@@ -1,0 +1,237 @@
+/**
+ * A STAND-IN FOR apk (apk-tools 2.14), for tests on machines without it
+ * (Debian build machines; Alpine's mirrors unreachable). Bundled by
+ * apk-harness.ts into a node script the wrapper runs as its "real apk".
+ *
+ * It records every argv (JSON lines in $STANDIN_LOG) and, from the scenario
+ * in $STANDIN_SCENARIO:
+ * - add/upgrade/fix --simulate: prints the scenario's changes in apk 2.14's
+ *   exact format (commit.c print_change), then "OK: ..."; local
+ *   repositories given with --repository are read as apk would (APKINDEX
+ *   signature checked against the keys directory, else a WARNING);
+ * - add/upgrade/fix: "installs" each change: from a local repository when one
+ *   lists it (its identity must match the file), else from the upstream
+ *   directory; the package's signature is checked with src/apk/verify.ts
+ *   against the keys directory (as apk would refuse an untrusted one), then
+ *   recorded in <root>/lib/apk/db/installed, its scripts in
+ *   <root>/lib/apk/db/standin-scripts; `add` adds its arguments to world;
+ * - fetch --output DIR NAME: copies the newest <NAME>-*.apk of the upstream directory;
+ * - policy, update, --print-arch: what apk prints;
+ * - any other applet: prints $STANDIN_STDOUT / $STANDIN_STDERR, echoes a
+ *   line read from stdin when $STANDIN_READ_STDIN is set, and exits with
+ *   $STANDIN_EXIT or dies by $STANDIN_SIGNAL.
+ * It does not solve dependencies, extract files or run scripts.
+ */
+import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { hasOption, optionValue, optionValues, parseApkArgs } from '../../src/apk/args.js';
+import { splitGzipMembers } from '../../src/apk/gzip.js';
+import { packageIdentity, readApk } from '../../src/apk/read.js';
+import { loadPublicKey, parseSignatureEntryName, verifyBytes } from '../../src/apk/sign.js';
+import { decodeTar } from '../../src/apk/tar.js';
+import { verifyApk } from '../../src/apk/verify.js';
+
+export interface StandinChange {
+  message: 'Installing' | 'Upgrading' | 'Downgrading' | 'Replacing' | 'Reinstalling' | 'Purging';
+  name: string;
+  version: string;
+  old?: string;
+  tag?: string;
+}
+
+export interface StandinScenario {
+  arch: string;
+  /** Directory of upstream packages: <name>-<version>.apk. */
+  upstream: string;
+  upstreamUrl: string;
+  changes: Partial<Record<'add' | 'upgrade' | 'fix', StandinChange[]>>;
+  /** `update` fails as apk does when another apk holds the lock. */
+  lockHeld?: boolean;
+}
+
+function main(argv: string[]): number {
+  const log = process.env.STANDIN_LOG;
+  if (log) appendFileSync(log, `${JSON.stringify(argv)}\n`);
+  const s = JSON.parse(readFileSync(process.env.STANDIN_SCENARIO!, 'utf8')) as StandinScenario;
+  const p = parseApkArgs(argv);
+  const root = optionValue(p, 'root') ?? '/';
+  const keysDir = optionValue(p, 'keys-dir') ?? join(root, 'etc/apk/keys');
+  if (hasOption(p, 'print-arch')) return out(`${s.arch}\n`);
+
+  switch (p.applet) {
+    case 'update':
+      if (s.lockHeld) {
+        process.stderr.write('ERROR: Unable to lock database: Resource temporarily unavailable\nERROR: Failed to open apk database: Resource temporarily unavailable\n');
+        return 99;
+      }
+      return 0;
+    case 'fetch': {
+      // fetch's own options are not modelled by args.ts: take --output=DIR (the form the wrapper uses) by hand.
+      const dir = argv.find((a) => a.startsWith('--output='))?.slice('--output='.length) ?? '.';
+      for (const name of p.positionals) {
+        const files = readdirSync(s.upstream).filter((f) => f.startsWith(`${name}-`) && /^[0-9]/.test(f.slice(name.length + 1))).sort();
+        if (!files.length) {
+          process.stdout.write(`${name}: unable to select package (or its dependencies)\n`);
+          return 1;
+        }
+        copyFileSync(join(s.upstream, files.at(-1)!), join(dir, files.at(-1)!));
+      }
+      return 0;
+    }
+    case 'policy':
+      for (const name of p.positionals) {
+        process.stdout.write(`${name} policy:\n`);
+        for (const f of readdirSync(s.upstream).filter((f) => f.startsWith(`${name}-`))) {
+          process.stdout.write(`  ${f.slice(name.length + 1, -4)}:\n    ${s.upstreamUrl}\n`);
+        }
+      }
+      return 0;
+    case 'add':
+    case 'upgrade':
+    case 'fix':
+      return transaction(s, p.applet, root, keysDir, hasOption(p, 'simulate'), optionValues(p, 'repository'), p.positionals, hasOption(p, 'allow-untrusted'));
+    default:
+      return passthrough();
+  }
+}
+
+function out(text: string): number {
+  process.stdout.write(text);
+  return 0;
+}
+
+function passthrough(): number {
+  if (process.env.STANDIN_STDOUT) process.stdout.write(process.env.STANDIN_STDOUT);
+  if (process.env.STANDIN_STDERR) process.stderr.write(process.env.STANDIN_STDERR);
+  if (process.env.STANDIN_READ_STDIN) {
+    const line = readFileSync(0, 'utf8').split('\n')[0];
+    process.stdout.write(`read from stdin: ${line}\n`);
+  }
+  if (process.env.STANDIN_SIGNAL) {
+    process.kill(process.pid, process.env.STANDIN_SIGNAL as NodeJS.Signals);
+    setTimeout(() => undefined, 10_000);
+    return -1;
+  }
+  return Number(process.env.STANDIN_EXIT ?? '0');
+}
+
+interface Local {
+  dir: string;
+  entries: Map<string, string>;
+}
+
+/** A local repository as apk reads it: the APKINDEX's signature checked, its C: per name-version. */
+function readLocalRepo(url: string, arch: string, keysDir: string): Local | string {
+  const dir = url.replace(/^@\S+\s+/, '');
+  const index = join(dir, arch, 'APKINDEX.tar.gz');
+  if (!existsSync(index)) return `WARNING: opening ${dir}: No such file or directory`;
+  const bytes = readFileSync(index);
+  const members = splitGzipMembers(bytes);
+  const sig = decodeTar(members[0]!.inflated).entries[0]!;
+  const parsed = parseSignatureEntryName(sig.name);
+  const keyFile = parsed && join(keysDir, parsed.keyName);
+  const key = keyFile && existsSync(keyFile) ? loadPublicKey(readFileSync(keyFile)) : undefined;
+  if (!parsed || !key || !verifyBytes(bytes.subarray(members[1]!.start), sig.content!, key, parsed.type)) {
+    return `WARNING: opening ${dir}: UNTRUSTED signature`;
+  }
+  const text = decodeTar(members[1]!.inflated).entries.find((e) => e.name === 'APKINDEX')!.content!.toString();
+  const entries = new Map<string, string>();
+  for (const block of text.split('\n\n')) {
+    const f = (k: string) => block.split('\n').find((l) => l.startsWith(`${k}:`))?.slice(2);
+    if (f('P')) entries.set(`${f('P')}-${f('V')}`, f('C')!);
+  }
+  return { dir, entries };
+}
+
+function transaction(
+  s: StandinScenario,
+  applet: 'add' | 'upgrade' | 'fix',
+  root: string,
+  keysDir: string,
+  simulate: boolean,
+  repositories: string[],
+  positionals: string[],
+  allowUntrusted: boolean,
+): number {
+  // Command-line repositories: the last given is numbered first.
+  const locals: Local[] = [];
+  for (const url of [...repositories].reverse()) {
+    const r = readLocalRepo(url, s.arch, keysDir);
+    if (typeof r === 'string') process.stderr.write(`${r}\n`);
+    else locals.push(r);
+  }
+  const changes = s.changes[applet] ?? [];
+  const chosen: { change: StandinChange; file: string; bytes: Buffer }[] = [];
+  changes.forEach((c, i) => {
+    const tag = c.tag ? `@${c.tag}` : '';
+    const versions = c.old ? `${c.old} -> ${c.version}` : c.version;
+    process.stdout.write(`(${i + 1}/${changes.length}) ${c.message} ${c.name}${tag} (${versions})\n`);
+    if (c.message === 'Purging') return;
+    const key = `${c.name}-${c.version}`;
+    const local = locals.find((l) => l.entries.has(key));
+    const file = local ? join(local.dir, s.arch, `${key}.apk`) : join(s.upstream, `${key}.apk`);
+    const bytes = readFileSync(file);
+    if (local && packageIdentity(readApk(bytes).control.compressed) !== local.entries.get(key)) {
+      throw new Error(`${key}: the local repository's identity does not match its file`);
+    }
+    chosen.push({ change: c, file, bytes });
+  });
+  if (simulate) return out('OK: 12 MiB in 34 packages\n');
+
+  const installedPath = join(root, 'lib/apk/db/installed');
+  mkdirSync(join(root, 'lib/apk/db'), { recursive: true });
+  const blocks = existsSync(installedPath) ? readFileSync(installedPath, 'utf8').split('\n\n').filter(Boolean) : [];
+  const scripts: string[] = [];
+  const copies: [string, Buffer][] = [];
+  for (const { change, file, bytes } of chosen) {
+    if (!allowUntrusted) {
+      // verify.ts is synchronous enough for a stand-in: run it to completion below.
+      pending.push(verifyApk(bytes, { trustedKeysDir: keysDir, source: file }).then(() => undefined));
+    }
+    const pkg = readApk(bytes);
+    const kept = blocks.filter((b) => !b.split('\n').includes(`P:${change.name}`));
+    blocks.length = 0;
+    blocks.push(...kept, `C:${packageIdentity(pkg.control.compressed)}\nP:${change.name}\nV:${change.version}\nF:${pkg.dataEntries.map((e) => e.name).join(',')}`);
+    for (const e of pkg.controlEntries) if (e.name !== '.PKGINFO') scripts.push(`${change.name} ${e.name}`);
+    copies.push([change.name, bytes]);
+  }
+  finish = () => {
+    writeFileSync(installedPath, blocks.map((b) => `${b}\n\n`).join(''));
+    appendFileSync(join(root, 'lib/apk/db/standin-scripts'), scripts.map((l) => `${l}\n`).join(''));
+    mkdirSync(join(root, 'lib/apk/db/standin-packages'), { recursive: true });
+    for (const [name, bytes] of copies) writeFileSync(join(root, 'lib/apk/db/standin-packages', `${name}.apk`), bytes);
+    if (applet === 'add') {
+      const worldPath = join(root, 'etc/apk/world');
+      mkdirSync(join(root, 'etc/apk'), { recursive: true });
+      const world = existsSync(worldPath) ? readFileSync(worldPath, 'utf8').split('\n').filter(Boolean) : [];
+      for (const a of positionals) if (!world.includes(a)) world.push(a);
+      writeFileSync(worldPath, `${world.sort().join('\n')}\n`);
+    }
+    process.stdout.write('OK: 12 MiB in 34 packages\n');
+  };
+  return 0;
+}
+
+const pending: Promise<void>[] = [];
+let finish: (() => void) | undefined;
+
+const code = (() => {
+  try {
+    return main(process.argv.slice(2));
+  } catch (e) {
+    process.stderr.write(`ERROR: ${(e as Error).message}\n`);
+    return 1;
+  }
+})();
+if (code >= 0) {
+  Promise.all(pending).then(
+    () => {
+      finish?.();
+      process.exitCode = code;
+    },
+    (e: Error) => {
+      process.stderr.write(`ERROR: ${e.message}\n`);
+      process.exitCode = 1;
+    },
+  );
+}

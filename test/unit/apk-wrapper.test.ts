@@ -1,0 +1,272 @@
+/**
+ * cairn apk against a STAND-IN FOR apk (test/helpers/apk-standin.ts): real
+ * apk-tools does not exist on these machines and Alpine's mirrors are out
+ * of reach. The stand-in prints apk 2.14's --simulate format, serves fetch
+ * from packages built here with src/apk/write.ts, checks signatures like apk
+ * and records what it "installs". installKernel and installFirmware are
+ * replaced by recorders here; test/system/apk-kernel.test.ts runs them for real.
+ */
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { afterEach, beforeEach, describe, expect, it } from 'vitest';
+import { Esp } from '../../src/esp/esp.js';
+import { kernelPayloads } from '../../src/packages/kernel.js';
+import type { SystemTarget } from '../../src/packages/target.js';
+import type { SystemHooks } from '../../src/apk/patch.js';
+import { readApk } from '../../src/apk/read.js';
+import { runApkWrapper } from '../../src/apk/wrapper.js';
+import { firmwarePackage, grubPackage, harness, kernelPackage, KREL, mkinitfsPackage, ordinaryPackage, upstreamPackage, file, dir, type Harness } from '../helpers/apk-harness.js';
+import { generateKeyPairSync } from 'node:crypto';
+import { writeApk } from '../../src/apk/write.js';
+
+let h: Harness;
+let hooked: { kernels: { release: string; files: string[] }[]; firmware: string[][] };
+
+beforeEach(async () => {
+  h = await harness();
+  hooked = { kernels: [], firmware: [] };
+});
+afterEach(() => h.cleanup());
+
+function listTree(root: string, rel = ''): string[] {
+  const out: string[] = [];
+  for (const name of readdirSync(join(root, rel)).sort()) {
+    const r = rel ? `${rel}/${name}` : name;
+    out.push(r);
+    try {
+      out.push(...listTree(root, r));
+    } catch {
+      // not a directory
+    }
+  }
+  return out;
+}
+
+const hooks: SystemHooks = {
+  kernelPayloads,
+  installKernel: async (_t, p) => {
+    hooked.kernels.push({ release: p.release, files: listTree(p.tree) });
+    return { release: p.release, modulesImage: `modules-${p.release}.squashfs`, modulesBytes: 1, kernelBytes: 1, initramfsBytes: 1, removed: [] };
+  },
+  installFirmware: async (_t, tree) => {
+    hooked.firmware.push(listTree(tree));
+    return 1;
+  },
+};
+
+function target(): () => Promise<SystemTarget> {
+  return async () => ({ dataDir: h.data, esp: new Esp(join(h.dir, 'no-esp.img')), initDir: '/nonexistent' });
+}
+
+async function wrap(argv: string[]): Promise<number> {
+  const saved = { ...process.env };
+  Object.assign(process.env, h.env());
+  try {
+    return await runApkWrapper({ argv: ['--root', h.root, ...argv], realApk: h.apk, target: target(), hooks, lockWaitSeconds: 5, say: () => undefined });
+  } finally {
+    process.env = saved;
+  }
+}
+
+const installed = () => readFileSync(join(h.root, 'lib/apk/db/installed'), 'utf8');
+const world = () => readFileSync(join(h.root, 'etc/apk/world'), 'utf8');
+const apkCalls = () => h.calls().map((c) => c.filter((a) => a !== '--root' && a !== h.root && a !== `--root=${h.root}`));
+
+describe('cairn apk pass-through (stand-in for apk)', () => {
+  it('runs any other applet unchanged, with its output and exit status', async () => {
+    const r = await h.cairn(['apk', '--', 'info', '-vv', '--root', '/x', 'a b'], {
+      env: { STANDIN_STDOUT: 'out line\n', STANDIN_STDERR: 'err line\n', STANDIN_EXIT: '3' },
+    });
+    expect(r.exitCode).toBe(3);
+    expect(r.stdout).toBe('out line');
+    expect(r.stderr).toBe('err line');
+    expect(h.calls()).toEqual([['info', '-vv', '--root', '/x', 'a b']]);
+  });
+
+  it('without --, takes every argument as apk\'s', async () => {
+    const r = await h.cairn(['apk', 'search', '-x', 'linux-*']);
+    expect(r.exitCode).toBe(0);
+    expect(h.calls()).toEqual([['search', '-x', 'linux-*']]);
+  });
+
+  it('gives apk the terminal\'s stdin', async () => {
+    const r = await h.cairn(['apk', '--', 'version'], { env: { STANDIN_READ_STDIN: '1' }, input: 'yes please\n' });
+    expect(r.stdout).toBe('read from stdin: yes please');
+  });
+
+  it('reports a signal that killed apk as 128 + its number', async () => {
+    const r = await h.cairn(['apk', '--', 'info'], { env: { STANDIN_SIGNAL: 'SIGTERM' } });
+    expect(r.exitCode).toBe(128 + 15);
+  });
+
+  it('runs add of ordinary packages unchanged after simulating it', async () => {
+    ordinaryPackage(h);
+    h.scenario({ changes: { add: [{ message: 'Installing', name: 'htop', version: '3.2.2-r1' }] } });
+    const r = await h.cairn(['apk', '--', '--root', h.root, 'add', '-q', 'htop']);
+    expect(r.exitCode).toBe(0);
+    expect(apkCalls()).toEqual([
+      ['update', '--quiet', '--wait=120'],
+      ['add', '-q', 'htop', '--simulate', '--verbose'],
+      ['add', '-q', 'htop'],
+    ]);
+    expect(world()).toBe('alpine-base\nhtop\n');
+  });
+
+  it('passes --simulate, --help and unknown last options straight through', async () => {
+    await h.cairn(['apk', '--', 'add', '--simulate', 'linux-lts']);
+    await h.cairn(['apk', '--', 'add', '--help']);
+    expect(h.calls()).toEqual([['add', '--simulate', 'linux-lts'], ['add', '--help']]);
+  });
+
+  it('refuses --allow-untrusted when the transaction has a special package, before fetching anything', async () => {
+    kernelPackage(h);
+    h.scenario({ changes: { add: [{ message: 'Installing', name: 'linux-lts', version: '6.6.1-r0' }] } });
+    const r = await h.cairn(['apk', '--', '--root', h.root, 'add', '--allow-untrusted', 'linux-lts']);
+    expect(r.exitCode).toBe(2);
+    expect(r.stderr).toMatch(/--allow-untrusted with special packages \(linux-lts\)/);
+    expect(apkCalls().map((c) => c[0])).toEqual(['update', 'add']);
+    expect(existsSync(join(h.root, 'lib/apk/db/installed'))).toBe(false);
+  });
+
+  it('fails clearly when another apk holds the database lock', async () => {
+    h.scenario({ lockHeld: true });
+    const r = await h.cairn(['apk', '--lock-wait', '1', '--', '--root', h.root, 'add', 'htop']);
+    expect(r.exitCode).toBe(75);
+    expect(r.stderr).toMatch(/another apk holds the package database lock/);
+  });
+});
+
+describe('cairn apk with special packages (stand-in for apk)', () => {
+  it('installs a kernel repacked from a local repository, in the user\'s own transaction, world unpinned', async () => {
+    kernelPackage(h);
+    mkinitfsPackage(h);
+    firmwarePackage(h);
+    ordinaryPackage(h);
+    h.scenario({
+      changes: {
+        add: [
+          { message: 'Installing', name: 'mkinitfs', version: '3.9.0-r1' },
+          { message: 'Installing', name: 'linux-firmware-intel', version: '20231111-r1' },
+          { message: 'Installing', name: 'htop', version: '3.2.2-r1' },
+          { message: 'Installing', name: 'linux-lts', version: '6.6.1-r0' },
+        ],
+      },
+    });
+    expect(await wrap(['add', 'linux-lts', 'htop'])).toBe(0);
+
+    // The patches got the upstream files.
+    expect(hooked.kernels.map((k) => k.release)).toEqual([KREL]);
+    expect(hooked.kernels[0]!.files).toContain(`lib/modules/${KREL}/kernel/fs/squashfs/squashfs.ko.gz`);
+    expect(hooked.kernels[0]!.files).toContain('boot/vmlinuz-lts');
+    expect(hooked.firmware[0]).toContain('lib/firmware/intel/ibt-20-1-3.sfi');
+
+    // One transaction: the user's command, plus the local repository, never a name=version.
+    const calls = apkCalls();
+    const final = calls.at(-1)!;
+    expect(final.slice(0, 4)).toEqual(['--wait=5', 'add', 'linux-lts', 'htop']);
+    expect(final.slice(4).every((a) => a.startsWith('--repository='))).toBe(true);
+    expect(calls.filter((c) => c.includes('add') && !c.includes('--simulate'))).toHaveLength(1);
+    expect(world()).toBe('alpine-base\nhtop\nlinux-lts\n');
+
+    // What apk installed: the repacks, signed by the local key, without the moved files and scripts.
+    const pkgs = join(h.root, 'lib/apk/db/standin-packages');
+    const kernel = readApk(readFileSync(join(pkgs, 'linux-lts.apk')));
+    expect(kernel.signatures.map((s) => s.keyName)).toEqual(['cairn-local.rsa.pub']);
+    expect(kernel.dataEntries.map((e) => e.name)).toEqual(['lib', 'lib/modules', 'usr', 'usr/share', 'usr/share/kernel', 'usr/share/kernel/lts', 'usr/share/kernel/lts/kernel.release']);
+    expect(kernel.controlEntries.map((e) => e.name)).toEqual(['.PKGINFO']);
+    expect(kernel.pkginfo.triggers).toEqual([]);
+    expect(kernel.pkginfo.size).toBe(`${KREL}\n`.length);
+    const firmware = readApk(readFileSync(join(pkgs, 'linux-firmware-intel.apk')));
+    expect(firmware.dataEntries.map((e) => e.name)).toEqual(['lib', 'usr', 'usr/share', 'usr/share/licenses', 'usr/share/licenses/LICENCE.intel']);
+    const mkinitfs = readApk(readFileSync(join(pkgs, 'mkinitfs.apk')));
+    expect(mkinitfs.controlEntries.find((e) => e.name === '.trigger')!.content!.toString()).toMatch(/cairn initramfs build|initramfs build --kver/);
+    const htop = readApk(readFileSync(join(pkgs, 'htop.apk')));
+    expect(htop.signatures.map((s) => s.keyName)).toEqual(['alpine-devel@alpinelinux.org-6165ee59.rsa.pub']);
+    expect(readFileSync(join(h.root, 'lib/apk/db/standin-scripts'), 'utf8')).not.toMatch(/linux-lts/);
+    // The marker for mkinitfs's trigger is gone again.
+    expect(existsSync(join(h.root, 'run/cairn/apk-kernels'))).toBe(false);
+  });
+
+  it('upgrades keep world as it was', async () => {
+    kernelPackage(h, '6.6.2-r0', '6.6.2-0-lts');
+    writeFileSync(join(h.root, 'etc/apk/world'), 'alpine-base\nlinux-lts\n');
+    h.scenario({ changes: { upgrade: [{ message: 'Upgrading', name: 'linux-lts', version: '6.6.2-r0', old: '6.6.1-r0' }] } });
+    expect(await wrap(['upgrade', '-a'])).toBe(0);
+    expect(hooked.kernels.map((k) => k.release)).toEqual(['6.6.2-0-lts']);
+    expect(world()).toBe('alpine-base\nlinux-lts\n');
+    expect(installed()).toMatch(/P:linux-lts\nV:6\.6\.2-r0/);
+  });
+
+  it('drops GRUB\'s config-writing trigger and scripts, keeping its files', async () => {
+    grubPackage(h);
+    h.scenario({ changes: { add: [{ message: 'Installing', name: 'grub', version: '2.12-r1' }] } });
+    expect(await wrap(['add', 'grub'])).toBe(0);
+    const grub = readApk(readFileSync(join(h.root, 'lib/apk/db/standin-packages/grub.apk')));
+    expect(grub.controlEntries.map((e) => e.name)).toEqual(['.PKGINFO', '.pre-install']);
+    expect(grub.pkginfo.triggers).toEqual([]);
+    expect(grub.dataEntries.map((e) => e.name)).toContain('usr/sbin/update-grub');
+  });
+
+  for (const [what, spoil] of [
+    ['unsigned', (h: Harness) => writeUnsignedKernel(h)],
+    ['signed by an unknown key', (h: Harness) => writeForeignKernel(h)],
+    ['changed after signing (forged data)', (h: Harness) => writeForgedKernel(h)],
+    ['not an apk at all (corrupt)', (h: Harness) => writeFileSync(join(h.upstream, 'linux-lts-6.6.1-r0.apk'), Buffer.from('not gzip at all'))],
+  ] as const) {
+    it(`refuses a kernel package ${what}: nothing installed, apk never run for the command`, async () => {
+      spoil(h);
+      h.scenario({ changes: { add: [{ message: 'Installing', name: 'linux-lts', version: '6.6.1-r0' }] } });
+      await expect(wrap(['add', 'linux-lts'])).rejects.toThrow(/linux-lts 6\.6\.1-r0: checking its signature failed/);
+      expect(hooked.kernels).toEqual([]);
+      expect(apkCalls().filter((c) => c.includes('add') && !c.includes('--simulate'))).toEqual([]);
+      expect(existsSync(join(h.root, 'lib/apk/db/installed'))).toBe(false);
+    });
+  }
+
+  it('stops before apk when the kernel patch fails', async () => {
+    kernelPackage(h);
+    h.scenario({ changes: { add: [{ message: 'Installing', name: 'linux-lts', version: '6.6.1-r0' }] } });
+    const failing: SystemHooks = { ...hooks, installKernel: async () => { throw new Error('ESP full'); } };
+    Object.assign(process.env, h.env());
+    await expect(
+      runApkWrapper({ argv: ['--root', h.root, 'add', 'linux-lts'], realApk: h.apk, target: target(), hooks: failing, lockWaitSeconds: 5, say: () => undefined }),
+    ).rejects.toThrow(/linux-lts 6\.6\.1-r0: installing its kernel files on the stick failed: ESP full/);
+    expect(apkCalls().filter((c) => c.includes('add') && !c.includes('--simulate'))).toEqual([]);
+  });
+
+  it('refuses when the local repository would not be trusted by apk', async () => {
+    kernelPackage(h);
+    h.scenario({ changes: { add: [{ message: 'Installing', name: 'linux-lts', version: '6.6.1-r0' }] } });
+    // The public key apk trusts is not the local private key's half.
+    const other = generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ type: 'spki', format: 'pem' });
+    writeFileSync(join(h.keysDir, 'cairn-local.rsa.pub'), other);
+    await expect(wrap(['add', 'linux-lts'])).rejects.toThrow(/is not the public half/);
+    expect(hooked.kernels).toEqual([]);
+  });
+});
+
+function writeUnsignedKernel(h: Harness): void {
+  const bytes = kernelPackage(h);
+  const pkg = readApk(bytes);
+  writeFileSync(join(h.upstream, 'linux-lts-6.6.1-r0.apk'), bytes.subarray(pkg.control.start));
+}
+
+function writeForeignKernel(h: Harness): void {
+  const stranger = generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey;
+  const written = writeApk({
+    pkginfo: 'pkgname = linux-lts\npkgver = 6.6.1-r0\narch = x86_64\nsize = 1\n',
+    data: [dir('boot'), file('boot/vmlinuz-lts', 'x')],
+    signingKey: stranger,
+    keyName: 'alpine-devel@alpinelinux.org-6165ee59.rsa.pub',
+  });
+  writeFileSync(join(h.upstream, 'linux-lts-6.6.1-r0.apk'), written.bytes);
+}
+
+function writeForgedKernel(h: Harness): void {
+  const bytes = Buffer.from(kernelPackage(h));
+  const pkg = readApk(bytes);
+  // Swap the data member for another one: the signed datahash no longer matches.
+  const other = upstreamPackage(h, { name: 'linux-lts', version: '6.6.1-r0', data: [dir('boot'), file('boot/vmlinuz-lts', 'evil')] });
+  const otherPkg = readApk(other);
+  writeFileSync(join(h.upstream, 'linux-lts-6.6.1-r0.apk'), Buffer.concat([bytes.subarray(0, pkg.data.start), other.subarray(otherPkg.data.start)]));
+}
