@@ -3,6 +3,7 @@ import { resolveContext, type GlobalOptions } from '../context.js';
 import { UsageError } from '../lib/errors.js';
 import { formatBytes, formatSeconds } from '../lib/format.js';
 import { runSave, type SaveReport } from '../save/pipeline.js';
+import { refreshMenu } from '../packages/target.js';
 import { confirm, terminalProgress } from '../ui/progress.js';
 
 interface SaveFlags {
@@ -40,6 +41,11 @@ export function saveCommand(global: () => GlobalOptions): Command {
           onWaitForLock: (holder) => process.stderr.write(`waiting for another save to finish (${holder})\n`),
         });
         progress.done();
+        // The menu's marks and older-state entries follow the states; the
+        // save itself is done and stays done whatever happens here.
+        if (ctx.booted) {
+          await refreshMenu(ctx.dataDir).catch((e: Error) => report.warnings.push(`the boot menu was not updated: ${e.message}`));
+        }
         process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : summary(report));
       } finally {
         progress.done();

@@ -80,6 +80,13 @@ export async function readBootState(esp: Esp): Promise<BootState> {
   return parseBootState(bytes.toString('utf8'), `/${ESP_PATHS.bootState}`);
 }
 
+/** Rewrites the menu from the record, after the states changed. */
+export async function writeMenu(esp: Esp, dataDir: string): Promise<Menu> {
+  const menu = await menuFor(await readBootState(esp), dataDir);
+  await esp.install(ESP_PATHS.menu, { data: renderGrubConfig(menu) });
+  return menu;
+}
+
 /**
  * Writes the record, then the menu made from it: each one whole or not at
  * all. A power cut between the two leaves the old menu, which boots what it

@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { release } from 'node:os';
+import { writeMenu } from '../esp/bootState.js';
 import { Esp } from '../esp/esp.js';
 import { loadConfig } from '../config.js';
 import { PathError, UsageError } from '../lib/errors.js';
@@ -43,6 +44,11 @@ export async function resolveTarget(flags: TargetFlags): Promise<SystemTarget> {
     initDir: flags.initDir ?? defaultInitDir(),
     runningKernel: flags.runningKernel ?? (running ? release() : undefined),
   };
+}
+
+/** The running stick's menu, rewritten from its boot record and the states now on the data partition. */
+export async function refreshMenu(dataDir: string): Promise<void> {
+  await writeMenu(new Esp(await findEsp()), dataDir);
 }
 
 /** The ESP's device, by the label the image builder gives it. */
