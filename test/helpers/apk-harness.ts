@@ -64,6 +64,7 @@ export interface Harness {
 
 let bundled: Promise<{ apk: string; cli: string }> | undefined;
 const bundleDir = mkdtempSync(join(tmpdir(), 'cairn-apk-bundles-'));
+process.once('exit', () => rmSync(bundleDir, { recursive: true, force: true }));
 
 function bundles() {
   bundled ??= (async () => ({
