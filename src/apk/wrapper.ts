@@ -90,15 +90,19 @@ export class ApkUntrustedRefusedError extends CairnError {
   }
 }
 
-/** A special package could not be prepared; apk was not run. */
+/**
+ * A special package could not be prepared or put on the stick; apk was not
+ * run. `applied`: what earlier packages of the transaction already put on
+ * the stick (a firmware image written before a kernel failed).
+ */
 export class SpecialPackageError extends CairnError {
   override readonly code = 'APK_SPECIAL';
-  constructor(readonly pkg: string, readonly version: string, readonly step: string, cause: unknown) {
+  constructor(readonly pkg: string, readonly version: string, readonly step: string, cause: unknown, readonly applied: readonly string[] = []) {
     const inner = cause instanceof Error ? cause.message : String(cause);
     super(`${pkg} ${version}: ${step} failed: ${inner}`, {
       cause,
       hint:
-        `nothing was installed and apk was not run. ` +
+        (applied.length ? `apk was not run; already on the stick: ${applied.join('; ')}. ` : `nothing was installed and apk was not run. `) +
         ((cause as CairnError)?.hint ? `${(cause as CairnError).hint}. ` : '') +
         `Fix the cause and run the command again, or leave ${pkg} out of it`,
     });
@@ -192,13 +196,15 @@ async function wrapped(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: string
     const finalArgv = [`--wait=${wait}`, ...withOptionsAppended(parsed, repoArgs)];
     await checkFinalTransaction(o.realApk, finalArgv, prepared, rules, work);
 
+    const applied: string[] = [];
     for (const p of repacked) {
       try {
         p.result = await p.patch.apply(target, { tree: p.tree!, name: p.change.name, version: p.change.version });
       } catch (e) {
-        throw new SpecialPackageError(p.change.name, p.change.version, `installing its ${p.change.class} files on the stick`, e);
+        throw new SpecialPackageError(p.change.name, p.change.version, `installing its ${p.change.class} files on the stick`, e, applied);
       }
       for (const note of p.result.notes) say(`${p.change.name}: ${note}`);
+      if (p.change.class === 'kernel' || p.change.class === 'firmware') applied.push(...p.result.notes.map((n) => `${p.change.name}: ${n}`));
     }
 
     const marker = join(root, KERNELS_MARKER);

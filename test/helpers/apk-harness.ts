@@ -7,7 +7,7 @@
  */
 import { build } from 'esbuild';
 import { execa } from 'execa';
-import { generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -62,20 +62,22 @@ export interface Harness {
   cleanup(): void;
 }
 
-let bundled: Promise<{ apk: string; cli: string }> | undefined;
+let standinBundle: Promise<string> | undefined;
+let cliBundle: Promise<string> | undefined;
 const bundleDir = mkdtempSync(join(tmpdir(), 'cairn-apk-bundles-'));
 process.once('exit', () => rmSync(bundleDir, { recursive: true, force: true }));
 
-function bundles() {
-  bundled ??= (async () => ({
-    apk: await bundle('test/helpers/apk-standin.ts', join(bundleDir, 'apk')),
-    cli: await bundle('src/main.ts', join(bundleDir, 'cairn.mjs')),
-  }))();
-  return bundled;
+export interface HarnessOptions {
+  /** The cairn CLI to run (system tests: the built dist/cairn.mjs); default: src/main.ts bundled here. */
+  cli?: string;
+  /** The "upstream" signing key (private), so harnesses can share packages built once; default: a new one. */
+  upstreamKey?: KeyObject;
 }
 
-export async function harness(): Promise<Harness> {
-  const { apk, cli } = await bundles();
+export async function harness(options: HarnessOptions = {}): Promise<Harness> {
+  standinBundle ??= bundle('test/helpers/apk-standin.ts', join(bundleDir, 'apk'));
+  const apk = await standinBundle;
+  const cli = options.cli ?? (await (cliBundle ??= bundle('src/main.ts', join(bundleDir, 'cairn.mjs'))));
   const dir = mkdtempSync(join(tmpdir(), 'cairn-apk-test-'));
   const root = join(dir, 'root');
   const data = join(dir, 'data');
@@ -84,7 +86,9 @@ export async function harness(): Promise<Harness> {
   for (const d of [keysDir, upstream, data, join(root, 'lib/apk/db')]) mkdirSync(d, { recursive: true });
   writeFileSync(join(root, 'etc/apk/arch'), `${ARCH}\n`);
   writeFileSync(join(root, 'etc/apk/world'), 'alpine-base\n');
-  const up = keyPair();
+  const up = options.upstreamKey
+    ? { privateKey: options.upstreamKey, publicPem: createPublicKey(options.upstreamKey).export({ type: 'spki', format: 'pem' }) as string }
+    : keyPair();
   writeFileSync(join(keysDir, UPSTREAM_KEY_NAME), up.publicPem);
   // The local key as the image builder leaves it (2048 bits: tests make many).
   const local = keyPair();
