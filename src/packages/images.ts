@@ -24,7 +24,9 @@ export async function writeSystemImage(source: string, dataDir: string, name: st
   const temp = `${target}.tmp`;
   await rm(temp, { force: true });
   try {
-    await squashTree(source, temp);
+    // zstd's default level (15) costs minutes on the machine a stick runs
+    // on; level 3 is several times faster for a few percent more bytes.
+    await squashTree(source, temp, ['-Xcompression-level', '3']);
     await fsyncFile(temp);
     await renameDurably(temp, target);
   } catch (e) {

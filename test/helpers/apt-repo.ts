@@ -29,6 +29,8 @@ export async function makeAptRepo(dir: string, debs: readonly string[]): Promise
   await gpg(['--clearsign', '--output', join(dir, 'InRelease'), join(dir, 'Release')]);
   const key = join(dir, 'key.gpg');
   await gpg(['--output', key, '--export', 'test@cairn.invalid']);
+  // gpg left an agent running for this home: it would outlive the test.
+  await execa('gpgconf', ['--homedir', home, '--kill', 'gpg-agent'], { reject: false });
   return { dir, key };
 }
 
