@@ -32,7 +32,7 @@ async function service(script: string, fn: string, vars: Record<string, string>,
 describe('openrc services pass shellcheck', () => {
   it('shellcheck -s sh and shfmt', async () => {
     const files = listDir('openrc').filter((f) => f.endsWith('.initd')).map((f) => join('openrc', f));
-    expect(files.length).toBe(3);
+    expect(files.length).toBe(4);
     const sc = await execa('shellcheck', ['-s', 'sh', ...files], { reject: false, cwd: '.' });
     expect(sc.stdout).toBe('');
     const fmt = await execa('shfmt', ['-d', '-p', ...files], { reject: false });
@@ -103,6 +103,26 @@ describe('cairn-save at shutdown', () => {
     expect(Date.now() - t).toBeLessThan(10_000);
     expect(r.exitCode).not.toBe(0);
     expect(r.out).toMatch(/The save did not finish; the saved states are as they were/);
+  });
+});
+
+describe('cairn-kernel', () => {
+  const s = new Scratch();
+  afterAll(() => s.cleanup());
+
+  it('runs cairn kernel confirm, and a failure of it never stops the boot', async () => {
+    const calls = s.path('calls');
+    const stand = s.path('cairn');
+    // A stand-in for cairn: the real confirm needs a stick's ESP (tested in kernel-install and deb-hook).
+    await writeFile(stand, `#!/bin/sh\necho "$@" >> '${calls}'\nexit \${CAIRN_EXIT:-0}\n`);
+    await chmod(stand, 0o755);
+    const ok = await service('cairn-kernel.initd', 'start', { cairn: stand });
+    expect(ok.exitCode, ok.out).toBe(0);
+    expect(ok.out).toMatch(/\* Checking which kernel booted/);
+    expect(readFileSync(calls, 'utf8')).toBe('kernel confirm\n');
+    const failed = await service('cairn-kernel.initd', 'start', { cairn: stand }, 'export CAIRN_EXIT=1');
+    expect(failed.exitCode).toBe(0);
+    expect(failed.out).toMatch(/cairn kernel confirm failed; the previous kernel stays on the stick/);
   });
 });
 
