@@ -30,6 +30,11 @@ export function modulesImage(kernelVersion: string): string {
   return `modules-${kernelVersion}.squashfs`;
 }
 
+/** The kernel release a modules image is for, or undefined for any other name. */
+export function modulesImageRelease(name: string): string | undefined {
+  return /^modules-(.+)\.squashfs$/.exec(name)?.[1];
+}
+
 export function generationName(n: number): string {
   return `${DATA.generationPrefix}${n}${DATA.stateSuffix}`;
 }

@@ -1,6 +1,7 @@
 import { readdir, statfs } from 'node:fs/promises';
 import { readBootState } from './esp/bootState.js';
 import type { Esp } from './esp/esp.js';
+import { modulesImageRelease } from './names.js';
 import type { BootRecord } from './bootRecord.js';
 import type { Context } from './context.js';
 import { bootName, listStates, nextDefaultBoot } from './state/states.js';
@@ -39,7 +40,7 @@ export interface KernelStatus {
 /** The kernels on the stick: the ESP's boot record and files, the data partition's modules images. */
 export async function gatherKernels(esp: Esp, dataDir: string): Promise<KernelStatus> {
   const modulesImages = (await readdir(dataDir).catch(() => [] as string[]))
-    .map((n) => /^modules-(.+)\.squashfs$/.exec(n)?.[1])
+    .map(modulesImageRelease)
     .filter((r): r is string => r !== undefined)
     .sort();
   try {

@@ -10,7 +10,7 @@ import { formatBytes } from '../lib/format.js';
 import { log } from '../lib/log.js';
 import { withTempDir } from '../lib/resources.js';
 import { run } from '../lib/run.js';
-import { modulesImage } from '../names.js';
+import { modulesImage, modulesImageRelease } from '../names.js';
 import { writeSystemImage } from './images.js';
 import type { SystemTarget } from './target.js';
 
@@ -155,8 +155,8 @@ export async function confirmKernel(t: SystemTarget): Promise<ConfirmReport> {
   const report: ConfirmReport = { orphans: [] };
   if (state.previousKernel && t.runningKernel === state.kernel.release) {
     report.dropped = state.previousKernel.release;
-    state = { ...state, previousKernel: undefined };
-    delete state.previousKernel;
+    const { previousKernel: _dropped, ...rest } = state;
+    state = rest;
     await writeBootState(t.esp, t.dataDir, state);
     await removeKernelFiles(t, report.dropped);
   }
@@ -177,8 +177,8 @@ export async function kernelsOnStick(t: SystemTarget): Promise<string[]> {
     if (m && !m[1]!.endsWith('.cairn-new')) releases.add(m[1]!);
   }
   for (const name of await readdir(t.dataDir)) {
-    const m = /^modules-(.+)\.squashfs$/.exec(name);
-    if (m) releases.add(m[1]!);
+    const release = modulesImageRelease(name);
+    if (release) releases.add(release);
   }
   return [...releases].sort();
 }

@@ -7,7 +7,7 @@ import { log } from '../../lib/log.js';
 import { withTempDir } from '../../lib/resources.js';
 import { run } from '../../lib/run.js';
 import { modulesImage } from '../../names.js';
-import { installFirmware } from '../firmware.js';
+import { firmwareDirOf, installFirmware } from '../firmware.js';
 import { installKernel, kernelPayloads, type KernelInstallReport } from '../kernel.js';
 import type { SystemTarget } from '../target.js';
 import { debPaths, readDebInfo, sha256File, unpackDeb, type DebInfo } from './deb.js';
@@ -62,37 +62,36 @@ export async function preInstall(t: SystemTarget, debs: readonly string[], o: Ho
   const done: HookPackage[] = [];
   for (const path of debs) {
     const info = await readDebInfo(path);
-    const cls = classify(info.name, o.rules ?? DEBIAN_CLASS_RULES);
-    const paths = await debPaths(path);
-    const shipsModules = paths.some((p) => /^(usr\/)?lib\/modules\/[^/]+\/kernel\//.test(p));
-    const shipsFirmware = paths.some((p) => /^(usr\/)?lib\/firmware\/./.test(p));
-    if (!(cls === 'kernel' && shipsModules) && !shipsFirmware) {
-      if (shipsModules) log.warn({ pkg: info.name }, 'modules outside a kernel package are not installed (dpkg leaves /lib/modules to cairn)');
-      continue;
+    const named = classify(info.name, o.rules ?? DEBIAN_CLASS_RULES) === 'kernel';
+    // A kernel package is unpacked at once; any other is listed first, and
+    // unpacked only when it ships firmware (each pass decompresses the .deb).
+    if (!named) {
+      const paths = await debPaths(path);
+      if (paths.some((p) => /^(usr\/)?lib\/modules\/[^/]+\/kernel\//.test(p))) {
+        log.warn({ pkg: info.name }, 'modules outside a kernel package are not installed (dpkg leaves /lib/modules to cairn)');
+      }
+      if (!paths.some((p) => /^(usr\/)?lib\/firmware\/./.test(p))) continue;
     }
     await requireSignedOrigin(info);
-    done.push(
-      await withTempDir('.cairn-deb-', async (dir) => {
-        say(`${info.name} ${info.version}: unpacking`);
-        await unpackDeb(path, dir);
-        const pkg: HookPackage = { name: info.name, version: info.version, kernels: [] };
-        if (shipsModules) {
-          for (const payload of await kernelPayloads(dir)) {
-            say(`${info.name}: kernel ${payload.release}: modules image, initramfs and ESP files`);
-            const report = await installKernel(t, payload);
-            pkg.kernels.push(report);
-            say(`${info.name}: ${payload.release} boots by default${report.previous ? `; ${report.previous} stays in the menu until it has booted` : ''}`);
-            // The package's postinst runs depmod, which needs the directory.
-            await mkdir(join(o.root, 'lib/modules', payload.release), { recursive: true });
-          }
-        }
-        if (shipsFirmware) {
-          say(`${info.name}: adding its firmware to firmware.squashfs`);
-          pkg.firmwareBytes = await installFirmware(t, dir);
-        }
-        return pkg;
-      }, t.dataDir),
-    );
+    const pkg = await withTempDir('.cairn-deb-', async (dir) => {
+      say(`${info.name} ${info.version}: unpacking`);
+      await unpackDeb(path, dir);
+      const pkg: HookPackage = { name: info.name, version: info.version, kernels: [] };
+      for (const payload of named ? await kernelPayloads(dir) : []) {
+        say(`${info.name}: kernel ${payload.release}: modules image, initramfs and ESP files`);
+        const report = await installKernel(t, payload);
+        pkg.kernels.push(report);
+        say(`${info.name}: ${payload.release} boots by default${report.previous ? `; ${report.previous} stays in the menu until it has booted` : ''}`);
+        // The package's postinst runs depmod, which needs the directory.
+        await mkdir(join(o.root, 'lib/modules', payload.release), { recursive: true });
+      }
+      if (firmwareDirOf(dir)) {
+        say(`${info.name}: adding its firmware to firmware.squashfs`);
+        pkg.firmwareBytes = await installFirmware(t, dir);
+      }
+      return pkg;
+    }, t.dataDir);
+    if (pkg.kernels.length || pkg.firmwareBytes !== undefined) done.push(pkg);
   }
   return done;
 }
