@@ -33,6 +33,8 @@ export interface KernelStatus {
   /** Kernel images on the ESP and modules images on the data partition, by release. */
   onEsp: string[];
   modulesImages: string[];
+  /** The GRUB version of each platform's boot files, where the boot record knows it. */
+  grub?: Partial<Record<string, string>>;
   /** Why the ESP could not be read, when it could not. */
   problem?: string;
 }
@@ -46,7 +48,13 @@ export async function gatherKernels(esp: Esp, dataDir: string): Promise<KernelSt
   try {
     const state = await readBootState(esp);
     const onEsp = (await esp.list()).map((n) => /^vmlinuz-(.+)$/i.exec(n)?.[1]).filter((r): r is string => r !== undefined).sort();
-    return { default: state.kernel.release, ...(state.previousKernel ? { previous: state.previousKernel.release } : {}), onEsp, modulesImages };
+    return {
+      default: state.kernel.release,
+      ...(state.previousKernel ? { previous: state.previousKernel.release } : {}),
+      onEsp,
+      modulesImages,
+      ...(state.grub ? { grub: state.grub } : {}),
+    };
   } catch (e) {
     return { default: 'unknown', onEsp: [], modulesImages, problem: (e as Error).message };
   }

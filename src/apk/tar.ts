@@ -5,17 +5,25 @@ import { createHash } from 'node:crypto';
  * per-file PAX extended header ('x') carrying `APK-TOOLS.checksum.SHA1` (and
  * `path`/`linkpath` for long names, `SCHILY.xattr.*` for xattrs).
  *
- * Written here rather than with tar-stream: tar-stream v3 names every PAX
- * header `PaxHeader`, always adds a `path` record, and can only stop short of
- * the end-of-archive blocks by never finalizing its stream; the reader also
- * needs each record's offset for the format checks. The format is small.
+ * Written here rather than with a tar library. tar-stream 3, the
+ * well-kept one for Node, was checked against what apk needs and fails it:
+ * it writes and reads PAX values as UTF-8 text, which corrupts binary
+ * `SCHILY.xattr.*` values (a file capability with a byte over 0x7f); it
+ * writes mode 0 as 0644, clamps uid/gid above 262143 and mtime past 2038;
+ * its reader does not stop at the end-of-archive blocks, where apk stops and
+ * where the control and signature segments must not have any; and it names
+ * every PAX header `PaxHeader` with an added `path` record. The dialect
+ * needed is small, and every byte of it is tested against GNU tar.
  *
  * Reading follows apk-tools 2.14 src/io_archive.c (apk_tar_parse,
  * handle_extended_header); writing follows what abuild produces: GNU tar
  * `--format=posix` (abuild functions.sh apk_tar) piped through
  * `abuild-tar --hash` (abuild-tar.c do_it: SHA1 of a regular file's content or
  * of a symlink's target, appended as the last PAX record) and `--cut` (no
- * end-of-archive blocks).
+ * end-of-archive blocks). Two things abuild's output has are left out, as
+ * apk-tools' readers ignore them: the legacy `APK2` checksum abuild-tar
+ * writes into a regular file's link-name field, and the atime/ctime PAX
+ * records GNU tar adds.
  */
 
 export const BLOCK = 512;

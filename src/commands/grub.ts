@@ -3,6 +3,10 @@ import { resolveContext, type GlobalOptions } from '../context.js';
 import { UsageError } from '../lib/errors.js';
 import { LABELS } from '../names.js';
 import { runGrubConfig } from '../grub/config.js';
+import { GRUB_LIB } from '../grub/core.js';
+import { updateGrubBootFiles } from '../packages/grub.js';
+import { resolveTarget } from '../packages/target.js';
+import { withTargetOptions, type TargetFlags } from './target.js';
 import { DEFAULT_SETTINGS, type BootSettings, type EspLocator, type PrimaryConsole, type UpperType } from '../grub/menu.js';
 
 interface GrubConfigFlags {
@@ -26,7 +30,29 @@ interface GrubConfigFlags {
 const SERIAL_SPEEDS = ['9600', '19200', '38400', '57600', '115200'];
 
 export function grubCommand(global: () => GlobalOptions): Command {
-  return new Command('grub').description('the GRUB boot menu').addCommand(configCommand(global));
+  return new Command('grub')
+    .description('the GRUB boot menu and boot files')
+    .addCommand(configCommand(global))
+    .addCommand(updateCommand());
+}
+
+function updateCommand(): Command {
+  return withTargetOptions(
+    new Command('update')
+      .description(
+        'remake GRUB\'s boot files on the stick (EFI/BOOT/BOOTX64.EFI, the BIOS core) from the installed GRUB, where its version changed; ' +
+          'cairn\'s menu stays. The package hooks run this after a GRUB package is installed.',
+      )
+      .option('--lib <dir>', 'GRUB\'s module directories', GRUB_LIB)
+      .option('--disk <path>', 'the disk whose BIOS boot partition holds the BIOS core (default: the ESP\'s disk)')
+      .option('--force', 'rewrite the boot files even where the recorded version is the installed one')
+      .option('--json', 'print the result as JSON'),
+  ).action(async (flags: TargetFlags & { lib: string; disk?: string; force?: boolean; json?: boolean }) => {
+    const updates = await updateGrubBootFiles(await resolveTarget(flags), { libDir: flags.lib, disk: flags.disk, force: flags.force });
+    if (flags.json) process.stdout.write(`${JSON.stringify(updates, null, 2)}\n`);
+    else if (!updates.length) process.stdout.write(`GRUB's boot files are up to date with ${flags.lib}\n`);
+    else for (const u of updates) process.stdout.write(`GRUB ${u.platform} ${u.previous ?? '(unrecorded)'} -> ${u.version}: ${u.written}\n`);
+  });
 }
 
 function configCommand(global: () => GlobalOptions): Command {

@@ -59,6 +59,7 @@ function render(s: Status): string {
     else {
       out.push(`kernel booted by default: ${k.default}${k.previous ? ` (the menu keeps ${k.previous} until it has booted)` : ''}`);
       out.push(`kernels on the ESP: ${k.onEsp.join(', ') || 'none'}`);
+      if (k.grub) out.push(`GRUB boot files: ${Object.entries(k.grub).map(([p, v]) => `${p} ${v}`).join(', ') || 'versions unrecorded'}`);
     }
     out.push(`modules images: ${k.modulesImages.join(', ') || 'none'}`);
   }

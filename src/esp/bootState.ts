@@ -2,6 +2,7 @@ import { CairnError } from '../lib/errors.js';
 import { buildMenu, checkSettings, type BootSettings, type KernelFiles, type Menu } from '../grub/menu.js';
 import { renderGrubConfig } from '../grub/render.js';
 import { listStates } from '../state/states.js';
+import type { GrubPlatform } from '../grub/core.js';
 import type { Esp } from './esp.js';
 
 /**
@@ -19,6 +20,8 @@ export interface BootState {
   kernel: KernelFiles;
   /** The kernel that booted before an update, kept until `kernel` has booted once. */
   previousKernel?: KernelFiles;
+  /** The GRUB version of each platform's boot files, as `cairn grub update` last wrote them. */
+  grub?: Partial<Record<GrubPlatform, string>>;
 }
 
 export const BOOT_STATE_FORMAT = 'cairn-boot 1';
@@ -52,6 +55,9 @@ export function parseBootState(text: string, source: string): BootState {
   }
   if (typeof s.settings !== 'object' || typeof s.timeoutSeconds !== 'number' || typeof s.luks !== 'boolean') {
     throw new CairnError(`${source} lacks the boot settings`);
+  }
+  if (s.grub !== undefined && (typeof s.grub !== 'object' || s.grub === null || Object.values(s.grub).some((v) => typeof v !== 'string'))) {
+    throw new CairnError(`${source} names its GRUB versions wrongly`);
   }
   checkSettings({ ...(s.settings as BootState['settings']), kernel: s.kernel.kernel, initrd: s.kernel.initrd });
   return s as BootState;

@@ -138,6 +138,40 @@ export class Esp {
     });
   }
 
+  /**
+   * Replaces a directory with a copy of a local one: the copy goes in under
+   * a temp name, then two renames swap it in and the old one is deleted.
+   * A power cut leaves the old directory, the new one, or (between the
+   * renames) neither under its name, so nothing a boot needs may live in one.
+   */
+  async replaceTree(dir: string, localDir: string): Promise<void> {
+    checkPath(dir);
+    const slash = dir.lastIndexOf('/');
+    if (slash > 0) await this.mkdirs(dir.slice(0, slash));
+    const temp = `${dir}.cairn-new`;
+    const old = `${dir}.cairn-old`;
+    for (const leftover of [temp, old]) await this.removeTree(leftover);
+    try {
+      await this.mtools('mcopy', ['-s', '-n', '-o', localDir, `::${temp}`], `writing /${dir}`);
+      await this.flush();
+    } catch (e) {
+      await this.removeTree(temp).catch(() => undefined);
+      throw e;
+    }
+    if (await this.exists(dir)) await this.mtools('mren', [`::${dir}`, `::${old}`], `renaming /${dir}`);
+    await this.mtools('mren', [`::${temp}`, `::${dir}`], `renaming /${temp} to /${dir}`);
+    await this.flush();
+    await this.removeTree(old);
+  }
+
+  /** Removes a directory and all in it, if it is there. */
+  async removeTree(dir: string): Promise<void> {
+    checkPath(dir);
+    if (!(await this.exists(dir))) return;
+    await this.mtools('mdeltree', [`::${dir}`], `removing /${dir}`);
+    await this.flush();
+  }
+
   /** Removes a file if it is there. */
   async remove(path: string): Promise<void> {
     checkPath(path);

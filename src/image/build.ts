@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { chown, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import { UsageError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
 import { BOOT_STATE_FORMAT, ESP_PATHS, formatBootState, kernelFiles, menuFor, type BootState } from '../esp/bootState.js';
@@ -11,8 +11,8 @@ import { buildInitramfs, defaultInitDir } from '../initramfs/build.js';
 import { DATA, LABELS, modulesImage } from '../names.js';
 import { configureDebianRoot } from './configure.js';
 import { debianRoot, kernelVersions } from './debian.js';
-import { createDisk, writeBiosBoot, writeDataPartition, writeEsp } from './disk.js';
-import { grubModuleFiles, makeGrubCore } from './grubImages.js';
+import { createDisk, writeImageBiosBoot, writeDataPartition, writeEsp } from './disk.js';
+import { EFI_CORE_PATH, GRUB_PLATFORMS, grubModuleFiles, grubVersionOf, makeGrubCore } from '../grub/core.js';
 
 export type ImagePhase = 'root' | 'configure' | 'images' | 'boot' | 'disk' | 'done';
 
@@ -93,12 +93,65 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
   o.onPhase?.('boot');
   const kernelName = ESP_PATHS.kernel(kernelVersion);
   const initrdName = ESP_PATHS.initrd(kernelVersion);
+  const { files, biosCore } = await stageBootFiles({
+    espStage,
+    workDir: o.workDir,
+    dataStage,
+    kernelVersion,
+    vmlinuz: join(root, 'boot', `vmlinuz-${kernelVersion}`),
+    writeInitrd: (output) => buildInitramfs({ kernelVersion, modulesDir: root, output, luks: o.luks, initDir }),
+    upper: o.upper,
+    primaryConsole: o.primaryConsole,
+    luks: o.luks,
+  });
+
+  o.onPhase?.('disk');
+  const partial = `${o.output}.partial`;
+  await rm(partial, { force: true });
+  const layout = await createDisk(partial, o.sizeMiB * 1024 * 1024, ESP_MIB);
+  await writeEsp(partial, layout, files, o.workDir);
+  await writeDataPartition(partial, layout, dataStage);
+  await writeImageBiosBoot(partial, layout, biosCore);
+  await run('sync', ['-f', partial], { timeoutMs: 600_000 }).catch(() => undefined);
+  await rename(partial, o.output);
+
+  const sizes: Record<string, number> = {};
+  for (const f of [DATA.rootfs, modulesImage(kernelVersion), DATA.firmware]) sizes[f] = (await stat(join(dataStage, f))).size;
+  sizes[initrdName] = (await stat(join(espStage, initrdName))).size;
+  sizes[kernelName] = (await stat(join(espStage, kernelName))).size;
+  o.onPhase?.('done');
+  return { output: o.output, bytes: (await stat(o.output)).size, kernelVersion, flavor, seconds: (Date.now() - started) / 1000, files: sizes };
+}
+
+export interface BootFilesOptions {
+  espStage: string;
+  workDir: string;
+  /** The data partition's staging directory: the menu lists the states in it. */
+  dataStage: string;
+  kernelVersion: string;
+  /** The kernel to boot, on the build host. */
+  vmlinuz: string;
+  writeInitrd: (output: string) => Promise<unknown>;
+  upper: UpperType;
+  primaryConsole: PrimaryConsole;
+  luks: boolean;
+}
+
+/**
+ * Stages what the ESP holds (the kernel, its initramfs, the boot record, the
+ * menu, the EFI core and GRUB's modules for its prompt) and makes the BIOS
+ * core. Returns the ESP's files by their path on it, and the BIOS core.
+ */
+export async function stageBootFiles(o: BootFilesOptions): Promise<{ files: Map<string, string>; biosCore: string }> {
+  const kernelName = ESP_PATHS.kernel(o.kernelVersion);
+  const initrdName = ESP_PATHS.initrd(o.kernelVersion);
   const files = new Map<string, string>();
-  await run('cp', [join(root, 'boot', `vmlinuz-${kernelVersion}`), join(espStage, kernelName)], { timeoutMs: 60_000 });
-  files.set(kernelName, join(espStage, kernelName));
-  await buildInitramfs({ kernelVersion, modulesDir: root, output: join(espStage, initrdName), luks: o.luks, initDir });
-  files.set(initrdName, join(espStage, initrdName));
-  await mkdir(join(espStage, 'grub'), { recursive: true });
+  await run('cp', [o.vmlinuz, join(o.espStage, kernelName)], { timeoutMs: 60_000 });
+  files.set(kernelName, join(o.espStage, kernelName));
+  await o.writeInitrd(join(o.espStage, initrdName));
+  files.set(initrdName, join(o.espStage, initrdName));
+  await mkdir(join(o.espStage, 'grub'), { recursive: true });
+  const grub: NonNullable<BootState['grub']> = {};
   const bootState: BootState = {
     format: BOOT_STATE_FORMAT,
     settings: {
@@ -110,37 +163,23 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
     },
     timeoutSeconds: 3,
     luks: o.luks,
-    kernel: kernelFiles(kernelVersion),
+    kernel: kernelFiles(o.kernelVersion),
+    grub,
   };
-  await writeFile(join(espStage, ESP_PATHS.bootState), formatBootState(bootState));
-  files.set(ESP_PATHS.bootState, join(espStage, ESP_PATHS.bootState));
-  await writeFile(join(espStage, ESP_PATHS.menu), renderGrubConfig(await menuFor(bootState, dataStage)));
-  files.set(ESP_PATHS.menu, join(espStage, ESP_PATHS.menu));
-  await mkdir(join(espStage, 'EFI', 'BOOT'), { recursive: true });
-  await makeGrubCore('x86_64-efi', join(espStage, 'EFI', 'BOOT', 'BOOTX64.EFI'), o.workDir);
-  files.set('EFI/BOOT/BOOTX64.EFI', join(espStage, 'EFI', 'BOOT', 'BOOTX64.EFI'));
-  for (const platform of ['x86_64-efi', 'i386-pc'] as const) {
-    for (const f of await grubModuleFiles(platform)) files.set(`grub/${platform}/${f.split('/').pop()}`, f);
-  }
+  await mkdir(join(o.espStage, 'EFI', 'BOOT'), { recursive: true });
+  await makeGrubCore('x86_64-efi', join(o.espStage, EFI_CORE_PATH), o.workDir);
+  files.set(EFI_CORE_PATH, join(o.espStage, EFI_CORE_PATH));
   const biosCore = join(o.workDir, 'core.img');
   await makeGrubCore('i386-pc', biosCore, o.workDir);
-
-  o.onPhase?.('disk');
-  const partial = `${o.output}.partial`;
-  await rm(partial, { force: true });
-  const layout = await createDisk(partial, o.sizeMiB * 1024 * 1024, ESP_MIB);
-  await writeEsp(partial, layout, files, o.workDir);
-  await writeDataPartition(partial, layout, dataStage);
-  await writeBiosBoot(partial, layout, biosCore);
-  await run('sync', ['-f', partial], { timeoutMs: 600_000 }).catch(() => undefined);
-  await rename(partial, o.output);
-
-  const sizes: Record<string, number> = {};
-  for (const f of [DATA.rootfs, modulesImage(kernelVersion), DATA.firmware]) sizes[f] = (await stat(join(dataStage, f))).size;
-  sizes[initrdName] = (await stat(join(espStage, initrdName))).size;
-  sizes[kernelName] = (await stat(join(espStage, kernelName))).size;
-  o.onPhase?.('done');
-  return { output: o.output, bytes: (await stat(o.output)).size, kernelVersion, flavor, seconds: (Date.now() - started) / 1000, files: sizes };
+  for (const platform of GRUB_PLATFORMS) {
+    grub[platform] = await grubVersionOf(platform);
+    for (const f of await grubModuleFiles(platform)) files.set(`grub/${platform}/${basename(f)}`, f);
+  }
+  await writeFile(join(o.espStage, ESP_PATHS.bootState), formatBootState(bootState));
+  files.set(ESP_PATHS.bootState, join(o.espStage, ESP_PATHS.bootState));
+  await writeFile(join(o.espStage, ESP_PATHS.menu), renderGrubConfig(await menuFor(bootState, o.dataStage)));
+  files.set(ESP_PATHS.menu, join(o.espStage, ESP_PATHS.menu));
+  return { files, biosCore };
 }
 
 function checkOptions(o: ImageOptions): void {

@@ -78,10 +78,10 @@ export async function configureDebianRoot(root: string, o: ConfigureOptions): Pr
   await writeDebianPackageHooks(root);
 
   await withChroot(root, [], async () => {
-    // initramfs-tools stays installed (kernel packages depend on it) but its
-    // builder is set aside: cairn builds the initramfs of every kernel it installs.
-    await inChroot(root, ['dpkg-divert', '--local', '--rename', '--divert', `${UPDATE_INITRAMFS}.distrib`, '--add', UPDATE_INITRAMFS]);
-    await writeFile(join(root, UPDATE_INITRAMFS), UPDATE_INITRAMFS_STUB, { mode: 0o755 });
+    for (const tool of SET_ASIDE) {
+      await inChroot(root, ['dpkg-divert', '--local', '--rename', '--divert', `${tool.path}.distrib`, '--add', tool.path]);
+      await writeFile(join(root, tool.path), setAsideStub(tool), { mode: 0o755 });
+    }
     for (const s of SERVICES) for (const level of s.runlevels) await inChroot(root, ['rc-update', 'add', s.name, level]);
     const exists = await inChroot(root, ['id', '-u', o.user], { okExitCodes: [1] });
     if (exists.exitCode !== 0) await inChroot(root, ['useradd', '--create-home', '--shell', '/bin/bash', o.user]);
@@ -91,15 +91,26 @@ export async function configureDebianRoot(root: string, o: ConfigureOptions): Pr
   });
 }
 
-const UPDATE_INITRAMFS = '/usr/sbin/update-initramfs';
+/**
+ * Debian's tools that would write boot files into the RAM layer, set aside
+ * with dpkg-divert (the packages that ship them stay installable, and their
+ * scripts find a stub that does nothing). initramfs-tools stays installed
+ * because kernel packages depend on it.
+ */
+export const SET_ASIDE = [
+  { path: '/usr/sbin/update-initramfs', instead: 'cairn builds the initramfs when it installs a kernel' },
+  { path: '/usr/sbin/grub-install', instead: "cairn writes GRUB's boot files itself after apt installs a GRUB package (cairn grub update)" },
+  { path: '/usr/sbin/grub-mkconfig', instead: "cairn keeps its own menu on the ESP (grub/grub.cfg)" },
+] as const;
 
-const UPDATE_INITRAMFS_STUB = `#!/bin/sh
-# cairn: set aside by dpkg-divert; Debian's own is update-initramfs.distrib.
-# cairn builds the initramfs of each kernel it installs (apt hands it the
-# package first), into the ESP where the boot reads it. Nothing to do here.
-echo "update-initramfs: cairn builds the initramfs when it installs a kernel; nothing to do" >&2
+function setAsideStub(tool: (typeof SET_ASIDE)[number]): string {
+  const name = tool.path.split('/').pop();
+  return `#!/bin/sh
+# cairn: set aside by dpkg-divert; Debian's own is ${name}.distrib.
+echo "${name}: ${tool.instead}; nothing to do" >&2
 exit 0
 `;
+}
 
 /**
  * apt hands cairn every package before dpkg runs, and dpkg leaves the paths

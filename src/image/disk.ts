@@ -1,9 +1,9 @@
-import { open, readFile, rm } from 'node:fs/promises';
+import { readFile, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { run } from '../lib/run.js';
 import { LABELS } from '../names.js';
-import { embedBiosBoot } from './biosboot.js';
-import { GRUB_LIB } from './grubImages.js';
+import { writeBiosBoot } from '../grub/biosboot.js';
+import { GRUB_LIB } from '../grub/core.js';
 import { planLayout, SECTOR, sfdiskScript, type Layout } from './layout.js';
 
 /**
@@ -67,22 +67,6 @@ export async function writeDataPartition(image: string, layout: Layout, stage: s
 }
 
 /** Legacy BIOS boot: boot.img in the MBR, core.img in the BIOS boot partition. */
-export async function writeBiosBoot(image: string, layout: Layout, coreImg: string): Promise<void> {
-  const fh = await open(image, 'r+');
-  try {
-    const oldMbr = Buffer.alloc(SECTOR);
-    await fh.read(oldMbr, 0, SECTOR, 0);
-    const { mbr, core } = embedBiosBoot(
-      await readFile(join(GRUB_LIB, 'i386-pc', 'boot.img')),
-      await readFile(coreImg),
-      oldMbr,
-      layout.bios.startSector,
-      layout.bios.sectors,
-    );
-    await fh.write(core, 0, core.length, layout.bios.startSector * SECTOR);
-    await fh.write(mbr, 0, SECTOR, 0);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
+export async function writeImageBiosBoot(image: string, layout: Layout, coreImg: string): Promise<void> {
+  await writeBiosBoot(image, layout.bios, await readFile(coreImg), await readFile(join(GRUB_LIB, 'i386-pc', 'boot.img')));
 }

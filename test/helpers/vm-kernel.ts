@@ -33,16 +33,19 @@ async function currentPackage(): Promise<string> {
 /** The cloud kernel's .deb from Debian's archive, downloaded once into the cache. */
 export async function cloudKernelDeb(): Promise<{ pkg: string; version: string; deb: string }> {
   const pkg = await currentPackage();
-  const version = pkg.replace(/^linux-image-/, '');
+  return { pkg, version: pkg.replace(/^linux-image-/, ''), deb: await cachedDeb(pkg) };
+}
+
+/** A package's .deb from Debian's archive (a given version, or apt's candidate), downloaded once into the cache. */
+export async function cachedDeb(pkg: string, version?: string): Promise<string> {
   await mkdir(CACHE, { recursive: true });
-  const find = () => readdirSync(CACHE).find((f) => f.startsWith(`${pkg}_`) && f.endsWith('.deb'));
-  let deb = find();
-  if (!deb) {
-    await execa('apt-get', ['download', pkg], { cwd: CACHE });
-    deb = find();
-    if (!deb) throw new Error(`apt-get download ${pkg} left no .deb in ${CACHE}`);
-  }
-  return { pkg, version, deb: join(CACHE, deb) };
+  // apt-get download names files <pkg>_<version with : as %3a>_<arch>.deb.
+  const stem = `${pkg}_${version ? `${version.replace(/:/g, '%3a')}_` : ''}`;
+  const find = () => readdirSync(CACHE).find((f) => f.startsWith(stem) && f.endsWith('.deb'));
+  if (!find()) await execa('apt-get', ['download', version ? `${pkg}=${version}` : pkg], { cwd: CACHE });
+  const deb = find();
+  if (!deb) throw new Error(`apt-get download ${pkg} left no .deb in ${CACHE}`);
+  return join(CACHE, deb);
 }
 
 export async function debianCloudKernel(): Promise<TestKernel> {
@@ -61,4 +64,27 @@ export async function debianCloudKernel(): Promise<TestKernel> {
   await rm(root, { recursive: true, force: true });
   await rename(partial, root);
   return { version, vmlinuz, root };
+}
+
+/** The versions of a package Debian's archive offers, as apt-cache madison lists them. */
+export async function archiveVersions(pkg: string): Promise<string[]> {
+  const r = await execa('apt-cache', ['madison', pkg]);
+  return r.stdout.split('\n').map((l) => l.split('|')[1]?.trim() ?? '').filter(Boolean);
+}
+
+/**
+ * The .deb files that installing PACKAGES (name=version) into ROOT takes,
+ * dependencies included, as apt on this host resolves them against the
+ * root's own dpkg status; each downloaded once into the cache.
+ */
+export async function debsToInstall(root: string, packages: readonly string[]): Promise<string[]> {
+  const r = await execa('apt-get', [
+    '-o', `Dir::State::status=${join(root, 'var/lib/dpkg/status')}`,
+    'install', '--simulate', '--no-install-recommends', ...packages,
+  ]);
+  const wanted = [...r.stdout.matchAll(/^Inst (\S+) (?:\[[^\]]*\] )?\((\S+) /gm)].map((m) => [m[1]!, m[2]!] as const);
+  if (!wanted.length) throw new Error(`apt-get install --simulate ${packages.join(' ')} found nothing to install in ${root}`);
+  const debs: string[] = [];
+  for (const [name, version] of wanted) debs.push(await cachedDeb(name, version));
+  return debs;
 }

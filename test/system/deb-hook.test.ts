@@ -3,7 +3,8 @@
  * dpkg in a chroot of the image's own root (built by the image builder's
  * code, cached under the test cache), cairn's real hook configuration, a
  * real kernel package and a real firmware package from Debian's archive,
- * served from a local signed repository.
+ * served from a local signed repository; then GRUB's packages, whose boot
+ * files cairn puts on the ESP itself.
  *
  * The chroot stands in for the running system's merged root (the RAM upper
  * layer over the base image): whatever dpkg writes lands there, so "nothing
@@ -16,7 +17,8 @@ import { existsSync, readFileSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BOOT_STATE_FORMAT, formatBootState, kernelFiles, type BootState } from '../../src/esp/bootState.js';
+import { BOOT_STATE_FORMAT, formatBootState, kernelFiles, readBootState, type BootState } from '../../src/esp/bootState.js';
+import { EFI_CORE_PATH, makeGrubCore } from '../../src/grub/core.js';
 import { Esp } from '../../src/esp/esp.js';
 import { configureDebianRoot } from '../../src/image/configure.js';
 import { debianRoot, kernelVersions } from '../../src/image/debian.js';
@@ -24,7 +26,7 @@ import { withChroot, inChroot } from '../../src/image/chroot.js';
 import { makeAptRepo, sourcesLine } from '../helpers/apt-repo.js';
 import { Scratch } from '../helpers/system.js';
 import { requireHostTools } from '../helpers/vm-fixtures.js';
-import { CACHE, cloudKernelDeb } from '../helpers/vm-kernel.js';
+import { archiveVersions, CACHE, cloudKernelDeb, debsToInstall } from '../helpers/vm-kernel.js';
 
 const FIRMWARE_PACKAGE = 'firmware-linux-free';
 
@@ -34,6 +36,8 @@ let esp: Esp;
 let baseKernel: string;
 let update: { pkg: string; version: string; deb: string };
 let firmwareDeb: string;
+let grubVersion: string;
+let grubPackages: string[];
 
 const data = () => join(root, 'persist');
 
@@ -66,7 +70,11 @@ beforeAll(async () => {
   await writeFile(join(tampered, 'boot', `config-${update.version}`), 'CONFIG_TAMPERED=y\n', { flag: 'a' });
   await execa('dpkg-deb', ['-Zxz', '-b', tampered, join(root, 'tampered.deb')]);
 
-  await makeAptRepo(join(root, 'repo'), [update.deb, firmwareDeb]);
+  grubVersion = (await archiveVersions('grub-efi-amd64-bin'))[0]!;
+  grubPackages = ['grub-common', 'grub-efi-amd64-bin', 'grub-pc-bin'].map((p) => `${p}=${grubVersion}`);
+  const grubDebs = await debsToInstall(root, grubPackages);
+
+  await makeAptRepo(join(root, 'repo'), [update.deb, firmwareDeb, ...grubDebs]);
   // The only source, so apt, and the hook's apt-cache, know the packages from it alone.
   await writeFile(join(root, 'etc/apt/sources.list'), `${sourcesLine('/repo')}\n`);
   await rm(join(root, 'etc/apt/sources.list.d'), { recursive: true, force: true });
@@ -162,5 +170,23 @@ describe('apt install of a kernel and firmware on the debian base (real apt, dpk
     expect((await esp.read('grub/grub.cfg'))!.toString()).not.toContain('previous kernel');
     expect(await esp.exists(`vmlinuz-${update.version}`)).toBe(true);
     expect(readFileSync(join(data(), `modules-${update.version}.squashfs`)).length).toBeGreaterThan(1 << 20);
+  });
+
+  it('apt install of GRUB puts a core made from it on the ESP, keeps cairn\'s menu, and writes nothing to /boot', async () => {
+    const menu = (await esp.read('grub/grub.cfg'))!.toString();
+    const r = await apt(['install', '-y', '--no-install-recommends', ...grubPackages]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await installed('grub-efi-amd64-bin')).toBe('install ok installed');
+    expect(r.stderr).toContain(`cairn: GRUB x86_64-efi ${grubVersion}: boot files written to /${EFI_CORE_PATH}`);
+    const expected = scratch.path('expected.efi');
+    await makeGrubCore('x86_64-efi', expected, scratch.path('.'), join(root, 'usr/lib/grub'));
+    expect((await esp.read(EFI_CORE_PATH))?.equals(readFileSync(expected))).toBe(true);
+    expect((await esp.read('grub/x86_64-efi/normal.mod'))?.equals(readFileSync(join(root, 'usr/lib/grub/x86_64-efi/normal.mod')))).toBe(true);
+    // This ESP is a file system image alone, with no disk around it: the BIOS core has nowhere to go, and the record says so.
+    expect((await readBootState(esp)).grub).toEqual({ 'x86_64-efi': grubVersion });
+    expect((await esp.read('grub/grub.cfg'))!.toString()).toBe(menu);
+    expect(existsSync(join(root, 'boot/grub'))).toBe(false);
+    const stub = await withChroot(root, [], () => inChroot(root, ['grub-install', '/dev/sda']));
+    expect(stub.stderr).toContain('grub-install: cairn writes GRUB\'s boot files itself');
   });
 });

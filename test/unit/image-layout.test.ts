@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { embedBiosBoot } from '../../src/image/biosboot.js';
+import { coreSectorOf, embedBiosBoot, nextCoreSlot } from '../../src/grub/biosboot.js';
 import { planLayout, sfdiskScript, TYPE_GUIDS } from '../../src/image/layout.js';
 
 describe('planLayout', () => {
@@ -67,5 +67,25 @@ describe('embedBiosBoot', () => {
 
   it('refuses a core larger than the BIOS boot partition', () => {
     expect(() => embedBiosBoot(boot, Buffer.alloc(512 * 10), oldMbr, 2048, 4)).toThrow(/needs 10 sectors/);
+  });
+});
+
+describe('nextCoreSlot', () => {
+  const bios = { startSector: 2048, sectors: 2048 };
+
+  it('puts the first core of a disk without GRUB in the first half of the BIOS boot partition', () => {
+    expect(nextCoreSlot(Buffer.alloc(512), bios)).toEqual({ startSector: 2048, sectors: 1024 });
+  });
+
+  it('puts each new core in the half the MBR does not boot from, so the old core stays whole until the MBR moves', () => {
+    const mbr = Buffer.alloc(512);
+    const seen: number[] = [];
+    for (let i = 0; i < 3; i++) {
+      const slot = nextCoreSlot(mbr, bios);
+      expect(slot.startSector).not.toBe(coreSectorOf(mbr));
+      mbr.writeBigUInt64LE(BigInt(slot.startSector), 0x5c);
+      seen.push(slot.startSector);
+    }
+    expect(seen).toEqual([2048, 3072, 2048]);
   });
 });

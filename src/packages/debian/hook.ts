@@ -3,12 +3,14 @@ import { mkdir, readdir, rm } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { classify, type ClassRule } from '../../apk/classify.js';
 import { CairnError } from '../../lib/errors.js';
+import { GRUB_LIB } from '../../grub/core.js';
 import { log } from '../../lib/log.js';
 import { withTempDir } from '../../lib/resources.js';
 import { run } from '../../lib/run.js';
 import { modulesImage } from '../../names.js';
 import { firmwareDirOf, installFirmware } from '../firmware.js';
 import { installKernel, kernelPayloads, type KernelInstallReport } from '../kernel.js';
+import { updateGrubBootFiles, type GrubUpdate } from '../grub.js';
 import type { SystemTarget } from '../target.js';
 import { debPaths, readDebInfo, sha256File, unpackDeb, type DebInfo } from './deb.js';
 
@@ -96,24 +98,36 @@ export async function preInstall(t: SystemTarget, debs: readonly string[], o: Ho
   return done;
 }
 
+export interface PostInvokeReport {
+  /** Releases whose /lib/modules/<release> left by a kernel's scripts was removed. */
+  removed: string[];
+  grub: GrubUpdate[];
+}
+
 /**
- * After dpkg: what a kernel's postinst left in /lib/modules/<release>
- * (depmod's empty indexes) goes, for every release that has a modules image
- * and is not mounted, so no saved state carries it. The next boot of that
- * kernel mounts its image there.
+ * After dpkg:
+ * - what a kernel's postinst left in /lib/modules/<release> (depmod's empty
+ *   indexes) goes, for every release that has a modules image and is not
+ *   mounted, so no saved state carries it; the next boot of that kernel
+ *   mounts its image there;
+ * - where a GRUB package brought another GRUB version than the stick boots,
+ *   the boot files are remade from it (src/packages/grub.ts). grub-install
+ *   and grub-mkconfig are set aside on a cairn, so GRUB's own scripts wrote
+ *   nothing.
  */
-export async function postInvoke(t: SystemTarget, o: HookOptions): Promise<string[]> {
+export async function postInvoke(t: SystemTarget, o: HookOptions): Promise<PostInvokeReport> {
   const removed: string[] = [];
   const dir = join(o.root, 'lib/modules');
-  if (!existsSync(dir)) return removed;
-  for (const release of await readdir(dir)) {
+  for (const release of existsSync(dir) ? await readdir(dir) : []) {
     const path = join(dir, release);
     if (release === t.runningKernel || !existsSync(join(t.dataDir, modulesImage(release)))) continue;
     if (isMountPoint(path)) continue;
     await rm(path, { recursive: true, force: true });
     removed.push(release);
   }
-  return removed;
+  const grub = await updateGrubBootFiles(t, { libDir: join(o.root, GRUB_LIB) });
+  for (const u of grub) say(`GRUB ${u.platform} ${u.version}: boot files written to ${u.written}; cairn's menu kept`);
+  return { removed, grub };
 }
 
 /** A directory on another file system than its parent: a mounted modules image. */

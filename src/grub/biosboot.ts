@@ -1,3 +1,5 @@
+import { open } from 'node:fs/promises';
+
 /**
  * Legacy BIOS boot: GRUB's boot.img in the MBR and its core.img in the BIOS
  * boot partition, done the way grub-bios-setup embeds them (GRUB 2.06
@@ -5,6 +7,11 @@
  * cannot do it here: it wants the ESP mounted from a partition device of the
  * image, which loop devices on build machines without partition scanning do
  * not provide, and it is a byte-level job best kept explicit.
+ *
+ * The BIOS boot partition holds two slots. A new core is written to the slot
+ * boot.img does not point at, and only then is the MBR rewritten to point at
+ * it: one sector, written whole. A power cut at any moment leaves a disk
+ * whose MBR names a complete core, the old one or the new.
  */
 
 const SECTOR = 512;
@@ -20,6 +27,11 @@ const PART_END = 0x1fe;
 const BLOCKLIST_SIZE = 12;
 // Where the BIOS loads core.img's second sector on (GRUB_BOOT_I386_PC_KERNEL_SEG + 0x20).
 const FIRST_SEGMENT = 0x820;
+
+export interface SectorRange {
+  startSector: number;
+  sectors: number;
+}
 
 export interface BiosBootImages {
   /** The new first sector of the disk: boot.img with the disk's partition table. */
@@ -62,4 +74,38 @@ export function embedBiosBoot(bootImg: Buffer, coreImg: Buffer, oldMbr: Buffer, 
   }
   core.fill(0, first - BLOCKLIST_SIZE, first); // the terminator
   return { mbr, core };
+}
+
+/** The sector boot.img in this MBR loads the core from (0 on a disk without GRUB). */
+export function coreSectorOf(mbr: Buffer): number {
+  return Number(mbr.readBigUInt64LE(KERNEL_SECTOR));
+}
+
+/** The half of the BIOS boot partition a new core goes to: the one the MBR does not point at now. */
+export function nextCoreSlot(mbr: Buffer, bios: SectorRange): SectorRange {
+  const half = Math.floor(bios.sectors / 2);
+  const first = { startSector: bios.startSector, sectors: half };
+  return coreSectorOf(mbr) === first.startSector ? { startSector: bios.startSector + half, sectors: half } : first;
+}
+
+/**
+ * Writes a core to the free slot of the BIOS boot partition of `disk` (a
+ * block device or a disk image), flushes it, then points the MBR at it and
+ * flushes again. Returns the slot written.
+ */
+export async function writeBiosBoot(disk: string, bios: SectorRange, coreImg: Buffer, bootImg: Buffer): Promise<SectorRange> {
+  const fh = await open(disk, 'r+');
+  try {
+    const oldMbr = Buffer.alloc(SECTOR);
+    await fh.read(oldMbr, 0, SECTOR, 0);
+    const slot = nextCoreSlot(oldMbr, bios);
+    const { mbr, core } = embedBiosBoot(bootImg, coreImg, oldMbr, slot.startSector, slot.sectors);
+    await fh.write(core, 0, core.length, slot.startSector * SECTOR);
+    await fh.sync();
+    await fh.write(mbr, 0, SECTOR, 0);
+    await fh.sync();
+    return slot;
+  } finally {
+    await fh.close();
+  }
 }
