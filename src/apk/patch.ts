@@ -1,4 +1,5 @@
 import { installFirmware } from '../packages/firmware.js';
+import { updateGrubBootFiles } from '../packages/grub.js';
 import { installKernel, kernelPayloads, type KernelInstallReport } from '../packages/kernel.js';
 import type { SystemTarget } from '../packages/target.js';
 import { CairnError } from '../lib/errors.js';
@@ -65,9 +66,10 @@ export interface SystemHooks {
   installKernel: typeof installKernel;
   kernelPayloads: typeof kernelPayloads;
   installFirmware: typeof installFirmware;
+  updateGrubBootFiles: typeof updateGrubBootFiles;
 }
 
-export const SYSTEM_HOOKS: SystemHooks = { installKernel, kernelPayloads, installFirmware };
+export const SYSTEM_HOOKS: SystemHooks = { installKernel, kernelPayloads, installFirmware, updateGrubBootFiles };
 
 const MODULES = /^(?:usr\/)?lib\/modules\/[^/]+(?:\/|$)/;
 const BOOT = /^boot(?:\/|$)/;
@@ -183,12 +185,17 @@ export const KERNELS_MARKER = '/run/cairn/apk-kernels';
 /**
  * mkinitfs's trigger as cairn ships it. apk runs it (in the target root,
  * with PATH=/usr/sbin:/usr/bin:/sbin:/bin and nothing else in the
- * environment) with each changed /usr/share/kernel/<flavor> directory.
+ * environment) with each changed /usr/share/kernel/<flavor> directory, and
+ * with every one of them when mkinitfs itself is installed, upgraded or
+ * reinstalled (apk-tools 2.14 fires a new trigger on all matching paths).
  * A kernel installed through cairn's wrapper already has its initramfs on
- * the ESP: the wrapper lists its release in the marker file. Any other
- * kernel (apk run directly, around the wrapper) gets its initramfs from
- * `cairn initramfs build` where mkinitfs would have put it, and a warning
- * that the stick does not boot it yet.
+ * the ESP: the wrapper lists its release in the marker file during its run,
+ * and the repack it installed ships no /boot/vmlinuz-<flavor>, so a kernel
+ * put on the stick by an earlier run is told apart by that. Any other
+ * kernel (apk run directly, around the wrapper: upstream's package, with its
+ * image in /boot) gets its initramfs from `cairn initramfs build` where
+ * mkinitfs would have put it, and a warning that the stick does not boot it
+ * yet.
  */
 export function mkinitfsTrigger(cairnCommand = 'cairn'): string {
   return `#!/bin/sh
@@ -196,6 +203,7 @@ export function mkinitfsTrigger(cairnCommand = 'cairn'): string {
 # mkinitfs would write /boot/initramfs-<flavor> into the RAM layer, which
 # boots nothing: a cairn stick boots the kernel and initramfs on its ESP.
 marker=${KERNELS_MARKER}
+boot=/boot
 cairn=${shellQuote(cairnCommand)}
 command -v "$cairn" >/dev/null 2>&1 || cairn=cairn
 
@@ -208,9 +216,16 @@ for dir in "$@"; do
 		echo "cairn: kernel $release: modules image, kernel and initramfs are on the stick already"
 		continue
 	fi
+	# No kernel image in /boot: the package installed is cairn's repack, put on the
+	# stick by an earlier run (apk fires this trigger for every kernel when
+	# mkinitfs itself changes).
+	if [ ! -e "$boot/vmlinuz-$flavor" ]; then
+		echo "cairn: kernel $release: installed through cairn's apk wrapper, its initramfs is on the stick"
+		continue
+	fi
 	echo "cairn: kernel $release ($flavor) was installed around cairn's apk wrapper:" >&2
-	echo "cairn: building /boot/initramfs-$flavor with cairn initramfs build; the stick does not boot it yet" >&2
-	"$cairn" initramfs build --kver "$release" --modules-dir / --output "/boot/initramfs-$flavor" || {
+	echo "cairn: building $boot/initramfs-$flavor with cairn initramfs build; the stick does not boot it yet" >&2
+	"$cairn" initramfs build --kver "$release" --modules-dir / --output "$boot/initramfs-$flavor" || {
 		echo "  cairn initramfs build failed" >&2
 		exit 1
 	}

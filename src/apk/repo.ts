@@ -16,6 +16,14 @@ import { encodeTar } from './tar.js';
  * apk reads it with the signature checked against its keys directory, and
  * each package it installs from it must have the identity (`C:`) the index
  * gives, so a repacked package is only ever installed as signed.
+ *
+ * apk looks for a package's file under the directory of the architecture its
+ * index entry names (database.c apk_repo_format_real_url: `<repo>/<A:>/<file>`),
+ * so a `noarch` package (all of linux-firmware) listed as `A:noarch` is looked
+ * for in `<dir>/noarch/` and "not found". The index names the repository's
+ * architecture for every package instead, as `apk index --rewrite-arch`
+ * does for abuild's repositories (and so for Alpine's own indexes, where
+ * noarch packages are `A:x86_64`).
  */
 
 export interface RepoPackage {
@@ -61,10 +69,10 @@ export async function writeLocalRepo(o: LocalRepoOptions): Promise<LocalRepo> {
   return { dir: o.dir, indexPath, files };
 }
 
-/** The signed APKINDEX.tar.gz for some packages. */
-export function apkIndex(o: Omit<LocalRepoOptions, 'dir' | 'arch'>): Buffer {
+/** The signed APKINDEX.tar.gz for the packages of one architecture's directory. */
+export function apkIndex(o: Omit<LocalRepoOptions, 'dir'>): Buffer {
   const mtime = o.mtime ?? 0;
-  const text = o.packages.map(indexEntry).join('');
+  const text = o.packages.map((p) => indexEntry(p, o.arch)).join('');
   const entry = (name: string, content: Buffer) => ({
     name,
     type: 'file' as const,
@@ -88,12 +96,14 @@ export function apkIndex(o: Omit<LocalRepoOptions, 'dir' | 'arch'>): Buffer {
   });
 }
 
-/** One package's index entry, fields in apk's order, ending in a blank line. */
-export function indexEntry(p: RepoPackage): string {
+/**
+ * One package's index entry, fields in apk's order, ending in a blank line.
+ * `A:` is `repoArch`, the directory the file is in (`--rewrite-arch`).
+ */
+export function indexEntry(p: RepoPackage, repoArch: string): string {
   const info = parsePkgInfo(p.pkginfo);
   const first = (key: string) => info.fields.find((f) => f.key === key)?.value;
-  const lines = [`C:${p.identity}`, `P:${info.pkgname}`, `V:${info.pkgver}`];
-  if (info.arch) lines.push(`A:${info.arch}`);
+  const lines = [`C:${p.identity}`, `P:${info.pkgname}`, `V:${info.pkgver}`, `A:${repoArch}`];
   lines.push(`S:${p.bytes.length}`, `I:${info.size ?? 0}`, `T:${first('pkgdesc') ?? ''}`, `U:${first('url') ?? ''}`, `L:${first('license') ?? ''}`);
   if (info.origin) lines.push(`o:${info.origin}`);
   const maintainer = first('maintainer');

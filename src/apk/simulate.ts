@@ -88,3 +88,19 @@ export function specialChanges(changes: readonly ApkChange[], rules: readonly Cl
   }
   return out;
 }
+
+/**
+ * Whether apk solved the transaction and went through it (simulated or
+ * not): commit.c ends that with its summary line, "OK: ..." or
+ * "N error(s); ...", printed at verbosity 1 and more. A solver failure
+ * ("unable to select packages") prints none.
+ *
+ * apk's exit status alone does not say it: every commit counts the installed
+ * packages whose scripts failed earlier (`f:s` in the installed database) as
+ * errors, so with one such package each `apk add`, simulations included,
+ * ends in "1 error; ..." and status 1 while the transaction itself is sound
+ * and, when not simulated, runs (checked with apk-tools 2.14.4).
+ */
+export function reachedCommit(output: string): boolean {
+  return /^(?:OK:|[0-9]+ errors?;) /m.test(output);
+}

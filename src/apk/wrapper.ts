@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
+import { GRUB_LIB } from '../grub/core.js';
 import type { SystemTarget } from '../packages/target.js';
 import { CairnError, UsageError } from '../lib/errors.js';
 import { log } from '../lib/log.js';
@@ -26,7 +27,7 @@ import { setPkgInfoField } from './pkginfo.js';
 import { packageIdentity } from './read.js';
 import { repackApk } from './repack.js';
 import { writeLocalRepo } from './repo.js';
-import { parseApkChanges, writesPackage, type ApkChange } from './simulate.js';
+import { parseApkChanges, reachedCommit, writesPackage, type ApkChange } from './simulate.js';
 import type { TarEntry } from './tar.js';
 import { unpackEntries } from './unpack.js';
 import { verifyApk } from './verify.js';
@@ -168,7 +169,7 @@ async function wrapped(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: string
   if (!hasOption(parsed, 'no-network')) await refreshIndexes(o.realApk, repoOptions, root, wait, say);
 
   const first = await simulate(o.realApk, parsed);
-  if (first.exitCode !== 0) {
+  if (!solved(first)) {
     // The transaction fails as it stands (apk's solver says why): show that, install nothing.
     process.stdout.write(first.stdout ? `${first.stdout}\n` : '');
     process.stderr.write(first.stderr ? `${first.stderr}\n` : '');
@@ -183,7 +184,7 @@ async function wrapped(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: string
   const key = await ensureLocalKey(target.dataDir, keysDir, { bits: o.keyBits });
   if (key.created.publicKey) say(`wrote the local signing key's public half to ${key.publicPath}`);
 
-  return withTempDir('.cairn-apk-', async (work) => {
+  const status = await withTempDir('.cairn-apk-', async (work) => {
     const prepared: Prepared[] = [];
     for (const change of specials) {
       const p = await prepare(o, change, { work, keysDir, key, repoOptions, say });
@@ -194,10 +195,19 @@ async function wrapped(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: string
 
     const repoArgs = await localRepositories(o.realApk, parsed, root, work, repacked, key);
     const finalArgv = [`--wait=${wait}`, ...withOptionsAppended(parsed, repoArgs)];
-    await checkFinalTransaction(o.realApk, finalArgv, prepared, rules, work);
+    const finalChanges = await checkFinalTransaction(o.realApk, finalArgv, prepared, rules, work);
+    const kept = keptByApk(repacked, finalChanges);
+    for (const p of kept) {
+      say(
+        `${p.change.name} ${p.change.version}: apk skips its reinstall: the installed package is a repack by an earlier cairn, ` +
+          'which no repository holds (apk reinstalls a package by its identity), and the repack made now differs from it; ' +
+          'the package and its files on the stick stay as they are',
+      );
+    }
+    const changing = repacked.filter((p) => !kept.includes(p));
 
     const applied: string[] = [];
-    for (const p of repacked) {
+    for (const p of changing) {
       try {
         p.result = await p.patch.apply(target, { tree: p.tree!, name: p.change.name, version: p.change.version });
       } catch (e) {
@@ -209,16 +219,25 @@ async function wrapped(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: string
 
     const marker = join(root, KERNELS_MARKER);
     await mkdir(dirname(marker), { recursive: true });
-    await writeFile(marker, repacked.flatMap((p) => p.kernelReleases).map((r) => `${r}\n`).join(''));
+    await writeFile(marker, changing.flatMap((p) => p.kernelReleases).map((r) => `${r}\n`).join(''));
     let status: number;
     try {
       status = await execApk(o.realApk, finalArgv);
     } finally {
       await rm(marker, { force: true });
     }
-    if (status === 0) await checkInstalled(root, repacked);
+    if (status === 0) await checkInstalled(root, changing, say);
     return status;
   }, work(target));
+  // GRUB's files went in as they are (scripts that write a menu dropped):
+  // the stick's boot files are remade from them where the version changed.
+  if (status === 0 && specials.some((c) => c.class === 'grub')) {
+    const hooks = o.hooks ?? SYSTEM_HOOKS;
+    for (const u of await hooks.updateGrubBootFiles(target, { libDir: join(root, GRUB_LIB) })) {
+      say(`GRUB ${u.platform} ${u.version}: boot files written to ${u.written}; cairn's menu kept`);
+    }
+  }
+  return status;
 }
 
 /** Temp space for fetched and unpacked packages: the data partition, not RAM. */
@@ -245,6 +264,16 @@ async function refreshIndexes(realApk: string, repoOptions: readonly string[], r
   if (/Unable to lock database/i.test(out)) throw new ApkLockedError(root, wait);
   say(`could not bring the package indexes up to date (apk update exited with ${r.exitCode}); going on with the cached ones`);
   log.warn({ output: out.trim().slice(-800) }, 'apk update failed');
+}
+
+/**
+ * A simulation that solved the transaction: status 0, or apk's summary line
+ * after a non-zero status that counts errors from before this command (a
+ * package whose script failed earlier, see reachedCommit), which apk would
+ * report just the same when run alone.
+ */
+function solved(r: CapturedApk): boolean {
+  return r.exitCode === 0 || reachedCommit(r.stdout);
 }
 
 async function simulate(realApk: string, parsed: ParsedApkArgs | string[]): Promise<CapturedApk> {
@@ -383,16 +412,17 @@ async function localRepositories(realApk: string, parsed: ParsedApkArgs, root: s
  * must be one prepared (same name and version), and apk must have read the
  * local repositories without complaint.
  */
-async function checkFinalTransaction(realApk: string, argv: string[], prepared: readonly Prepared[], rules: readonly ClassRule[], work: string): Promise<void> {
+async function checkFinalTransaction(realApk: string, argv: string[], prepared: readonly Prepared[], rules: readonly ClassRule[], work: string): Promise<ApkChange[]> {
   const r = await simulate(realApk, argv);
   const complaint = `${r.stdout}\n${r.stderr}`.split('\n').find((l) => /WARNING|ERROR/.test(l) && l.includes(work));
-  if (r.exitCode !== 0 || complaint) {
+  if (!solved(r) || complaint) {
     throw new ApkTransactionDriftError(
       `apk did not accept cairn's local repository of repacked packages: ${(complaint ?? r.stderr ?? r.stdout).trim().split('\n').slice(-3).join('; ')}`,
       'nothing was installed; is the local key in /etc/apk/keys (cairn-local.rsa.pub)?',
     );
   }
-  for (const c of specialsOf(parseApkChanges(r.stdout), rules, false)) {
+  const changes = parseApkChanges(r.stdout);
+  for (const c of specialsOf(changes, rules, false)) {
     if (!prepared.some((p) => p.change.name === c.name && p.change.version === c.version)) {
       throw new ApkTransactionDriftError(
         `the transaction changed while cairn prepared it: it now installs ${c.name} ${c.version}, which was not repacked`,
@@ -400,19 +430,55 @@ async function checkFinalTransaction(realApk: string, argv: string[], prepared: 
       );
     }
   }
+  return changes;
 }
 
-/** After apk: the repacked packages, not upstream's, are the ones installed. */
-async function checkInstalled(root: string, repacked: readonly Prepared[]): Promise<void> {
+/**
+ * Repacked packages apk will still not reinstall. `apk fix --reinstall`
+ * reinstalls the installed package by its identity (`C:`); when that is a
+ * repack made by an earlier cairn (another mkinitfs trigger, another cairn
+ * path in it, another writer), no repository holds it, and the repack made
+ * now is another package of the same version: apk prints "[APK unavailable,
+ * skipped] Reinstalling" for it even with the local repository (checked with
+ * apk-tools 2.14.4) and leaves it installed as it was.
+ */
+function keptByApk(repacked: readonly Prepared[], finalChanges: readonly ApkChange[]): Prepared[] {
+  return repacked.filter(
+    (p) => p.change.skipped && finalChanges.some((c) => c.name === p.change.name && c.version === p.change.version && c.skipped),
+  );
+}
+
+/**
+ * After apk: the repacked packages, not upstream's, are the ones installed.
+ * When apk took upstream's, the stick's half was done all the same (the
+ * patches ran before apk), but upstream's files are in the RAM layer too.
+ * `apk fix --reinstall` cannot swap them: apk-tools 2.14 reinstalls the
+ * installed package by its identity, so a kernel installed around the
+ * wrapper (upstream's) is reinstalled as upstream's even with cairn's repack
+ * of the same version in a repository numbered before it (checked with
+ * apk-tools 2.14.4). That reinstall is what the user asked for and put the
+ * kernel on the stick: a warning. apk preferring upstream's anywhere else
+ * breaks what the wrapper relies on: an error.
+ */
+async function checkInstalled(root: string, repacked: readonly Prepared[], say: (l: string) => void): Promise<void> {
   const installed = await readInstalled(root);
   const wrong = repacked.filter((p) => {
     const i = installed.get(p.change.name);
     return i !== undefined && i.version === p.change.version && i.identity !== p.identity;
   });
-  if (wrong.length) {
-    throw new ApkTransactionDriftError(
-      `apk installed ${wrong.map((p) => `${p.change.name} ${p.change.version}`).join(', ')} from an upstream repository instead of cairn's repack`,
-      `its files are in the RAM layer, not on the stick: run apk fix --reinstall ${wrong.map((p) => p.change.name).join(' ')}`,
+  if (wrong.length === 0) return;
+  const names = wrong.map((p) => p.change.name).join(' ');
+  const what = wrong.map((p) => `${p.change.name} ${p.change.version}`).join(', ');
+  const remedy = `cairn's repack replaces it at its next version (apk upgrade), or after apk del ${names} and apk add ${names} through cairn`;
+  if (wrong.every((p) => p.change.action === 'reinstall')) {
+    say(
+      `apk reinstalled ${what} as installed, upstream's package (apk reinstalls by identity, not cairn's repack): ` +
+        `its files on the stick are cairn's, but upstream's copies stay in the RAM layer; ${remedy}`,
     );
+    return;
   }
+  throw new ApkTransactionDriftError(
+    `apk installed upstream's ${what} instead of cairn's repack`,
+    `cairn put its kernel and firmware files on the stick before apk ran, but upstream's copies are in the RAM layer too; apk fix --reinstall keeps upstream's package: ${remedy}`,
+  );
 }

@@ -6,7 +6,8 @@
  * It records every argv (JSON lines in $STANDIN_LOG) and, from the scenario
  * in $STANDIN_SCENARIO:
  * - add/upgrade/fix --simulate: prints the scenario's changes in apk 2.14's
- *   exact format (commit.c print_change), then "OK: ..."; local
+ *   exact format (commit.c print_change), then "OK: ..." (or "N errors; ..."
+ *   and status N with `brokenPackages`); local
  *   repositories given with --repository are read as apk would (APKINDEX
  *   signature checked against the keys directory, else a WARNING);
  * - add/upgrade/fix: "installs" each change: from a local repository when one
@@ -47,6 +48,13 @@ export interface StandinScenario {
   changes: Partial<Record<'add' | 'upgrade' | 'fix', StandinChange[]>>;
   /** `update` fails as apk does when another apk holds the lock. */
   lockHeld?: boolean;
+  /**
+   * Installed packages whose script failed earlier (`f:s` in the installed
+   * database): real apk 2.14 counts each as an error in every commit,
+   * simulations included, ending in "N error(s); ..." and status N, while
+   * the transaction itself runs.
+   */
+  brokenPackages?: number;
 }
 
 function main(argv: string[]): number {
@@ -117,10 +125,11 @@ function passthrough(): number {
 
 interface Local {
   dir: string;
-  entries: Map<string, string>;
+  /** name-version -> its C: and A: (apk looks for the file in `<dir>/<A:>/`, apk_repo_format_real_url). */
+  entries: Map<string, { identity: string; arch?: string }>;
 }
 
-/** A local repository as apk reads it: the APKINDEX's signature checked, its C: per name-version. */
+/** A local repository as apk reads it: the APKINDEX's signature checked, its C: and A: per name-version. */
 function readLocalRepo(url: string, arch: string, keysDir: string): Local | string {
   const dir = url.replace(/^@\S+\s+/, '');
   const index = join(dir, arch, 'APKINDEX.tar.gz');
@@ -135,10 +144,10 @@ function readLocalRepo(url: string, arch: string, keysDir: string): Local | stri
     return `WARNING: opening ${dir}: UNTRUSTED signature`;
   }
   const text = decodeTar(members[1]!.inflated).entries.find((e) => e.name === 'APKINDEX')!.content!.toString();
-  const entries = new Map<string, string>();
+  const entries: Local['entries'] = new Map();
   for (const block of text.split('\n\n')) {
     const f = (k: string) => block.split('\n').find((l) => l.startsWith(`${k}:`))?.slice(2);
-    if (f('P')) entries.set(`${f('P')}-${f('V')}`, f('C')!);
+    if (f('P')) entries.set(`${f('P')}-${f('V')}`, { identity: f('C')!, arch: f('A') });
   }
   return { dir, entries };
 }
@@ -162,21 +171,43 @@ function transaction(
   }
   const changes = s.changes[applet] ?? [];
   const chosen: { change: StandinChange; file: string; bytes: Buffer }[] = [];
+  let missing = 0;
   changes.forEach((c, i) => {
     const tag = c.tag ? `@${c.tag}` : '';
     const versions = c.old ? `${c.old} -> ${c.version}` : c.version;
-    process.stdout.write(`(${i + 1}/${changes.length}) ${c.message} ${c.name}${tag} (${versions})\n`);
-    if (c.message === 'Purging') return;
     const key = `${c.name}-${c.version}`;
-    const local = locals.find((l) => l.entries.has(key));
-    const file = local ? join(local.dir, s.arch, `${key}.apk`) : join(s.upstream, `${key}.apk`);
+    // apk 2.14 reinstalls the installed package by its identity (C:): from a local
+    // repository listing that very identity, else upstream's when it is that one,
+    // else "[APK unavailable, skipped]" (checked with apk-tools 2.14.4).
+    const wanted = c.message === 'Reinstalling' ? installedIdentity(root, c.name) : undefined;
+    const local = locals.find((l) => l.entries.has(key) && (wanted === undefined || l.entries.get(key)!.identity === wanted));
+    const upstreamFile = join(s.upstream, `${key}.apk`);
+    const skipped =
+      wanted !== undefined && !local && !(existsSync(upstreamFile) && packageIdentity(readApk(readFileSync(upstreamFile)).control.compressed) === wanted);
+    process.stdout.write(`(${i + 1}/${changes.length}) ${skipped ? '[APK unavailable, skipped] ' : ''}${c.message} ${c.name}${tag} (${versions})\n`);
+    if (c.message === 'Purging' || skipped) return;
+    const entry = local?.entries.get(key);
+    const file = local ? join(local.dir, entry!.arch ?? s.arch, `${key}.apk`) : upstreamFile;
+    if (local && !existsSync(file)) {
+      // A simulation opens no package file; the real run reports it, installs the rest and fails.
+      if (!simulate) {
+        process.stderr.write(`ERROR: ${key}: package mentioned in index not found (try 'apk update')\n`);
+        missing++;
+      }
+      return;
+    }
     const bytes = readFileSync(file);
-    if (local && packageIdentity(readApk(bytes).control.compressed) !== local.entries.get(key)) {
+    if (local && packageIdentity(readApk(bytes).control.compressed) !== entry!.identity) {
       throw new Error(`${key}: the local repository's identity does not match its file`);
     }
     chosen.push({ change: c, file, bytes });
   });
-  if (simulate) return out('OK: 12 MiB in 34 packages\n');
+  const summary = (errors: number) => `${errors ? `${errors} error${errors > 1 ? 's' : ''};` : 'OK:'} 12 MiB in 34 packages\n`;
+  const broken = s.brokenPackages ?? 0;
+  if (simulate) {
+    process.stdout.write(summary(broken));
+    return broken;
+  }
 
   const installedPath = join(root, 'lib/apk/db/installed');
   mkdirSync(join(root, 'lib/apk/db'), { recursive: true });
@@ -207,9 +238,16 @@ function transaction(
       for (const a of positionals) if (!world.includes(a)) world.push(a);
       writeFileSync(worldPath, `${world.sort().join('\n')}\n`);
     }
-    process.stdout.write('OK: 12 MiB in 34 packages\n');
+    process.stdout.write(summary(missing + broken));
   };
-  return 0;
+  return missing + broken;
+}
+
+function installedIdentity(root: string, name: string): string | undefined {
+  const path = join(root, 'lib/apk/db/installed');
+  if (!existsSync(path)) return undefined;
+  const block = readFileSync(path, 'utf8').split('\n\n').find((b) => b.split('\n').includes(`P:${name}`));
+  return block?.split('\n').find((l) => l.startsWith('C:'))?.slice(2);
 }
 
 const pending: Promise<void>[] = [];

@@ -1,7 +1,7 @@
 import { describe, it, expect, beforeAll, afterAll } from 'vitest';
 import { createHash, generateKeyPairSync, verify, type KeyObject } from 'node:crypto';
 import { spawnSync } from 'node:child_process';
-import { mkdtemp, rm, writeFile, mkdir } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { gunzipSync } from 'node:zlib';
@@ -13,6 +13,7 @@ import { dataHashOf, packageIdentity, readApk } from '../../src/apk/read.js';
 import { parseSignatureEntryName, prependSignature, signatureMember, type SignatureType } from '../../src/apk/sign.js';
 import { verifyApk } from '../../src/apk/verify.js';
 import { repackApk } from '../../src/apk/repack.js';
+import { indexEntry, writeLocalRepo } from '../../src/apk/repo.js';
 import { kernelReleasesIn } from '../../src/apk/classify.js';
 import {
   ApkBadSignatureError,
@@ -706,5 +707,48 @@ describe('repackApk', () => {
       }),
     ).rejects.toThrow(ApkDatahashError);
     expect(called).toBe(false);
+  });
+});
+
+// ------------------------------------------------------------------ local repository
+
+describe('the local repository index (repo.ts)', () => {
+  // The shape below is what apk-tools 2.14.4's `apk index --rewrite-arch x86_64`
+  // printed for the same package when this was checked against the real apk.
+  it("names the repository's architecture for a noarch package, as apk index --rewrite-arch does, so apk finds its file", async () => {
+    const data = firmwareData();
+    const info = setPkgInfoField(pkginfo('linux-firmware-intel', '20240811-r0', [['provides', 'linux-firmware-any']], data), 'arch', 'noarch');
+    const apk = build({ pkginfo: info, data });
+    const entry = indexEntry({ bytes: apk.bytes, pkginfo: apk.pkginfo, identity: apk.identity }, 'x86_64');
+    expect(entry).toBe(
+      [
+        `C:${apk.identity}`,
+        'P:linux-firmware-intel',
+        'V:20240811-r0',
+        'A:x86_64',
+        `S:${apk.bytes.length}`,
+        `I:${installedSize(data)}`,
+        'T:linux-firmware-intel made by a cairn test',
+        'U:https://example.org',
+        'L:MIT',
+        'o:linux-firmware-intel',
+        `t:${MTIME}`,
+        'p:linux-firmware-any',
+        '',
+        '',
+      ].join('\n'),
+    );
+    // apk 2.14 looks for the file in <repository>/<A:>/ (apk_repo_format_real_url): that is where it is.
+    const repo = await writeLocalRepo({
+      dir: join(work, 'repo-noarch'),
+      arch: 'x86_64',
+      packages: [{ bytes: apk.bytes, pkginfo: apk.pkginfo, identity: apk.identity }],
+      signingKey: trusted.privateKey,
+      keyName: KEY_NAME,
+    });
+    expect(repo.files).toEqual([join(work, 'repo-noarch', 'x86_64', 'linux-firmware-intel-20240811-r0.apk')]);
+    const index = splitGzipMembers(await readFile(repo.indexPath));
+    const text = decodeTar(index[1]!.inflated).entries.find((e) => e.name === 'APKINDEX')!.content!.toString();
+    expect(text).toBe(entry);
   });
 });

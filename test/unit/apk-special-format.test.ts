@@ -31,6 +31,7 @@ const hooks: SystemHooks = {
   kernelPayloads: async (tree) => [{ tree, release: '6.6.1-0-lts', image: join(tree, 'boot/vmlinuz-lts') }],
   installKernel: async (_t, p) => ({ release: p.release, modulesImage: 'm', modulesBytes: 1, kernelBytes: 1, initramfsBytes: 1, removed: [] }),
   installFirmware: async () => 1,
+  updateGrubBootFiles: async () => [],
 };
 
 async function repacked(name: string): Promise<Buffer> {
@@ -168,7 +169,7 @@ describe('the apk shim', () => {
 });
 
 describe("mkinitfs's trigger as cairn repacks it", () => {
-  it('leaves kernels the wrapper installed alone and builds others with cairn initramfs build', async () => {
+  it('leaves kernels the wrapper installed (now or earlier) alone and builds others with cairn initramfs build', async () => {
     const bin = join(h.dir, 'bin');
     mkdirSync(bin);
     writeFileSync(join(bin, 'cairn'), `#!/bin/sh\necho "cairn $*" >> ${h.dir}/cairn-calls\n`);
@@ -176,18 +177,27 @@ describe("mkinitfs's trigger as cairn repacks it", () => {
     const trigger = join(h.dir, 'trigger');
     writeFileSync(trigger, mkinitfsTrigger(join(bin, 'cairn')));
     await execa('shellcheck', ['-s', 'sh', trigger]);
-    for (const [flavor, rel] of [['lts', '6.6.1-0-lts'], ['virt', '6.6.1-0-virt']] as const) {
+    for (const [flavor, rel] of [['lts', '6.6.1-0-lts'], ['virt', '6.6.1-0-virt'], ['edge', '6.7.0-0-edge']] as const) {
       mkdirSync(join(h.dir, 'kernel', flavor), { recursive: true });
       writeFileSync(join(h.dir, 'kernel', flavor, 'kernel.release'), `${rel}\n`);
     }
-    // The marker lives at /run/cairn/apk-kernels; run the trigger with it pointing into the test dir.
+    // lts: installed by this wrapper run (in the marker, its image on the ESP);
+    // virt: upstream's package installed around the wrapper (its image in /boot);
+    // edge: a repack installed by an earlier run (no image in /boot), the trigger
+    // fired because mkinitfs itself changed (apk then fires it for every kernel).
+    const boot = join(h.dir, 'boot');
+    mkdirSync(boot);
+    writeFileSync(join(boot, 'vmlinuz-virt'), 'upstream kernel');
+    // The marker lives at /run/cairn/apk-kernels; run the trigger with it and /boot pointing into the test dir.
     const marker = join(h.dir, 'apk-kernels');
     writeFileSync(marker, '6.6.1-0-lts\n');
-    writeFileSync(trigger, readFileSync(trigger, 'utf8').replace('marker=/run/cairn/apk-kernels', `marker=${marker}`));
-    const r = await execa('sh', [trigger, join(h.dir, 'kernel/lts'), join(h.dir, 'kernel/virt')]);
+    writeFileSync(trigger, readFileSync(trigger, 'utf8').replace('marker=/run/cairn/apk-kernels', `marker=${marker}`).replace('boot=/boot\n', `boot=${boot}\n`));
+    const r = await execa('sh', [trigger, join(h.dir, 'kernel/lts'), join(h.dir, 'kernel/virt'), join(h.dir, 'kernel/edge')]);
     expect(r.stdout).toMatch(/kernel 6\.6\.1-0-lts: modules image, kernel and initramfs are on the stick already/);
+    expect(r.stdout).toMatch(/kernel 6\.7\.0-0-edge: installed through cairn's apk wrapper, its initramfs is on the stick/);
     expect(r.stderr).toMatch(/6\.6\.1-0-virt \(virt\) was installed around cairn's apk wrapper/);
-    expect(readFileSync(join(h.dir, 'cairn-calls'), 'utf8')).toBe('cairn initramfs build --kver 6.6.1-0-virt --modules-dir / --output /boot/initramfs-virt\n');
+    expect(r.stderr).not.toMatch(/edge/);
+    expect(readFileSync(join(h.dir, 'cairn-calls'), 'utf8')).toBe(`cairn initramfs build --kver 6.6.1-0-virt --modules-dir / --output ${boot}/initramfs-virt\n`);
   });
 });
 

@@ -13,18 +13,18 @@ import { Esp } from '../../src/esp/esp.js';
 import { kernelPayloads } from '../../src/packages/kernel.js';
 import type { SystemTarget } from '../../src/packages/target.js';
 import type { SystemHooks } from '../../src/apk/patch.js';
-import { readApk } from '../../src/apk/read.js';
+import { packageIdentity, readApk } from '../../src/apk/read.js';
 import { runApkWrapper } from '../../src/apk/wrapper.js';
 import { firmwarePackage, grubPackage, harness, kernelPackage, KREL, mkinitfsPackage, ordinaryPackage, upstreamPackage, file, dir, type Harness } from '../helpers/apk-harness.js';
 import { generateKeyPairSync } from 'node:crypto';
 import { writeApk } from '../../src/apk/write.js';
 
 let h: Harness;
-let hooked: { kernels: { release: string; files: string[] }[]; firmware: string[][] };
+let hooked: { kernels: { release: string; files: string[] }[]; firmware: string[][]; grubLibs: string[] };
 
 beforeEach(async () => {
   h = await harness();
-  hooked = { kernels: [], firmware: [] };
+  hooked = { kernels: [], firmware: [], grubLibs: [] };
 });
 afterEach(() => h.cleanup());
 
@@ -51,6 +51,10 @@ const hooks: SystemHooks = {
   installFirmware: async (_t, tree) => {
     hooked.firmware.push(listTree(tree));
     return 1;
+  },
+  updateGrubBootFiles: async (_t, o) => {
+    hooked.grubLibs.push(o?.libDir ?? '');
+    return [];
   },
 };
 
@@ -128,6 +132,18 @@ describe('cairn apk pass-through (stand-in for apk)', () => {
     expect(existsSync(join(h.root, 'lib/apk/db/installed'))).toBe(false);
   });
 
+  it('runs an ordinary add when a package broken earlier makes every apk commit end in "1 error" (status 1)', async () => {
+    // Real apk 2.14.4: one installed package with a failed script (f:s) makes each
+    // commit, simulations included, print "1 error; ..." and exit 1, and still install.
+    ordinaryPackage(h);
+    h.scenario({ brokenPackages: 1, changes: { add: [{ message: 'Installing', name: 'htop', version: '3.2.2-r1' }] } });
+    const r = await h.cairn(['apk', '--', '--root', h.root, 'add', 'htop']);
+    expect(r.exitCode).toBe(1);
+    expect(apkCalls()).toEqual([['update', '--quiet', '--wait=120'], ['add', 'htop', '--simulate'], ['add', 'htop']]);
+    expect(r.stdout).toMatch(/^1 error; /m);
+    expect(installed()).toMatch(/P:htop/);
+  });
+
   it('fails clearly when another apk holds the database lock', async () => {
     h.scenario({ lockHeld: true });
     const r = await h.cairn(['apk', '--lock-wait', '1', '--', '--root', h.root, 'add', 'htop']);
@@ -187,6 +203,74 @@ describe('cairn apk with special packages (stand-in for apk)', () => {
     expect(existsSync(join(h.root, 'run/cairn/apk-kernels'))).toBe(false);
   });
 
+  it('installs the repacked kernel when a package broken earlier makes apk count an error in every commit', async () => {
+    kernelPackage(h);
+    h.scenario({ brokenPackages: 1, changes: { add: [{ message: 'Installing', name: 'linux-lts', version: '6.6.1-r0' }] } });
+    expect(await wrap(['add', 'linux-lts'])).toBe(1);
+    expect(hooked.kernels.map((k) => k.release)).toEqual([KREL]);
+    const final = apkCalls().at(-1)!;
+    expect(final.slice(0, 3)).toEqual(['--wait=5', 'add', 'linux-lts']);
+    expect(final.slice(3).every((a) => a.startsWith('--repository='))).toBe(true);
+    const kernel = readApk(readFileSync(join(h.root, 'lib/apk/db/standin-packages/linux-lts.apk')));
+    expect(kernel.signatures.map((s) => s.keyName)).toEqual(['cairn-local.rsa.pub']);
+  });
+
+  it('fix --reinstall of a kernel it installed finds the same repack (same identity) and puts it on the stick again', async () => {
+    kernelPackage(h);
+    h.scenario({ changes: { add: [{ message: 'Installing', name: 'linux-lts', version: '6.6.1-r0' }] } });
+    expect(await wrap(['add', 'linux-lts'])).toBe(0);
+    const before = installed();
+    h.scenario({ changes: { fix: [{ message: 'Reinstalling', name: 'linux-lts', version: '6.6.1-r0'}] } });
+    expect(await wrap(['fix', '--reinstall', 'linux-lts'])).toBe(0);
+    expect(hooked.kernels.map((k) => k.release)).toEqual([KREL, KREL]);
+    expect(apkCalls().at(-1)!.slice(0, 4)).toEqual(['--wait=5', 'fix', '--reinstall', 'linux-lts']);
+    expect(installed()).toBe(before);
+  });
+
+  it('fix --reinstall of a repack by an earlier cairn, which apk cannot reinstall: says so, leaves the stick alone, no false alarm', async () => {
+    kernelPackage(h);
+    // Installed: linux-lts 6.6.1-r0 as a repack no repository holds (another identity than the one made now).
+    writeFileSync(join(h.root, 'lib/apk/db/installed'), 'C:Q1AnEarlierRepackOfLinuxLts00000=\nP:linux-lts\nV:6.6.1-r0\nF:usr\n\n');
+    h.scenario({ changes: { fix: [{ message: 'Reinstalling', name: 'linux-lts', version: '6.6.1-r0'}] } });
+    const said: string[] = [];
+    Object.assign(process.env, h.env());
+    const status = await runApkWrapper({
+      argv: ['--root', h.root, 'fix', '--reinstall', 'linux-lts'],
+      realApk: h.apk,
+      target: target(),
+      hooks,
+      lockWaitSeconds: 5,
+      say: (l) => said.push(l),
+    });
+    expect(status).toBe(0);
+    expect(said.join('\n')).toMatch(/linux-lts 6\.6\.1-r0: apk skips its reinstall: the installed package is a repack by an earlier cairn/);
+    expect(hooked.kernels).toEqual([]);
+    expect(installed()).toMatch(/^C:Q1AnEarlierRepackOfLinuxLts00000=$/m);
+  });
+
+  it("fix --reinstall of upstream's kernel (installed around the wrapper) puts it on the stick; apk keeps upstream's package: a warning, apk's status", async () => {
+    const upstreamBytes = kernelPackage(h);
+    // Installed around the wrapper: upstream's own package.
+    writeFileSync(join(h.root, 'lib/apk/db/installed'), `C:${packageIdentity(readApk(upstreamBytes).control.compressed)}\nP:linux-lts\nV:6.6.1-r0\nF:boot\n\n`);
+    h.scenario({ changes: { fix: [{ message: 'Reinstalling', name: 'linux-lts', version: '6.6.1-r0' }] } });
+    const said: string[] = [];
+    Object.assign(process.env, h.env());
+    const status = await runApkWrapper({
+      argv: ['--root', h.root, 'fix', '--reinstall', 'linux-lts'],
+      realApk: h.apk,
+      target: target(),
+      hooks,
+      lockWaitSeconds: 5,
+      say: (l) => said.push(l),
+    });
+    expect(status).toBe(0);
+    expect(hooked.kernels.map((k) => k.release)).toEqual([KREL]);
+    expect(said.join('\n')).toMatch(/apk reinstalled linux-lts 6\.6\.1-r0 as installed, upstream's package .*apk del linux-lts and apk add linux-lts through cairn/);
+    expect(readApk(readFileSync(join(h.root, 'lib/apk/db/standin-packages/linux-lts.apk'))).signatures.map((s) => s.keyName)).toEqual([
+      'alpine-devel@alpinelinux.org-6165ee59.rsa.pub',
+    ]);
+  });
+
   it('upgrades keep world as it was', async () => {
     kernelPackage(h, '6.6.2-r0', '6.6.2-0-lts');
     writeFileSync(join(h.root, 'etc/apk/world'), 'alpine-base\nlinux-lts\n');
@@ -200,7 +284,10 @@ describe('cairn apk with special packages (stand-in for apk)', () => {
   it('drops GRUB\'s config-writing trigger and scripts, keeping its files', async () => {
     grubPackage(h);
     h.scenario({ changes: { add: [{ message: 'Installing', name: 'grub', version: '2.12-r1' }] } });
+    expect(hooked.grubLibs).toEqual([]);
     expect(await wrap(['add', 'grub'])).toBe(0);
+    // After apk, the stick's boot files are remade from the GRUB it installed.
+    expect(hooked.grubLibs).toEqual([join(h.root, 'usr/lib/grub')]);
     const grub = readApk(readFileSync(join(h.root, 'lib/apk/db/standin-packages/grub.apk')));
     expect(grub.controlEntries.map((e) => e.name)).toEqual(['.PKGINFO', '.pre-install']);
     expect(grub.pkginfo.triggers).toEqual([]);
