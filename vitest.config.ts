@@ -13,6 +13,9 @@ export default defineConfig({
         test: {
           name: 'unit',
           include: ['test/unit/**/*.test.ts'],
+          // The apk wrapper's cases run a stand-in apk as child processes,
+          // several per case: seconds each on a loaded 2-core machine.
+          testTimeout: 30_000,
         },
       },
       {

@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 
 /**
@@ -34,4 +34,18 @@ export async function readInstalled(root: string): Promise<Map<string, Installed
     if ((e as NodeJS.ErrnoException).code === 'ENOENT') return new Map();
     throw e;
   }
+}
+
+/**
+ * Whether an installed kernel package ships `release`: each of Alpine's
+ * kernel packages (repacked by cairn or not) installs
+ * /usr/share/kernel/<flavor>/kernel.release, which apk removes with it.
+ */
+export async function kernelInstalled(root: string, release: string): Promise<boolean> {
+  const dir = join(root, 'usr/share/kernel');
+  for (const flavor of await readdir(dir).catch(() => [] as string[])) {
+    const text = await readFile(join(dir, flavor, 'kernel.release'), 'utf8').catch(() => '');
+    if (text.trim() === release) return true;
+  }
+  return false;
 }

@@ -1,6 +1,6 @@
 import { installFirmware } from '../packages/firmware.js';
 import { updateGrubBootFiles } from '../packages/grub.js';
-import { installKernel, kernelPayloads, type KernelInstallReport } from '../packages/kernel.js';
+import { forgetRemovedKernels, installKernel, kernelPayloads, type KernelInstallReport } from '../packages/kernel.js';
 import type { SystemTarget } from '../packages/target.js';
 import { CairnError } from '../lib/errors.js';
 import type { SpecialClass } from './classify.js';
@@ -67,9 +67,10 @@ export interface SystemHooks {
   kernelPayloads: typeof kernelPayloads;
   installFirmware: typeof installFirmware;
   updateGrubBootFiles: typeof updateGrubBootFiles;
+  forgetRemovedKernels: typeof forgetRemovedKernels;
 }
 
-export const SYSTEM_HOOKS: SystemHooks = { installKernel, kernelPayloads, installFirmware, updateGrubBootFiles };
+export const SYSTEM_HOOKS: SystemHooks = { installKernel, kernelPayloads, installFirmware, updateGrubBootFiles, forgetRemovedKernels };
 
 const MODULES = /^(?:usr\/)?lib\/modules\/[^/]+(?:\/|$)/;
 const BOOT = /^boot(?:\/|$)/;

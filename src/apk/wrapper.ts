@@ -19,7 +19,7 @@ import {
 import { classify, DEFAULT_CLASS_RULES, type ClassRule, type SpecialClass } from './classify.js';
 import { captureApk, execApk, type CapturedApk } from './exec.js';
 import { fetchExact, ApkFetchError } from './fetch.js';
-import { readInstalled } from './installed.js';
+import { kernelInstalled, readInstalled } from './installed.js';
 import { ensureLocalKey, type LocalKey } from './localKey.js';
 import { withWrapperLock } from './lock.js';
 import { KERNELS_MARKER, patchFor, SYSTEM_HOOKS, type PatchResult, type SpecialPatch, type SystemHooks } from './patch.js';
@@ -147,7 +147,8 @@ const DEFAULT_LOCK_WAIT = 120;
 export async function runApkWrapper(o: ApkWrapperOptions): Promise<number> {
   const parsed = parseApkArgs(o.argv);
   const installs = parsed.applet !== undefined && INSTALLING_APPLETS.includes(parsed.applet);
-  if (!installs || parsed.stopsEarly || hasOption(parsed, 'simulate')) {
+  const removes = parsed.applet === 'del';
+  if ((!installs && !removes) || parsed.stopsEarly || hasOption(parsed, 'simulate')) {
     return execApk(o.realApk, parsed.argv);
   }
   if (hasOption(parsed, 'overlay-from-stdin')) {
@@ -159,8 +160,26 @@ export async function runApkWrapper(o: ApkWrapperOptions): Promise<number> {
   const say = o.say ?? ((line: string) => process.stderr.write(`cairn: ${line}\n`));
   const wait = o.lockWaitSeconds ?? DEFAULT_LOCK_WAIT;
   return withWrapperLock(join(root, 'run/cairn'), { waitSeconds: wait, onWait: (h) => say(`waiting up to ${wait}s for another cairn apk (${h})`) }, () =>
-    wrapped(o, parsed, root, wait, say),
+    removes ? removing(o, parsed, root, say) : wrapped(o, parsed, root, wait, say),
   );
+}
+
+/** `apk del`: straight to apk, then the stick forgets a kernel whose package went. */
+async function removing(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: string, say: (l: string) => void): Promise<number> {
+  const rules = o.rules ?? DEFAULT_CLASS_RULES;
+  const first = await simulate(o.realApk, parsed);
+  const removesKernel = solved(first) && parseApkChanges(first.stdout).some((c) => c.action === 'purge' && classify(c.name, rules) === 'kernel');
+  if (!removesKernel) return execApk(o.realApk, parsed.argv);
+  const target = await o.target();
+  const status = await execApk(o.realApk, parsed.argv);
+  if (status === 0) await forgetKernels(o, target, root, say);
+  return status;
+}
+
+async function forgetKernels(o: ApkWrapperOptions, target: SystemTarget, root: string, say: (l: string) => void): Promise<void> {
+  const r = await (o.hooks ?? SYSTEM_HOOKS).forgetRemovedKernels(target, (release) => kernelInstalled(root, release));
+  if (r.dropped) say(`kernel ${r.dropped}: its package is gone, and so are its files on the stick and its menu entry`);
+  for (const k of r.kept) say(`kernel ${k}: its package is gone; its files stay on the stick, which boots it (now or by default)`);
 }
 
 async function wrapped(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: string, wait: number, say: (l: string) => void): Promise<number> {
@@ -175,16 +194,45 @@ async function wrapped(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: string
     process.stderr.write(first.stderr ? `${first.stderr}\n` : '');
     return first.exitCode;
   }
-  const specials = specialsOf(parseApkChanges(first.stdout), rules, true);
-  if (specials.length === 0) return execApk(o.realApk, parsed.argv);
-  if (hasOption(parsed, 'allow-untrusted')) throw new ApkUntrustedRefusedError(specials.map((c) => c.name));
+  const changes = parseApkChanges(first.stdout);
+  const specials = specialsOf(changes, rules, true);
+  const removesKernel = changes.some((c) => c.action === 'purge' && classify(c.name, rules) === 'kernel');
+  if (specials.length === 0 && !removesKernel) return execApk(o.realApk, parsed.argv);
+  if (specials.length && hasOption(parsed, 'allow-untrusted')) throw new ApkUntrustedRefusedError(specials.map((c) => c.name));
 
   const target = await o.target();
+  const status = specials.length ? await installSpecials(o, parsed, { root, wait, say, rules, repoOptions, specials, target }) : await execApk(o.realApk, parsed.argv);
+  if (status !== 0) return status;
+  const hooks = o.hooks ?? SYSTEM_HOOKS;
+  // GRUB's files went in as they are (scripts that write a menu dropped):
+  // the stick's boot files are remade from them where the version changed.
+  if (specials.some((c) => c.class === 'grub')) {
+    for (const u of await hooks.updateGrubBootFiles(target, { libDir: join(root, GRUB_LIB) })) {
+      say(`GRUB ${u.platform} ${u.version}: boot files written to ${u.written}; cairn's menu kept`);
+    }
+  }
+  if (removesKernel) await forgetKernels(o, target, root, say);
+  return status;
+}
+
+interface SpecialsContext {
+  root: string;
+  wait: number;
+  say: (l: string) => void;
+  rules: readonly ClassRule[];
+  repoOptions: string[];
+  specials: (ApkChange & { class: SpecialClass })[];
+  target: SystemTarget;
+}
+
+/** A transaction with special packages: fetched, verified, repacked, their stick files written, then installed by apk. */
+async function installSpecials(o: ApkWrapperOptions, parsed: ParsedApkArgs, c: SpecialsContext): Promise<number> {
+  const { root, wait, say, rules, repoOptions, specials, target } = c;
   const keysDir = optionValue(parsed, 'keys-dir') ?? join(root, 'etc/apk/keys');
   const key = await ensureLocalKey(target.dataDir, keysDir, { bits: o.keyBits });
   if (key.created.publicKey) say(`wrote the local signing key's public half to ${key.publicPath}`);
 
-  const status = await withTempDir('.cairn-apk-', async (work) => {
+  return withTempDir('.cairn-apk-', async (work) => {
     const prepared: Prepared[] = [];
     for (const change of specials) {
       const p = await prepare(o, change, { work, keysDir, key, repoOptions, say });
@@ -229,15 +277,6 @@ async function wrapped(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: string
     if (status === 0) await checkInstalled(root, changing, say);
     return status;
   }, work(target));
-  // GRUB's files went in as they are (scripts that write a menu dropped):
-  // the stick's boot files are remade from them where the version changed.
-  if (status === 0 && specials.some((c) => c.class === 'grub')) {
-    const hooks = o.hooks ?? SYSTEM_HOOKS;
-    for (const u of await hooks.updateGrubBootFiles(target, { libDir: join(root, GRUB_LIB) })) {
-      say(`GRUB ${u.platform} ${u.version}: boot files written to ${u.written}; cairn's menu kept`);
-    }
-  }
-  return status;
 }
 
 /** Temp space for fetched and unpacked packages: the data partition, not RAM. */

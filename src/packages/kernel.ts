@@ -169,6 +169,42 @@ export async function confirmKernel(t: SystemTarget): Promise<ConfirmReport> {
   return report;
 }
 
+export interface RemovalReport {
+  /** The previous kernel, dropped with its files because its package is gone. */
+  dropped?: string;
+  /** Kernels whose package is gone but whose files stay: the default one, the running one. */
+  kept: string[];
+}
+
+/**
+ * After a package run: a kernel whose package was removed leaves the stick
+ * too, unless the stick needs it. Only two kernels have files there (the
+ * default and the previous one; confirmKernel removes any other). The
+ * previous one goes with its menu entry, unless it runs now; the default
+ * one stays, with a warning, since the menu has nothing else to boot.
+ * `installed` says whether a release's package is still installed.
+ */
+export async function forgetRemovedKernels(t: SystemTarget, installed: (release: string) => Promise<boolean>): Promise<RemovalReport> {
+  let state = await readBootState(t.esp);
+  const report: RemovalReport = { kept: [] };
+  const prev = state.previousKernel?.release;
+  if (prev && !(await installed(prev))) {
+    if (prev === t.runningKernel) report.kept.push(prev);
+    else {
+      const { previousKernel: _dropped, ...rest } = state;
+      state = rest;
+      await writeBootState(t.esp, t.dataDir, state);
+      await removeKernelFiles(t, prev);
+      report.dropped = prev;
+    }
+  }
+  if (!(await installed(state.kernel.release))) {
+    report.kept.push(state.kernel.release);
+    log.warn({ release: state.kernel.release }, 'the package of the kernel the stick boots by default was removed: its files stay until another kernel is installed');
+  }
+  return report;
+}
+
 /** Releases with any file on the stick: a kernel or initramfs on the ESP, a modules image. */
 export async function kernelsOnStick(t: SystemTarget): Promise<string[]> {
   const releases = new Set<string>();

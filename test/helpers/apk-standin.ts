@@ -5,7 +5,7 @@
  *
  * It records every argv (JSON lines in $STANDIN_LOG) and, from the scenario
  * in $STANDIN_SCENARIO:
- * - add/upgrade/fix --simulate: prints the scenario's changes in apk 2.14's
+ * - add/upgrade/fix/del --simulate: prints the scenario's changes in apk 2.14's
  *   exact format (commit.c print_change), then "OK: ..." (or "N errors; ..."
  *   and status N with `brokenPackages`); local
  *   repositories given with --repository are read as apk would (APKINDEX
@@ -45,7 +45,7 @@ export interface StandinScenario {
   /** Directory of upstream packages: <name>-<version>.apk. */
   upstream: string;
   upstreamUrl: string;
-  changes: Partial<Record<'add' | 'upgrade' | 'fix', StandinChange[]>>;
+  changes: Partial<Record<'add' | 'upgrade' | 'fix' | 'del', StandinChange[]>>;
   /** `update` fails as apk does when another apk holds the lock. */
   lockHeld?: boolean;
   /**
@@ -97,6 +97,7 @@ function main(argv: string[]): number {
     case 'add':
     case 'upgrade':
     case 'fix':
+    case 'del':
       return transaction(s, p.applet, root, keysDir, hasOption(p, 'simulate'), optionValues(p, 'repository'), p.positionals, hasOption(p, 'allow-untrusted'));
     default:
       return passthrough();
@@ -154,7 +155,7 @@ function readLocalRepo(url: string, arch: string, keysDir: string): Local | stri
 
 function transaction(
   s: StandinScenario,
-  applet: 'add' | 'upgrade' | 'fix',
+  applet: 'add' | 'upgrade' | 'fix' | 'del',
   root: string,
   keysDir: string,
   simulate: boolean,

@@ -21,7 +21,7 @@ export interface VmOptions {
   /** A direct kernel boot; or `stick` for a boot through firmware and GRUB. */
   kernel?: string;
   initrd?: string;
-  /** The kernel command line; console=ttyS0 is added. */
+  /** The kernel command line; console=ttyS0 and no_timer_check are added. */
   append?: string;
   /** A stick image booted the way a machine boots it (src/vm/qemu.ts). */
   stick?: Omit<StickBootOptions, 'serial' | 'accel' | 'memoryMiB'>;
@@ -78,7 +78,10 @@ export class Vm {
           '-serial', 'chardev:console',
           '-kernel', opts.kernel ?? '',
           '-initrd', opts.initrd ?? '',
-          '-append', `console=ttyS0 ${opts.append ?? ''}`,
+          // no_timer_check: under software emulation on a loaded host the
+          // kernel's IO-APIC timer check can miss its ticks and panic
+          // ("IO-APIC + timer doesn't work!"), as a CI run here once did.
+          '-append', `console=ttyS0 no_timer_check ${opts.append ?? ''}`,
         ];
     const args = [
       '--pdeathsig', 'KILL', '--',

@@ -23,6 +23,7 @@ import { Esp } from '../../src/esp/esp.js';
 import { configureDebianRoot } from '../../src/image/configure.js';
 import { debianRoot, kernelVersions } from '../../src/image/debian.js';
 import { withChroot, inChroot } from '../../src/image/chroot.js';
+import { kernelPackageInstalled } from '../../src/packages/debian/hook.js';
 import { makeAptRepo, sourcesLine } from '../helpers/apt-repo.js';
 import { Scratch } from '../helpers/system.js';
 import { requireHostTools } from '../helpers/vm-fixtures.js';
@@ -177,6 +178,9 @@ describe('apt install of a kernel and firmware on the debian base (real apt, dpk
     const r = await apt(['install', '-y', '--no-install-recommends', ...grubPackages]);
     expect(r.exitCode, r.stderr).toBe(0);
     expect(await installed('grub-efi-amd64-bin')).toBe('install ok installed');
+    // What the hook asks dpkg when it decides whether a kernel's package is gone.
+    expect(await kernelPackageInstalled(root, update.version)).toBe(true);
+    expect(await kernelPackageInstalled(root, '6.1.0-0-never-installed')).toBe(false);
     expect(r.stderr).toContain(`cairn: GRUB x86_64-efi ${grubVersion}: boot files written to /${EFI_CORE_PATH}`);
     const expected = scratch.path('expected.efi');
     await makeGrubCore('x86_64-efi', expected, scratch.path('.'), join(root, 'usr/lib/grub'));

@@ -5,10 +5,11 @@
  */
 import { execa } from 'execa';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdir } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BOOT_STATE_FORMAT, formatBootState, kernelFiles } from '../../src/esp/bootState.js';
+import { BOOT_STATE_FORMAT, formatBootState, kernelFiles, readBootState } from '../../src/esp/bootState.js';
+import { forgetRemovedKernels } from '../../src/packages/kernel.js';
 import { Esp } from '../../src/esp/esp.js';
 import { cairn, Scratch } from '../helpers/system.js';
 import { requireHostTools } from '../helpers/vm-fixtures.js';
@@ -92,5 +93,31 @@ describe('cairn kernel install', () => {
     const status = await cairn(['status', '--data', data, '--upper', data, '--esp', esp.device]);
     expect(status.stdout).toContain(`kernel booted by default: ${kernel.version} (the menu keeps 6.1.0-1-old until it has booted)`);
     expect(status.stdout).toContain(`modules images: ${kernel.version}`);
+  }, 300_000);
+
+  it('forgets a previous kernel whose package is gone, but never the running or the default one', async () => {
+    const { esp, data } = await stick('removal', 64);
+    await esp.install('vmlinuz-6.1.0-1-old', { data: 'stand-in for the old kernel' });
+    await writeFile(join(data, 'modules-6.1.0-1-old.squashfs'), 'stand-in for the old modules image');
+    const r = await cairn(['kernel', 'install', '--from', kernel.root, '--data', data, '--esp', esp.device, '--running-kernel', '6.1.0-1-old']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    const t = (running: string) => ({ dataDir: data, esp, initDir: '', runningKernel: running });
+    const gone = async (release: string) => release !== '6.1.0-1-old';
+
+    // Still running the old kernel: it stays, entry and files.
+    expect(await forgetRemovedKernels(t('6.1.0-1-old'), gone)).toEqual({ kept: ['6.1.0-1-old'] });
+    expect(await esp.exists('vmlinuz-6.1.0-1-old')).toBe(true);
+
+    // Running the new one: the old one goes from the record, the menu and the ESP.
+    expect(await forgetRemovedKernels(t(kernel.version), gone)).toEqual({ dropped: '6.1.0-1-old', kept: [] });
+    expect(await esp.exists('vmlinuz-6.1.0-1-old')).toBe(false);
+    expect(existsSync(join(data, 'modules-6.1.0-1-old.squashfs'))).toBe(false);
+    expect((await esp.read('grub/grub.cfg'))!.toString()).not.toContain('previous kernel');
+    expect((await readBootState(esp)).previousKernel).toBeUndefined();
+
+    // The default kernel's package gone: nothing else to boot, so it stays.
+    expect(await forgetRemovedKernels(t(kernel.version), async () => false)).toEqual({ kept: [kernel.version] });
+    expect(await esp.exists(`vmlinuz-${kernel.version}`)).toBe(true);
+    expect(existsSync(join(data, `modules-${kernel.version}.squashfs`))).toBe(true);
   }, 300_000);
 });

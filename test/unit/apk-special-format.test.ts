@@ -32,6 +32,7 @@ const hooks: SystemHooks = {
   installKernel: async (_t, p) => ({ release: p.release, modulesImage: 'm', modulesBytes: 1, kernelBytes: 1, initramfsBytes: 1, removed: [] }),
   installFirmware: async () => 1,
   updateGrubBootFiles: async () => [],
+  forgetRemovedKernels: async () => ({ kept: [] }),
 };
 
 async function repacked(name: string): Promise<Buffer> {

@@ -6,7 +6,7 @@
  * and records what it "installs". installKernel and installFirmware are
  * replaced by recorders here; test/system/apk-kernel.test.ts runs them for real.
  */
-import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Esp } from '../../src/esp/esp.js';
@@ -20,11 +20,11 @@ import { generateKeyPairSync } from 'node:crypto';
 import { writeApk } from '../../src/apk/write.js';
 
 let h: Harness;
-let hooked: { kernels: { release: string; files: string[] }[]; firmware: string[][]; grubLibs: string[] };
+let hooked: { kernels: { release: string; files: string[] }[]; firmware: string[][]; grubLibs: string[]; removals: Record<string, boolean>[] };
 
 beforeEach(async () => {
   h = await harness();
-  hooked = { kernels: [], firmware: [], grubLibs: [] };
+  hooked = { kernels: [], firmware: [], grubLibs: [], removals: [] };
 });
 afterEach(() => h.cleanup());
 
@@ -55,6 +55,11 @@ const hooks: SystemHooks = {
   updateGrubBootFiles: async (_t, o) => {
     hooked.grubLibs.push(o?.libDir ?? '');
     return [];
+  },
+  // Records what the wrapper says is still installed, for the two releases the removal test uses.
+  forgetRemovedKernels: async (_t, installed) => {
+    hooked.removals.push({ '6.6.1-0-virt': await installed('6.6.1-0-virt'), '6.6.2-0-lts': await installed('6.6.2-0-lts') });
+    return { kept: [] };
   },
 };
 
@@ -292,6 +297,18 @@ describe('cairn apk with special packages (stand-in for apk)', () => {
     expect(grub.controlEntries.map((e) => e.name)).toEqual(['.PKGINFO', '.pre-install']);
     expect(grub.pkginfo.triggers).toEqual([]);
     expect(grub.dataEntries.map((e) => e.name)).toContain('usr/sbin/update-grub');
+  });
+
+  it('after apk del of a kernel, lets the stick forget kernels no installed package ships (and not after an ordinary del)', async () => {
+    // The kernel left installed ships its kernel.release, as Alpine's kernel packages do.
+    mkdirSync(join(h.root, 'usr/share/kernel/lts'), { recursive: true });
+    writeFileSync(join(h.root, 'usr/share/kernel/lts/kernel.release'), '6.6.2-0-lts\n');
+    h.scenario({ changes: { del: [{ message: 'Purging', name: 'htop', version: '3.3.0-r0' }] } });
+    expect(await wrap(['del', 'htop'])).toBe(0);
+    expect(hooked.removals).toEqual([]);
+    h.scenario({ changes: { del: [{ message: 'Purging', name: 'linux-virt', version: '6.6.1-r0' }] } });
+    expect(await wrap(['del', 'linux-virt'])).toBe(0);
+    expect(hooked.removals).toEqual([{ '6.6.1-0-virt': false, '6.6.2-0-lts': true }]);
   });
 
   for (const [what, spoil] of [

@@ -9,7 +9,7 @@ import { withTempDir } from '../../lib/resources.js';
 import { run } from '../../lib/run.js';
 import { modulesImage } from '../../names.js';
 import { firmwareDirOf, installFirmware } from '../firmware.js';
-import { installKernel, kernelPayloads, type KernelInstallReport } from '../kernel.js';
+import { forgetRemovedKernels, installKernel, kernelPayloads, type KernelInstallReport, type RemovalReport } from '../kernel.js';
 import { updateGrubBootFiles, type GrubUpdate } from '../grub.js';
 import type { SystemTarget } from '../target.js';
 import { debPaths, readDebInfo, sha256File, unpackDeb, type DebInfo } from './deb.js';
@@ -102,6 +102,7 @@ export interface PostInvokeReport {
   /** Releases whose /lib/modules/<release> left by a kernel's scripts was removed. */
   removed: string[];
   grub: GrubUpdate[];
+  kernels: RemovalReport;
 }
 
 /**
@@ -113,7 +114,8 @@ export interface PostInvokeReport {
  * - where a GRUB package brought another GRUB version than the stick boots,
  *   the boot files are remade from it (src/packages/grub.ts). grub-install
  *   and grub-mkconfig are set aside on a cairn, so GRUB's own scripts wrote
- *   nothing.
+ *   nothing;
+ * - a kernel whose package is gone leaves the stick (forgetRemovedKernels).
  */
 export async function postInvoke(t: SystemTarget, o: HookOptions): Promise<PostInvokeReport> {
   const removed: string[] = [];
@@ -127,7 +129,20 @@ export async function postInvoke(t: SystemTarget, o: HookOptions): Promise<PostI
   }
   const grub = await updateGrubBootFiles(t, { libDir: join(o.root, GRUB_LIB) });
   for (const u of grub) say(`GRUB ${u.platform} ${u.version}: boot files written to ${u.written}; cairn's menu kept`);
-  return { removed, grub };
+  const kernels = await forgetRemovedKernels(t, (release) => kernelPackageInstalled(o.root, release));
+  if (kernels.dropped) say(`kernel ${kernels.dropped}: its package is gone, and so are its files on the stick and its menu entry`);
+  for (const k of kernels.kept) say(`kernel ${k}: its package is gone; its files stay on the stick, which boots it (now or by default)`);
+  return { removed, grub, kernels };
+}
+
+/** Whether dpkg has a package of a kernel release installed (linux-image-<release>, or its -unsigned build). */
+export async function kernelPackageInstalled(root: string, release: string): Promise<boolean> {
+  const r = await run(
+    'dpkg-query',
+    ['--admindir', join(root, 'var/lib/dpkg'), '-W', '-f', '${db:Status-Abbrev}\n', `linux-image-${release}`, `linux-image-${release}-unsigned`],
+    { timeoutMs: 60_000, okExitCodes: [1] },
+  );
+  return r.stdout.split('\n').some((l) => l.startsWith('ii'));
 }
 
 /** A directory on another file system than its parent: a mounted modules image. */
