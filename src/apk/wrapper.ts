@@ -2,6 +2,8 @@ import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { GRUB_LIB } from '../grub/core.js';
+import { grubUpdateLines } from '../packages/grub.js';
+import { removalLines } from '../packages/kernel.js';
 import type { SystemTarget } from '../packages/target.js';
 import { CairnError, UsageError } from '../lib/errors.js';
 import { log } from '../lib/log.js';
@@ -178,8 +180,7 @@ async function removing(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: strin
 
 async function forgetKernels(o: ApkWrapperOptions, target: SystemTarget, root: string, say: (l: string) => void): Promise<void> {
   const r = await (o.hooks ?? SYSTEM_HOOKS).forgetRemovedKernels(target, (release) => kernelInstalled(root, release));
-  if (r.dropped) say(`kernel ${r.dropped}: its package is gone, and so are its files on the stick and its menu entry`);
-  for (const k of r.kept) say(`kernel ${k}: its package is gone; its files stay on the stick, which boots it (now or by default)`);
+  removalLines(r).forEach((l) => say(l));
 }
 
 async function wrapped(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: string, wait: number, say: (l: string) => void): Promise<number> {
@@ -207,9 +208,7 @@ async function wrapped(o: ApkWrapperOptions, parsed: ParsedApkArgs, root: string
   // GRUB's files went in as they are (scripts that write a menu dropped):
   // the stick's boot files are remade from them where the version changed.
   if (specials.some((c) => c.class === 'grub')) {
-    for (const u of await hooks.updateGrubBootFiles(target, { libDir: join(root, GRUB_LIB) })) {
-      say(`GRUB ${u.platform} ${u.version}: boot files written to ${u.written}; cairn's menu kept`);
-    }
+    grubUpdateLines(await hooks.updateGrubBootFiles(target, { libDir: join(root, GRUB_LIB) })).forEach((l) => say(l));
   }
   if (removesKernel) await forgetKernels(o, target, root, say);
   return status;

@@ -47,6 +47,11 @@ export interface GrubUpdateOptions {
   force?: boolean;
 }
 
+/** What the package hooks tell the user about an update, a line each. */
+export function grubUpdateLines(updates: readonly GrubUpdate[]): string[] {
+  return updates.map((u) => `GRUB ${u.platform} ${u.version}: boot files written to ${u.written}; cairn's menu kept`);
+}
+
 /** Brings the stick's GRUB boot files to the installed GRUB's version; returns what it changed. */
 export async function updateGrubBootFiles(t: SystemTarget, o: GrubUpdateOptions = {}): Promise<GrubUpdate[]> {
   const libDir = o.libDir ?? GRUB_LIB;

@@ -176,6 +176,14 @@ export interface RemovalReport {
   kept: string[];
 }
 
+/** What the package hooks tell the user about a removal, a line each. */
+export function removalLines(r: RemovalReport): string[] {
+  return [
+    ...(r.dropped ? [`kernel ${r.dropped}: its package is gone, and so are its files on the stick and its menu entry`] : []),
+    ...r.kept.map((k) => `kernel ${k}: its package is gone; its files stay on the stick, which boots it (now or by default)`),
+  ];
+}
+
 /**
  * After a package run: a kernel whose package was removed leaves the stick
  * too, unless the stick needs it. Only two kernels have files there (the

@@ -67,11 +67,13 @@ function target(): () => Promise<SystemTarget> {
   return async () => ({ dataDir: h.data, esp: new Esp(join(h.dir, 'no-esp.img')), initDir: '/nonexistent' });
 }
 
-async function wrap(argv: string[]): Promise<number> {
+/** Runs the wrapper on the harness; what it says goes to `said`, when given. */
+async function wrap(argv: string[], said?: string[]): Promise<number> {
   const saved = { ...process.env };
   Object.assign(process.env, h.env());
   try {
-    return await runApkWrapper({ argv: ['--root', h.root, ...argv], realApk: h.apk, target: target(), hooks, lockWaitSeconds: 5, say: () => undefined });
+    const say = (l: string) => void said?.push(l);
+    return await runApkWrapper({ argv: ['--root', h.root, ...argv], realApk: h.apk, target: target(), hooks, lockWaitSeconds: 5, say });
   } finally {
     process.env = saved;
   }
@@ -238,16 +240,7 @@ describe('cairn apk with special packages (stand-in for apk)', () => {
     writeFileSync(join(h.root, 'lib/apk/db/installed'), 'C:Q1AnEarlierRepackOfLinuxLts00000=\nP:linux-lts\nV:6.6.1-r0\nF:usr\n\n');
     h.scenario({ changes: { fix: [{ message: 'Reinstalling', name: 'linux-lts', version: '6.6.1-r0'}] } });
     const said: string[] = [];
-    Object.assign(process.env, h.env());
-    const status = await runApkWrapper({
-      argv: ['--root', h.root, 'fix', '--reinstall', 'linux-lts'],
-      realApk: h.apk,
-      target: target(),
-      hooks,
-      lockWaitSeconds: 5,
-      say: (l) => said.push(l),
-    });
-    expect(status).toBe(0);
+    expect(await wrap(['fix', '--reinstall', 'linux-lts'], said)).toBe(0);
     expect(said.join('\n')).toMatch(/linux-lts 6\.6\.1-r0: apk skips its reinstall: the installed package is a repack by an earlier cairn/);
     expect(hooked.kernels).toEqual([]);
     expect(installed()).toMatch(/^C:Q1AnEarlierRepackOfLinuxLts00000=$/m);
@@ -259,16 +252,7 @@ describe('cairn apk with special packages (stand-in for apk)', () => {
     writeFileSync(join(h.root, 'lib/apk/db/installed'), `C:${packageIdentity(readApk(upstreamBytes).control.compressed)}\nP:linux-lts\nV:6.6.1-r0\nF:boot\n\n`);
     h.scenario({ changes: { fix: [{ message: 'Reinstalling', name: 'linux-lts', version: '6.6.1-r0' }] } });
     const said: string[] = [];
-    Object.assign(process.env, h.env());
-    const status = await runApkWrapper({
-      argv: ['--root', h.root, 'fix', '--reinstall', 'linux-lts'],
-      realApk: h.apk,
-      target: target(),
-      hooks,
-      lockWaitSeconds: 5,
-      say: (l) => said.push(l),
-    });
-    expect(status).toBe(0);
+    expect(await wrap(['fix', '--reinstall', 'linux-lts'], said)).toBe(0);
     expect(hooked.kernels.map((k) => k.release)).toEqual([KREL]);
     expect(said.join('\n')).toMatch(/apk reinstalled linux-lts 6\.6\.1-r0 as installed, upstream's package .*apk del linux-lts and apk add linux-lts through cairn/);
     expect(readApk(readFileSync(join(h.root, 'lib/apk/db/standin-packages/linux-lts.apk'))).signatures.map((s) => s.keyName)).toEqual([

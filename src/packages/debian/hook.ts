@@ -9,8 +9,8 @@ import { withTempDir } from '../../lib/resources.js';
 import { run } from '../../lib/run.js';
 import { modulesImage } from '../../names.js';
 import { firmwareDirOf, installFirmware } from '../firmware.js';
-import { forgetRemovedKernels, installKernel, kernelPayloads, type KernelInstallReport, type RemovalReport } from '../kernel.js';
-import { updateGrubBootFiles, type GrubUpdate } from '../grub.js';
+import { forgetRemovedKernels, installKernel, kernelPayloads, removalLines, type KernelInstallReport, type RemovalReport } from '../kernel.js';
+import { grubUpdateLines, updateGrubBootFiles, type GrubUpdate } from '../grub.js';
 import type { SystemTarget } from '../target.js';
 import { debPaths, readDebInfo, sha256File, unpackDeb, type DebInfo } from './deb.js';
 
@@ -128,10 +128,9 @@ export async function postInvoke(t: SystemTarget, o: HookOptions): Promise<PostI
     removed.push(release);
   }
   const grub = await updateGrubBootFiles(t, { libDir: join(o.root, GRUB_LIB) });
-  for (const u of grub) say(`GRUB ${u.platform} ${u.version}: boot files written to ${u.written}; cairn's menu kept`);
+  grubUpdateLines(grub).forEach(say);
   const kernels = await forgetRemovedKernels(t, (release) => kernelPackageInstalled(o.root, release));
-  if (kernels.dropped) say(`kernel ${kernels.dropped}: its package is gone, and so are its files on the stick and its menu entry`);
-  for (const k of kernels.kept) say(`kernel ${k}: its package is gone; its files stay on the stick, which boots it (now or by default)`);
+  removalLines(kernels).forEach(say);
   return { removed, grub, kernels };
 }
 
