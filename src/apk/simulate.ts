@@ -2,11 +2,15 @@ import { classify, DEFAULT_CLASS_RULES, type ClassRule, type SpecialClass } from
 
 /**
  * What a transaction would do, from the output of `apk add --simulate` or
- * `apk upgrade --simulate` (apk-tools 2.14). Every change is one stdout line
- * printed by src/commit.c print_change:
+ * `apk upgrade --simulate` (apk-tools 2.14 and 3). Every change is one stdout
+ * line printed by src/commit.c print_change:
  *
  *   "(%i/%i) %s %s%s (%s)"          status, message, name, @tag, version
  *   "(%i/%i) %s %s%s (%s -> %s)"    the same with old and new version
+ *
+ * apk-tools 3 pads the step to the width of the count ("(%*i/%i)"): a
+ * transaction of 10 to 99 changes prints "( 1/12) Installing ..." up to
+ * "( 9/12)", then "(10/12)" (checked with apk-tools 3.0.6).
  *
  * where the message is Installing, Purging, Reinstalling, "[APK unavailable,
  * skipped] Reinstalling", Updating pinning (one version), or Upgrading,
@@ -45,7 +49,7 @@ const MESSAGES: Record<string, ApkChangeAction> = {
 };
 
 const LINE =
-  /^\((\d+)\/(\d+)\) (\[APK unavailable, skipped\] )?(Installing|Purging|Reinstalling|Updating pinning|Upgrading|Downgrading|Replacing) ([^\s@()]+)(?:@(\S+))? \((\S+?)(?: -> (\S+))?\)$/;
+  /^\( *(\d+)\/(\d+)\) (\[APK unavailable, skipped\] )?(Installing|Purging|Reinstalling|Updating pinning|Upgrading|Downgrading|Replacing) ([^\s@()]+)(?:@(\S+))? \((\S+?)(?: -> (\S+))?\)$/;
 
 export function parseApkChanges(output: string): ApkChange[] {
   const changes: ApkChange[] = [];

@@ -1,12 +1,15 @@
 /**
- * A STAND-IN FOR apk (apk-tools 2.14), for tests on machines without it
- * (Debian build machines; Alpine's mirrors unreachable). Bundled by
- * apk-harness.ts into a node script the wrapper runs as its "real apk".
+ * A STAND-IN FOR apk, imitating apk-tools 2.14 and, where the wrapper reads
+ * their output differently, apk-tools 3 (scenario `apkVersion: 3`), for tests
+ * on machines without them (Debian build machines; Alpine's mirrors
+ * unreachable). Bundled by apk-harness.ts into a node script the wrapper runs
+ * as its "real apk".
  *
  * It records every argv (JSON lines in $STANDIN_LOG) and, from the scenario
  * in $STANDIN_SCENARIO:
  * - add/upgrade/fix/del --simulate: prints the scenario's changes in apk 2.14's
- *   exact format (commit.c print_change), then "OK: ..." (or "N errors; ..."
+ *   exact format (commit.c print_change; apk 3 pads the step to the width of
+ *   the count, "( 1/12)"), then "OK: ..." (or "N errors; ..."
  *   and status N with `brokenPackages`); local
  *   repositories given with --repository are read as apk would (APKINDEX
  *   signature checked against the keys directory, else a WARNING);
@@ -55,6 +58,8 @@ export interface StandinScenario {
    * the transaction itself runs.
    */
   brokenPackages?: number;
+  /** Which apk-tools to imitate where 2.14 and 3 print differently; default 2 (2.14). */
+  apkVersion?: 2 | 3;
 }
 
 function main(argv: string[]): number {
@@ -185,7 +190,9 @@ function transaction(
     const upstreamFile = join(s.upstream, `${key}.apk`);
     const skipped =
       wanted !== undefined && !local && !(existsSync(upstreamFile) && packageIdentity(readApk(readFileSync(upstreamFile)).control.compressed) === wanted);
-    process.stdout.write(`(${i + 1}/${changes.length}) ${skipped ? '[APK unavailable, skipped] ' : ''}${c.message} ${c.name}${tag} (${versions})\n`);
+    // apk 2.14: "(%i/%i)"; apk 3: "(%*i/%i)", the step as wide as the count.
+    const step = s.apkVersion === 3 ? String(i + 1).padStart(String(changes.length).length) : String(i + 1);
+    process.stdout.write(`(${step}/${changes.length}) ${skipped ? '[APK unavailable, skipped] ' : ''}${c.message} ${c.name}${tag} (${versions})\n`);
     if (c.message === 'Purging' || skipped) return;
     const entry = local?.entries.get(key);
     const file = local ? join(local.dir, entry!.arch ?? s.arch, `${key}.apk`) : upstreamFile;

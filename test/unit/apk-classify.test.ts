@@ -136,6 +136,34 @@ describe('parseApkChanges', () => {
     expect(changes.map(writesPackage)).toEqual([true, false, true]);
   });
 
+  it("reads apk-tools 3's padded steps: ( 1/12) up to ( 9/12), then (10/12)", () => {
+    // Captured from the real apk-tools 3.0.6 (commit.c print_change: "(%*i/%i)"), on a local
+    // repository of packages written by src/apk/write.ts:
+    //   apk --root R add --simulate linux-firmware-intel grub tool0 ... tool9
+    const lines = [
+      '( 1/12) Installing grub (2.12-r1)',
+      '( 2/12) Installing linux-firmware-intel (20231111-r1)',
+      ...Array.from({ length: 10 }, (_, i) => `${String(i + 3).padStart(2)}/12`).map((s, i) => `(${s}) Installing tool${i} (1.0-r0)`),
+      'OK: 3136 B in 14 packages',
+    ];
+    expect(lines[9]).toBe('(10/12) Installing tool7 (1.0-r0)');
+    const changes = parseApkChanges(`${lines.join('\n')}\n`);
+    expect(changes).toHaveLength(12);
+    expect(changes.slice(0, 2)).toEqual([
+      { action: 'install', name: 'grub', version: '2.12-r1', step: 1, total: 12 },
+      { action: 'install', name: 'linux-firmware-intel', version: '20231111-r1', step: 2, total: 12 },
+    ]);
+    expect(specialChanges(changes).map((c) => [c.class, c.name])).toEqual([
+      ['grub', 'grub'],
+      ['firmware', 'linux-firmware-intel'],
+    ]);
+    const tagged = parseApkChanges('( 3/10) Upgrading linux-lts@edge (6.6.1-r0 -> 6.6.2-r0)\n( 4/10) [APK unavailable, skipped] Reinstalling grub (2.12-r1)\n');
+    expect(tagged.map((c) => [c.step, c.action, c.name, c.tag, c.oldVersion, c.version, c.skipped])).toEqual([
+      [3, 'upgrade', 'linux-lts', 'edge', '6.6.1-r0', '6.6.2-r0', undefined],
+      [4, 'reinstall', 'grub', undefined, undefined, '2.12-r1', true],
+    ]);
+  });
+
   it('passes over lines that are not changes', () => {
     const text =
       'fetch https://dl-cdn.alpinelinux.org/alpine/v3.20/main/x86_64/APKINDEX.tar.gz\n' +

@@ -1,7 +1,8 @@
 /**
  * cairn apk against a STAND-IN FOR apk (test/helpers/apk-standin.ts): real
  * apk-tools does not exist on these machines and Alpine's mirrors are out
- * of reach. The stand-in prints apk 2.14's --simulate format, serves fetch
+ * of reach. The stand-in prints apk 2.14's --simulate format (apk 3's where a
+ * test says so), serves fetch
  * from packages built here with src/apk/write.ts, checks signatures like apk
  * and records what it "installs". installKernel and installFirmware are
  * replaced by recorders here; test/system/apk-kernel.test.ts runs them for real.
@@ -220,6 +221,32 @@ describe('cairn apk with special packages (stand-in for apk)', () => {
     expect(final.slice(3).every((a) => a.startsWith('--repository='))).toBe(true);
     const kernel = readApk(readFileSync(join(h.root, 'lib/apk/db/standin-packages/linux-lts.apk')));
     expect(kernel.signatures.map((s) => s.keyName)).toEqual(['cairn-local.rsa.pub']);
+  });
+
+  it("apk-tools 3: repacks firmware and a kernel among the first nine of twelve changes (steps printed '( 1/12)')", async () => {
+    kernelPackage(h);
+    mkinitfsPackage(h);
+    firmwarePackage(h);
+    const tools = Array.from({ length: 9 }, (_, i) => `tool${i}`);
+    for (const t of tools) ordinaryPackage(h, t, '1.0-r0');
+    h.scenario({
+      apkVersion: 3,
+      changes: {
+        add: [
+          { message: 'Installing', name: 'linux-firmware-intel', version: '20231111-r1' },
+          { message: 'Installing', name: 'mkinitfs', version: '3.9.0-r1' },
+          { message: 'Installing', name: 'linux-lts', version: '6.6.1-r0' },
+          ...tools.map((name) => ({ message: 'Installing' as const, name, version: '1.0-r0' })),
+        ],
+      },
+    });
+    expect(await wrap(['add', 'linux-lts', 'linux-firmware-intel', ...tools])).toBe(0);
+    expect(hooked.kernels.map((k) => k.release)).toEqual([KREL]);
+    expect(hooked.firmware).toHaveLength(1);
+    const pkgs = join(h.root, 'lib/apk/db/standin-packages');
+    for (const name of ['linux-lts', 'linux-firmware-intel', 'mkinitfs']) {
+      expect(readApk(readFileSync(join(pkgs, `${name}.apk`))).signatures.map((s) => s.keyName)).toEqual(['cairn-local.rsa.pub']);
+    }
   });
 
   it('fix --reinstall of a kernel it installed finds the same repack (same identity) and puts it on the stick again', async () => {
