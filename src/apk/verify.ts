@@ -1,33 +1,41 @@
 import type { KeyObject } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { ApkBadSignatureError, ApkDatahashError, ApkUnsignedError, ApkUntrustedError } from './errors.js';
+import { ApkBadSignatureError, ApkDatahashError, ApkFormatError, ApkUnsignedError, ApkUntrustedError } from './errors.js';
 import { dataHashOf, readApk, type ApkPackage } from './read.js';
 import { loadPublicKey, verifyBytes, type SignatureType } from './sign.js';
 
 /**
- * Checks a package as apk-tools 2.14 does before it installs one
- * (src/package.c apk_sign_ctx_process_file, apk_sign_ctx_mpart_cb):
+ * Checks a package as apk-tools 2.14 and 3 do before they install one
+ * (2.14 src/package.c, 3.0 src/extract_v2.c: apk_sign_ctx_process_file,
+ * apk_sign_ctx_mpart_cb):
  *
  * - the first `.SIGN.*` entry whose key file is in the trusted directory and
  *   loads is the one checked; the others are not looked at;
- * - with a datahash, the signature covers the control member's compressed
- *   bytes, and the data members' compressed bytes must hash (sha256) to the
- *   datahash in the signed .PKGINFO;
- * - without one (old packages), the signature covers control and data alike.
+ * - the signature covers the control member's compressed bytes, and the
+ *   data members' compressed bytes must hash (sha256) to the datahash in the
+ *   signed .PKGINFO;
+ * - a package without a datahash (abuild's create_apks writes one in every
+ *   package) is refused: apk 2.14 still took one signed over control and
+ *   data, apk 3 refuses it in every applet ("v2 package format error": its
+ *   apk_extract_v2_entry takes the data files for an index's), and cairn
+ *   never repacks what the apk of a newer Alpine would not install
+ *   (checked with apk-tools 3.0.6).
  *
  * apk's answers and cairn's: no signature or no trusted key is apk's
  * "UNTRUSTED signature" (ApkUnsignedError / ApkUntrustedError here), a
  * failing signature is "BAD signature" (ApkBadSignatureError), a datahash
- * mismatch is apk's EKEYREJECTED too (ApkDatahashError).
+ * mismatch is apk 2.14's EKEYREJECTED and apk 3's "v2 package integrity
+ * error" (ApkDatahashError), no datahash apk 3's "v2 package format error"
+ * (ApkFormatError).
  */
 
 export interface VerifiedApk {
   pkg: ApkPackage;
   keyName: string;
   signatureType: SignatureType;
-  /** What the signature covers: 'control' with a datahash, 'control+data' without. */
-  covers: 'control' | 'control+data';
+  /** What the signature covers: the control member, which holds the datahash of the data. */
+  covers: 'control';
 }
 
 /** Looks up a trusted public key by its file name; undefined when there is none or it does not load. */
@@ -78,14 +86,14 @@ export async function verifyReadApk(pkg: ApkPackage, trusted: TrustedKeys, keysL
   }
 
   const datahash = pkg.pkginfo.datahash;
-  const signed = datahash ? pkg.control.compressed : pkg.bytes.subarray(pkg.control.start, pkg.data.end);
-  if (!verifyBytes(signed, chosen.signature, chosen.key, chosen.type)) {
+  if (!datahash) {
+    throw new ApkFormatError(pkg.source, 'no datahash in .PKGINFO (an old-style package, which apk-tools 3 refuses)');
+  }
+  if (!verifyBytes(pkg.control.compressed, chosen.signature, chosen.key, chosen.type)) {
     throw new ApkBadSignatureError(pkg.source, chosen.keyName);
   }
-  if (datahash) {
-    const actual = dataHashOf(pkg);
-    if (actual !== datahash) throw new ApkDatahashError(pkg.source, datahash, actual);
-  }
-  return { pkg, keyName: chosen.keyName, signatureType: chosen.type, covers: datahash ? 'control' : 'control+data' };
+  const actual = dataHashOf(pkg);
+  if (actual !== datahash) throw new ApkDatahashError(pkg.source, datahash, actual);
+  return { pkg, keyName: chosen.keyName, signatureType: chosen.type, covers: 'control' };
 }
 
