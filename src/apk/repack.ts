@@ -2,7 +2,7 @@ import type { KeyLike } from 'node:crypto';
 import { readApk } from './read.js';
 import type { SignatureType } from './sign.js';
 import type { TarEntry } from './tar.js';
-import { keysInDirectory, verifyReadApk, type VerifiedApk } from './verify.js';
+import { keysInDirectories, verifyReadApk, type VerifiedApk } from './verify.js';
 import { writeApk, type ApkControl, type WrittenApk } from './write.js';
 
 /**
@@ -20,8 +20,8 @@ export interface RepackOptions {
   input: Buffer;
   /** What to call it in errors (its path or name). */
   source?: string;
-  /** Where the keys the upstream package must be signed with live (/etc/apk/keys). */
-  trustedKeysDir: string;
+  /** Where the keys the upstream package must be signed with live (/etc/apk/keys; apk 3: and /lib/apk/keys). */
+  trustedKeysDir: string | readonly string[];
   /** The local private key. */
   signingKey: KeyLike;
   /** Its public half's file name in /etc/apk/keys. */
@@ -40,7 +40,8 @@ export interface RepackedApk extends WrittenApk {
 
 export async function repackApk(options: RepackOptions): Promise<RepackedApk> {
   const pkg = readApk(options.input, options.source);
-  const upstream = await verifyReadApk(pkg, keysInDirectory(options.trustedKeysDir), options.trustedKeysDir);
+  const dirs = typeof options.trustedKeysDir === 'string' ? [options.trustedKeysDir] : options.trustedKeysDir;
+  const upstream = await verifyReadApk(pkg, keysInDirectories(dirs), dirs.join(' or '));
 
   // Entries as plain TarEntry values: offsets belong to the old file.
   const data: TarEntry[] = pkg.dataEntries.map(({ offset: _o, end: _e, ...entry }) => entry);

@@ -43,19 +43,33 @@ export type TrustedKeys = (keyName: string) => Promise<KeyObject | undefined> | 
 
 /** Trusted keys as apk finds them: a file of that exact name in the directory (/etc/apk/keys). */
 export function keysInDirectory(dir: string): TrustedKeys {
+  return keysInDirectories([dir]);
+}
+
+/**
+ * Trusted keys from several directories, as apk-tools 3 reads /etc/apk/keys
+ * then /lib/apk/keys (context.c apk_ctx_get_trust, io.c
+ * apk_dir_foreach_config_file): the first directory holding a file of the
+ * name decides, and a file there that does not load hides the others.
+ */
+export function keysInDirectories(dirs: readonly string[]): TrustedKeys {
   return async (keyName) => {
-    try {
-      return loadPublicKey(await readFile(join(dir, keyName)));
-    } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code;
-      if (code === 'ENOENT' || code === 'EISDIR' || code === 'ENOTDIR') return undefined;
-      throw e;
+    for (const dir of dirs) {
+      try {
+        return loadPublicKey(await readFile(join(dir, keyName)));
+      } catch (e) {
+        const code = (e as NodeJS.ErrnoException).code;
+        if (code === 'ENOENT' || code === 'EISDIR' || code === 'ENOTDIR') continue;
+        throw e;
+      }
     }
+    return undefined;
   };
 }
 
 export interface VerifyApkOptions {
-  trustedKeysDir: string;
+  /** The trusted keys' directory, or directories in apk's order (see keysInDirectories). */
+  trustedKeysDir: string | readonly string[];
   /** What to call the package in errors. */
   source?: string;
 }
@@ -63,7 +77,8 @@ export interface VerifyApkOptions {
 /** Reads and verifies a package against the keys in a directory; throws unless it would pass apk's checks. */
 export async function verifyApk(bytes: Buffer, options: VerifyApkOptions): Promise<VerifiedApk> {
   const pkg = readApk(bytes, options.source);
-  return verifyReadApk(pkg, keysInDirectory(options.trustedKeysDir), options.trustedKeysDir);
+  const dirs = typeof options.trustedKeysDir === 'string' ? [options.trustedKeysDir] : options.trustedKeysDir;
+  return verifyReadApk(pkg, keysInDirectories(dirs), dirs.join(' or '));
 }
 
 export async function verifyReadApk(pkg: ApkPackage, trusted: TrustedKeys, keysLabel: string): Promise<VerifiedApk> {

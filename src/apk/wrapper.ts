@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
-import { dirname, join } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { GRUB_LIB } from '../grub/core.js';
 import { grubUpdateLines } from '../packages/grub.js';
 import { removalLines } from '../packages/kernel.js';
@@ -227,14 +227,14 @@ interface SpecialsContext {
 /** A transaction with special packages: fetched, verified, repacked, their stick files written, then installed by apk. */
 async function installSpecials(o: ApkWrapperOptions, parsed: ParsedApkArgs, c: SpecialsContext): Promise<number> {
   const { root, wait, say, rules, repoOptions, specials, target } = c;
-  const keysDir = optionValue(parsed, 'keys-dir') ?? join(root, 'etc/apk/keys');
-  const key = await ensureLocalKey(target.dataDir, keysDir, { bits: o.keyBits });
+  const keysDirs = await trustedKeyDirs(o.realApk, parsed, root);
+  const key = await ensureLocalKey(target.dataDir, keysDirs[0]!, { bits: o.keyBits });
   if (key.created.publicKey) say(`wrote the local signing key's public half to ${key.publicPath}`);
 
   return withTempDir('.cairn-apk-', async (work) => {
     const prepared: Prepared[] = [];
     for (const change of specials) {
-      const p = await prepare(o, change, { work, keysDir, key, repoOptions, say });
+      const p = await prepare(o, change, { work, keysDirs, key, repoOptions, say });
       if (p) prepared.push(p);
     }
     const repacked = prepared.filter((p) => p.repacked);
@@ -295,6 +295,30 @@ export function specialsOf(changes: readonly ApkChange[], rules: readonly ClassR
   return out;
 }
 
+/**
+ * The directories apk takes trusted keys from, the one the local key's
+ * public half goes to first. `--keys-dir` alone, relative to `--root` (apk
+ * 2.14 database.c apk_db_open, apk 3 context.c apk_ctx_get_trust: both open
+ * it under the root, so an absolute one is the host's); else
+ * `<root>/etc/apk/keys`, and for apk-tools 3 `<root>/lib/apk/keys` after it
+ * (apk.8 "Configuration files": a key name seen in the first hides the
+ * same name in the second).
+ */
+export async function trustedKeyDirs(realApk: string, parsed: ParsedApkArgs, root: string): Promise<string[]> {
+  const given = optionValue(parsed, 'keys-dir');
+  if (given) return [resolve(root, given)];
+  const dirs = [join(root, 'etc/apk/keys')];
+  if ((await apkMajorVersion(realApk)) >= 3) dirs.push(join(root, 'lib/apk/keys'));
+  return dirs;
+}
+
+/** 2 or 3, from `apk --version` ("apk-tools 3.0.6, compiled for x86_64."); 2 when it says nothing readable. */
+async function apkMajorVersion(realApk: string): Promise<number> {
+  const r = await captureApk(realApk, ['--version']);
+  const m = /^apk-tools (\d+)\./m.exec(r.stdout);
+  return m ? Number(m[1]) : 2;
+}
+
 async function refreshIndexes(realApk: string, repoOptions: readonly string[], root: string, wait: number, say: (l: string) => void): Promise<void> {
   const r = await captureApk(realApk, ['update', '--quiet', `--wait=${wait}`, ...repoOptions]);
   if (r.exitCode === 0) return;
@@ -323,7 +347,8 @@ async function simulate(realApk: string, parsed: ParsedApkArgs | string[]): Prom
 
 interface PrepareContext {
   work: string;
-  keysDir: string;
+  /** Where apk takes trusted keys from, in its order (trustedKeyDirs). */
+  keysDirs: string[];
   key: LocalKey;
   repoOptions: readonly string[];
   say: (l: string) => void;
@@ -354,7 +379,7 @@ async function prepare(o: ApkWrapperOptions, change: ApkChange & { class: Specia
     throw new SpecialPackageError(name, version, 'fetching', e);
   }
   const bytes = await readFile(file);
-  const upstream = await step('checking its signature', () => verifyApk(bytes, { trustedKeysDir: ctx.keysDir, source: label }));
+  const upstream = await step('checking its signature', () => verifyApk(bytes, { trustedKeysDir: ctx.keysDirs, source: label }));
   const info = upstream.pkg.pkginfo;
   if (info.pkgname !== name || info.pkgver !== version) {
     throw new SpecialPackageError(name, version, 'fetching', new Error(`the fetched file is ${info.pkgname} ${info.pkgver}`));
@@ -376,7 +401,7 @@ async function prepare(o: ApkWrapperOptions, change: ApkChange & { class: Specia
     repackApk({
       input: bytes,
       source: label,
-      trustedKeysDir: ctx.keysDir,
+      trustedKeysDir: ctx.keysDirs,
       signingKey: ctx.key.privateKey,
       keyName: ctx.key.keyName,
       transformData: () => newData,
@@ -387,7 +412,7 @@ async function prepare(o: ApkWrapperOptions, change: ApkChange & { class: Specia
     }),
   );
   // The repack must pass apk's own check against the keys apk will use.
-  await step('checking the repacked package', () => verifyApk(repacked.bytes, { trustedKeysDir: ctx.keysDir, source: `repacked ${label}` }));
+  await step('checking the repacked package', () => verifyApk(repacked.bytes, { trustedKeysDir: ctx.keysDirs, source: `repacked ${label}` }));
   const moved = entries.length - newData.length;
   ctx.say(`${name} ${version}: signature by ${upstream.keyName} checked; repacked without ${moved} moved entr${moved === 1 ? 'y' : 'ies'}, signed with ${ctx.key.keyName}`);
   return {

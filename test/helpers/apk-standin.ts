@@ -20,14 +20,16 @@
  *   recorded in <root>/lib/apk/db/installed, its scripts in
  *   <root>/lib/apk/db/standin-scripts; `add` adds its arguments to world;
  * - fetch --output DIR NAME: copies the newest <NAME>-*.apk of the upstream directory;
- * - policy, update, --print-arch: what apk prints;
+ * - policy, update, --print-arch, --version: what apk prints;
+ * - trusted keys: --keys-dir (under --root), else <root>/etc/apk/keys, and
+ *   for apk 3 <root>/lib/apk/keys after it;
  * - any other applet: prints $STANDIN_STDOUT / $STANDIN_STDERR, echoes a
  *   line read from stdin when $STANDIN_READ_STDIN is set, and exits with
  *   $STANDIN_EXIT or dies by $STANDIN_SIGNAL.
  * It does not solve dependencies, extract files or run scripts.
  */
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { hasOption, optionValue, optionValues, parseApkArgs } from '../../src/apk/args.js';
 import { splitGzipMembers } from '../../src/apk/gzip.js';
 import { packageIdentity, readApk } from '../../src/apk/read.js';
@@ -68,8 +70,10 @@ function main(argv: string[]): number {
   const s = JSON.parse(readFileSync(process.env.STANDIN_SCENARIO!, 'utf8')) as StandinScenario;
   const p = parseApkArgs(argv);
   const root = optionValue(p, 'root') ?? '/';
-  const keysDir = optionValue(p, 'keys-dir') ?? join(root, 'etc/apk/keys');
+  const given = optionValue(p, 'keys-dir');
+  const keysDirs = given ? [resolve(root, given)] : [join(root, 'etc/apk/keys'), ...(s.apkVersion === 3 ? [join(root, 'lib/apk/keys')] : [])];
   if (hasOption(p, 'print-arch')) return out(`${s.arch}\n`);
+  if (hasOption(p, 'version')) return out(`apk-tools ${s.apkVersion === 3 ? '3.0.6' : '2.14.4'}, compiled for ${s.arch}.\n`);
 
   switch (p.applet) {
     case 'update':
@@ -103,7 +107,7 @@ function main(argv: string[]): number {
     case 'upgrade':
     case 'fix':
     case 'del':
-      return transaction(s, p.applet, root, keysDir, hasOption(p, 'simulate'), optionValues(p, 'repository'), p.positionals, hasOption(p, 'allow-untrusted'));
+      return transaction(s, p.applet, root, keysDirs, hasOption(p, 'simulate'), optionValues(p, 'repository'), p.positionals, hasOption(p, 'allow-untrusted'));
     default:
       return passthrough();
   }
@@ -136,7 +140,7 @@ interface Local {
 }
 
 /** A local repository as apk reads it: the APKINDEX's signature checked, its C: and A: per name-version. */
-function readLocalRepo(url: string, arch: string, keysDir: string): Local | string {
+function readLocalRepo(url: string, arch: string, keysDirs: string[]): Local | string {
   const dir = url.replace(/^@\S+\s+/, '');
   const index = join(dir, arch, 'APKINDEX.tar.gz');
   if (!existsSync(index)) return `WARNING: opening ${dir}: No such file or directory`;
@@ -144,8 +148,8 @@ function readLocalRepo(url: string, arch: string, keysDir: string): Local | stri
   const members = splitGzipMembers(bytes);
   const sig = decodeTar(members[0]!.inflated).entries[0]!;
   const parsed = parseSignatureEntryName(sig.name);
-  const keyFile = parsed && join(keysDir, parsed.keyName);
-  const key = keyFile && existsSync(keyFile) ? loadPublicKey(readFileSync(keyFile)) : undefined;
+  const keyFile = parsed && keysDirs.map((d) => join(d, parsed.keyName)).find((f) => existsSync(f));
+  const key = keyFile ? loadPublicKey(readFileSync(keyFile)) : undefined;
   if (!parsed || !key || !verifyBytes(bytes.subarray(members[1]!.start), sig.content!, key, parsed.type)) {
     return `WARNING: opening ${dir}: UNTRUSTED signature`;
   }
@@ -162,7 +166,7 @@ function transaction(
   s: StandinScenario,
   applet: 'add' | 'upgrade' | 'fix' | 'del',
   root: string,
-  keysDir: string,
+  keysDirs: string[],
   simulate: boolean,
   repositories: string[],
   positionals: string[],
@@ -171,7 +175,7 @@ function transaction(
   // Command-line repositories: the last given is numbered first.
   const locals: Local[] = [];
   for (const url of [...repositories].reverse()) {
-    const r = readLocalRepo(url, s.arch, keysDir);
+    const r = readLocalRepo(url, s.arch, keysDirs);
     if (typeof r === 'string') process.stderr.write(`${r}\n`);
     else locals.push(r);
   }
@@ -225,7 +229,7 @@ function transaction(
   for (const { change, file, bytes } of chosen) {
     if (!allowUntrusted) {
       // verify.ts is synchronous enough for a stand-in: run it to completion below.
-      pending.push(verifyApk(bytes, { trustedKeysDir: keysDir, source: file }).then(() => undefined));
+      pending.push(verifyApk(bytes, { trustedKeysDir: keysDirs, source: file }).then(() => undefined));
     }
     const pkg = readApk(bytes);
     const kept = blocks.filter((b) => !b.split('\n').includes(`P:${change.name}`));

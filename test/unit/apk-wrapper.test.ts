@@ -7,7 +7,7 @@
  * and records what it "installs". installKernel and installFirmware are
  * replaced by recorders here; test/system/apk-kernel.test.ts runs them for real.
  */
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { Esp } from '../../src/esp/esp.js';
@@ -16,7 +16,7 @@ import type { SystemTarget } from '../../src/packages/target.js';
 import type { SystemHooks } from '../../src/apk/patch.js';
 import { packageIdentity, readApk } from '../../src/apk/read.js';
 import { runApkWrapper } from '../../src/apk/wrapper.js';
-import { firmwarePackage, grubPackage, harness, kernelPackage, KREL, mkinitfsPackage, ordinaryPackage, upstreamPackage, file, dir, type Harness } from '../helpers/apk-harness.js';
+import { firmwarePackage, grubPackage, harness, kernelPackage, KREL, mkinitfsPackage, ordinaryPackage, upstreamPackage, file, dir, UPSTREAM_KEY_NAME, type Harness } from '../helpers/apk-harness.js';
 import { generateKeyPairSync } from 'node:crypto';
 import { writeApk } from '../../src/apk/write.js';
 
@@ -320,6 +320,39 @@ describe('cairn apk with special packages (stand-in for apk)', () => {
     h.scenario({ changes: { del: [{ message: 'Purging', name: 'linux-virt', version: '6.6.1-r0' }] } });
     expect(await wrap(['del', 'linux-virt'])).toBe(0);
     expect(hooked.removals).toEqual([{ '6.6.1-0-virt': false, '6.6.2-0-lts': true }]);
+  });
+
+  /** Moves the upstream key from <root>/etc/apk/keys to `to` (relative to the root). */
+  function moveUpstreamKey(to: string): void {
+    mkdirSync(join(h.root, to), { recursive: true });
+    renameSync(join(h.keysDir, UPSTREAM_KEY_NAME), join(h.root, to, UPSTREAM_KEY_NAME));
+  }
+
+  it('apk-tools 3: trusts an upstream key in <root>/lib/apk/keys, as apk 3 does', async () => {
+    kernelPackage(h);
+    moveUpstreamKey('lib/apk/keys');
+    h.scenario({ apkVersion: 3, changes: { add: [{ message: 'Installing', name: 'linux-lts', version: '6.6.1-r0' }] } });
+    expect(await wrap(['add', 'linux-lts'])).toBe(0);
+    expect(hooked.kernels.map((k) => k.release)).toEqual([KREL]);
+    // The local key's public half still goes to /etc/apk/keys.
+    expect(existsSync(join(h.keysDir, 'cairn-local.rsa.pub'))).toBe(true);
+  });
+
+  it('apk-tools 2.14: a key in <root>/lib/apk/keys is not trusted, as apk 2.14 reads only /etc/apk/keys', async () => {
+    kernelPackage(h);
+    moveUpstreamKey('lib/apk/keys');
+    h.scenario({ changes: { add: [{ message: 'Installing', name: 'linux-lts', version: '6.6.1-r0' }] } });
+    await expect(wrap(['add', 'linux-lts'])).rejects.toThrow(/linux-lts 6\.6\.1-r0: checking its signature failed/);
+    expect(hooked.kernels).toEqual([]);
+  });
+
+  it('takes a relative --keys-dir under --root, as apk opens it', async () => {
+    kernelPackage(h);
+    moveUpstreamKey('srv/keys');
+    renameSync(join(h.keysDir, 'cairn-local.rsa.pub'), join(h.root, 'srv/keys/cairn-local.rsa.pub'));
+    h.scenario({ changes: { add: [{ message: 'Installing', name: 'linux-lts', version: '6.6.1-r0' }] } });
+    expect(await wrap(['--keys-dir', 'srv/keys', 'add', 'linux-lts'])).toBe(0);
+    expect(hooked.kernels.map((k) => k.release)).toEqual([KREL]);
   });
 
   for (const [what, spoil] of [
