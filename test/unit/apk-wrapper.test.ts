@@ -2,10 +2,10 @@
  * cairn apk against a STAND-IN FOR apk (test/helpers/apk-standin.ts): real
  * apk-tools does not exist on these machines and Alpine's mirrors are out
  * of reach. The stand-in prints apk 2.14's --simulate format (apk 3's where a
- * test says so), serves fetch
- * from packages built here with src/apk/write.ts, checks signatures like apk
- * and records what it "installs". installKernel and installFirmware are
- * replaced by recorders here; test/system/apk-kernel.test.ts runs them for real.
+ * test says so), serves fetch from packages built here with src/apk/write.ts,
+ * checks signatures like apk and records what it "installs". installKernel
+ * and installFirmware are replaced by recorders here;
+ * test/system/apk-kernel.test.ts runs them for real.
  */
 import { existsSync, mkdirSync, readdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
