@@ -19,9 +19,10 @@ export interface DebianRootOptions {
 
 /** What every debian-based cairn carries besides the minimal base. */
 export function debianPackages(o: Pick<DebianRootOptions, 'kernelPackage' | 'luks'>): string[] {
+  // fdisk's sfdisk finds the BIOS boot partition when a GRUB update rewrites the BIOS core.
   const base = [
     'openrc', 'sysvinit-core', 'nodejs', 'squashfs-tools', 'busybox-static', 'kmod', 'e2fsprogs', 'attr',
-    'util-linux', 'procps', 'iproute2', 'ifupdown', 'isc-dhcp-client', 'dosfstools', 'mtools', o.kernelPackage,
+    'util-linux', 'procps', 'iproute2', 'ifupdown', 'isc-dhcp-client', 'dosfstools', 'mtools', 'fdisk', o.kernelPackage,
   ];
   return o.luks ? [...base, 'cryptsetup-bin'] : base;
 }

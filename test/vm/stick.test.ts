@@ -7,18 +7,21 @@
  * Packages come from a local repository signed with a key made for the
  * test (test/helpers/apt-repo.ts), on a second disk given to the VM, so the
  * test does not depend on a mirror: Debian's `hello` for step 2, and for the
- * kernel update a newer linux-image than the image's own.
+ * system update of step 8 a newer linux-image than the image's own and the
+ * archive's other GRUB version (the image's boot files come from the build
+ * machine's GRUB).
  */
 import { execa } from 'execa';
 import { closeSync, copyFileSync, existsSync, mkdirSync, openSync, readdirSync, readSync, rmSync, statSync, writeSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { grubVersionOf } from '../../src/grub/core.js';
 import { TITLES } from '../../src/grub/menu.js';
 import { planLayout } from '../../src/image/layout.js';
 import { OVMF } from '../../src/vm/qemu.js';
 import { makeAptRepo, sourcesLine } from '../helpers/apt-repo.js';
 import { CLI, requireSystem } from '../helpers/system.js';
-import { cloudKernelDeb } from '../helpers/vm-kernel.js';
+import { archiveVersions, cloudKernelDeb, debsToInstall } from '../helpers/vm-kernel.js';
 import { Vm } from '../helpers/vm-qemu.js';
 import { Session } from '../helpers/vm-session.js';
 
@@ -35,6 +38,8 @@ let repoDisk: string;
 /** A booted session one step leaves for the next. */
 let running: Session | undefined;
 let update: { pkg: string; version: string };
+/** The GRUB packages of step 8, at a version other than the one that made the image's boot files. */
+let grub: { version: string; packages: string[] };
 
 async function boot(name: string, image: string, entry: keyof typeof ENTRY, firmware: 'bios' | 'uefi' = 'bios', menu = MENU) {
   let uefiVars: string | undefined;
@@ -56,6 +61,15 @@ async function boot(name: string, image: string, entry: keyof typeof ENTRY, firm
 }
 
 const UPPER = '/run/cairn/rw/upper';
+
+/** The version GRUB's banner named on this boot's console. */
+function bannerVersion(s: Session): string | undefined {
+  return /GNU GRUB +version (\S+)\s/.exec(s.vm.output)?.[1];
+}
+
+function escapeRegExp(text: string): string {
+  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+}
 
 /** The test's package repository (the VM's second disk) as apt's only source. */
 async function useRepo(s: Session): Promise<void> {
@@ -96,10 +110,11 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
     mkdirSync(WORK, { recursive: true });
     image = join(WORK, 'cairn.img');
     const built = join(WORK, 'built.img');
+    const buildWork = join(WORK, 'build-work');
     const r = await execa(
       process.execPath,
       [CLI, 'image', 'build', '--output', built, '--size', String(SIZE_MIB), '--kernel', 'linux-image-cloud-amd64',
-        '--password', PASSWORD, '--console', 'serial', '--swap', '0', '--cache', join(CACHE, 'build')],
+        '--password', PASSWORD, '--console', 'serial', '--swap', '0', '--cache', join(CACHE, 'build'), '--work', buildWork],
       { reject: false },
     );
     if (r.exitCode !== 0) throw new Error(`cairn image build failed: ${r.stderr}`);
@@ -111,9 +126,16 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
     await execa('apt-get', ['download', 'hello'], { cwd: debs });
     const kernel = await cloudKernelDeb();
     update = kernel;
+    const imageGrub = await grubVersionOf('i386-pc');
+    const version = (await archiveVersions('grub-pc-bin')).find((v) => v !== imageGrub);
+    if (!imageGrub || !version) throw new Error(`the archive offers no GRUB other than the build machine's ${imageGrub}: no GRUB update to test`);
+    const packages = ['grub-common', 'grub-pc-bin', 'grub-efi-amd64-bin'].map((p) => `${p}=${version}`);
+    grub = { version, packages };
+    // Dependencies as apt resolves them against the image's own root.
+    const grubDebs = await debsToInstall(join(buildWork, 'root'), packages);
     const repo = join(WORK, 'repo');
     rmSync(repo, { recursive: true, force: true });
-    await makeAptRepo(repo, [kernel.deb, join(debs, readdirSync(debs).find((f) => f.startsWith('hello_'))!)]);
+    await makeAptRepo(repo, [kernel.deb, join(debs, readdirSync(debs).find((f) => f.startsWith('hello_'))!), ...grubDebs]);
     repoDisk = join(WORK, 'repo.img');
     rmSync(repoDisk, { force: true });
     await execa('mke2fs', ['-q', '-t', 'ext4', '-d', repo, repoDisk, '128M']);
@@ -196,7 +218,7 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
     running = again;
   }, 1200_000);
 
-  it('8. a kernel update through apt: a power cut during it leaves a stick that boots; then the new kernel boots, the menu keeps the old one, and the upper layer holds none of its modules', async () => {
+  it('8. a system update through apt (a new kernel, a new GRUB): a power cut during it leaves a stick that boots; then the new kernel boots through the new GRUB under BIOS and UEFI, the menu keeps the old kernel, and the upper layer holds none of their boot files', async () => {
     const s = running ?? (await boot('8-update-cut', image, 'default'));
     running = undefined;
     const old = await s.ok('uname -r');
@@ -211,16 +233,23 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
     const after = await boot('8-after-cut', image, 'default');
     expect(await after.ok('uname -r')).toBe(old);
     await useRepo(after);
-    const install = await after.ok(`apt-get install -y -q ${update.pkg} 2>&1`, 1200_000);
+    // One transaction, as an upgrade brings them.
+    const install = await after.ok(`apt-get install -y -q --no-install-recommends ${update.pkg} ${grub.packages.join(' ')} 2>&1`, 1800_000);
     expect(install).toContain(`cairn: ${update.pkg}: ${update.version} boots by default; ${old} stays in the menu`);
+    expect(install).toMatch(new RegExp(`cairn: GRUB i386-pc ${escapeRegExp(grub.version)}: boot files written to /dev/vda sectors \\d+-\\d+ \\(BIOS boot partition\\)`));
+    expect(install).toContain(`cairn: GRUB x86_64-efi ${grub.version}: boot files written to /EFI/BOOT/BOOTX64.EFI on the ESP`);
     expect(await after.ok(`dpkg-query -W -f '\${Status}' ${update.pkg}`)).toBe('install ok installed');
-    expect(await after.ok(`find ${UPPER} -path '*/modules/${update.version}*' -o -name '*.ko*' -o -name 'vmlinuz*' | wc -l`)).toBe('0');
+    expect(await after.ok(`dpkg-query -W -f '\${Version}' grub-pc-bin grub-efi-amd64-bin`)).toBe(`${grub.version}${grub.version}`);
+    expect(await after.ok(`find ${UPPER} -path '*/modules/${update.version}*' -o -name '*.ko*' -o -name 'vmlinuz*' -o -path '${UPPER}/boot/grub*' | wc -l`)).toBe('0');
     const status = await after.ok('cairn status');
     expect(status).toContain(`kernel booted by default: ${update.version} (the menu keeps ${old} until it has booted)`);
     expect(status.split('\n').find((l) => l.startsWith('modules images:'))).toContain(update.version);
+    expect(status).toContain(`i386-pc ${grub.version}`);
+    expect(status).toContain(`x86_64-efi ${grub.version}`);
     await after.powerOff();
 
     const updated = await boot('8-new-kernel', image, 'default', 'bios', [...MENU, TITLES.previousKernel(old)]);
+    expect(bannerVersion(updated)).toBe(grub.version);
     expect(updated.vm.output).toContain(TITLES.previousKernel(old));
     expect(await updated.ok('uname -r')).toBe(update.version);
     expect(await updated.ok(`find ${UPPER} -name '*.ko*' | wc -l`)).toBe('0');
@@ -230,6 +259,11 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
     expect(confirmed).toContain(`kernel booted by default: ${update.version}\n`);
     expect(confirmed).toContain(`kernels on the ESP: ${update.version}\n`);
     await updated.powerOff();
+
+    const uefi = await boot('8-new-grub-uefi', image, 'default', 'uefi');
+    expect(bannerVersion(uefi)).toBe(grub.version);
+    expect(await uefi.ok('uname -r')).toBe(update.version);
+    await uefi.powerOff();
   }, 3600_000);
 
   it('1-3 under UEFI: boots through OVMF and GRUB, saves, and the change is there on the next boot', async () => {
