@@ -30,8 +30,10 @@ export interface Base {
   /** Where kernel packages put the modules, relative to the root. */
   modulesDir: string;
   firmwareDir: string;
-  /** The kernel image the root's kernel package installed, relative to the root. */
-  kernelImage: (root: string, kernelVersion: string) => Promise<string>;
+  /** The flavor of an installed kernel release (Debian's cloud-amd64, Alpine's lts). */
+  flavor: (root: string, kernelVersion: string) => Promise<string>;
+  /** The kernel image the kernel package installed, relative to the root. */
+  kernelImage: (kernelVersion: string, flavor: string) => string;
   /** Downloaded packages that stay out of rootfs.squashfs (mksquashfs -wildcards patterns). */
   packageCache: string[];
   /** A login on the first serial port, as the base's inittab writes it. */
@@ -57,7 +59,8 @@ export const BASES: Record<BaseName, Base> = {
     // Debian's /lib is a link to usr/lib.
     modulesDir: 'usr/lib/modules',
     firmwareDir: 'usr/lib/firmware',
-    kernelImage: async (_root, v) => `boot/vmlinuz-${v}`,
+    flavor: async (_root, v) => kernelFlavor(v),
+    kernelImage: (v) => `boot/vmlinuz-${v}`,
     packageCache: ['var/cache/apt/archives/*.deb'],
     serialGetty: 'T0:2345:respawn:/sbin/getty -L 115200 ttyS0 vt100',
     loginShell: '/bin/bash',
@@ -76,7 +79,8 @@ export const BASES: Record<BaseName, Base> = {
     name: 'alpine',
     modulesDir: 'lib/modules',
     firmwareDir: 'lib/firmware',
-    kernelImage: async (root, v) => `boot/vmlinuz-${await alpineFlavor(root, v)}`,
+    flavor: alpineFlavor,
+    kernelImage: (_v, flavor) => `boot/vmlinuz-${flavor}`,
     packageCache: ['var/cache/apk/*', 'etc/apk/cache/*'],
     serialGetty: 'ttyS0::respawn:/sbin/getty -L 115200 ttyS0 vt100',
     loginShell: '/bin/sh',

@@ -10,7 +10,7 @@ import type { PrimaryConsole, UpperType } from '../grub/menu.js';
 import { buildInitramfs, defaultInitDir } from '../initramfs/build.js';
 import { DATA, LABELS, modulesImage } from '../names.js';
 import { alpineRoot, checkAlpineSources, defaultAlpineRepositories, DEFAULT_ALPINE_RELEASE, findApk, imageRepositories, ALPINE_KERNELS } from './alpine.js';
-import { BASES, kernelFlavor, kernelVersions, type BaseName } from './base.js';
+import { BASES, kernelVersions, type BaseName } from './base.js';
 import { configureRoot } from './configure.js';
 import { debianRoot } from './debian.js';
 import { createDisk, writeImageBiosBoot, writeDataPartition, writeEsp } from './disk.js';
@@ -85,7 +85,7 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
   await bootstrap.root(root);
   const [kernelVersion, ...others] = await kernelVersions(root, base);
   if (!kernelVersion || others.length) throw new UsageError(`expected one kernel in the root, found ${[kernelVersion, ...others].join(', ') || 'none'}`);
-  const flavor = kernelFlavor(kernelVersion);
+  const flavor = await base.flavor(root, kernelVersion);
 
   o.onPhase?.('configure');
   const initDir = defaultInitDir();
@@ -121,7 +121,7 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
     workDir: o.workDir,
     dataStage,
     kernelVersion,
-    vmlinuz: join(root, await base.kernelImage(root, kernelVersion)),
+    vmlinuz: join(root, base.kernelImage(kernelVersion, flavor)),
     writeInitrd: (output) => buildInitramfs({ kernelVersion, modulesDir: root, output, luks: o.luks, initDir }),
     upper: o.upper,
     primaryConsole: o.primaryConsole,

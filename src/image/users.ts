@@ -31,7 +31,11 @@ export async function addUser(root: string, o: UserOptions): Promise<{ uid: numb
     gid = firstFree(group.map((f) => Number(f[2])), uid);
     const home = `/home/${o.user}`;
     await appendFile(join(root, 'etc/passwd'), `${o.user}:x:${uid}:${gid}:${o.user}:${home}:${o.shell}\n`);
-    if (!group.some((f) => f[0] === o.user)) await appendFile(join(root, 'etc/group'), `${o.user}:x:${gid}:\n`);
+    if (!group.some((f) => f[0] === o.user)) {
+      await appendFile(join(root, 'etc/group'), `${o.user}:x:${gid}:\n`);
+      // Debian keeps group passwords in gshadow; Alpine has none.
+      if (existsSync(join(root, 'etc/gshadow'))) await appendFile(join(root, 'etc/gshadow'), `${o.user}:!::\n`);
+    }
     await appendFile(join(root, 'etc/shadow'), `${o.user}:!:${daysSinceEpoch()}:0:99999:7:::\n`);
     await mkdir(join(root, 'home'), { recursive: true });
     if (existsSync(join(root, 'etc/skel'))) await cp(join(root, 'etc/skel'), join(root, home), { recursive: true });

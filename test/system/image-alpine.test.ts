@@ -108,6 +108,8 @@ describe('alpine base: an image from a local repository', () => {
     expect(first.exitCode, first.stderr).toBe(0);
     const report = JSON.parse(first.stdout) as { kernelVersion: string; flavor: string };
     expect(report.kernelVersion).toBe(kernel.version);
+    // The flavor as the kernel package names it (usr/share/kernel/virt/kernel.release), as mkinitfs reads it.
+    expect(report.flavor).toBe('virt');
     const calls = readFileSync(log(), 'utf8').trim().split('\n').map((l) => JSON.parse(l) as string[]);
     expect(calls).toHaveLength(1);
     expect(calls[0]).toEqual(expect.arrayContaining(['add', '--initdb', '--arch', 'x86_64', '--repositories-file', '/dev/null', '--repository', repo.dir, 'linux-virt', 'alpine-base', 'nodejs']));
