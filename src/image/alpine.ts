@@ -1,6 +1,7 @@
 import { constants, existsSync } from 'node:fs';
 import { access, copyFile, mkdir, readdir, readFile } from 'node:fs/promises';
 import { delimiter, join, resolve } from 'node:path';
+import { LOCAL_KEY } from '../apk/localKey.js';
 import { SHIM_MARKER } from '../apk/shim.js';
 import { trustedIndexKey } from '../apk/repo.js';
 import { ToolMissingError, UsageError } from '../lib/errors.js';
@@ -28,6 +29,11 @@ export interface AlpineRootOptions {
 /** main and community of a release on Alpine's CDN. */
 export function defaultAlpineRepositories(release: string): string[] {
   return [`${CDN}/${release}/main`, `${CDN}/${release}/community`];
+}
+
+/** The repositories to bootstrap from: those given (local ones made absolute), else the release's on the CDN. */
+export function bootstrapRepositories(given: readonly string[] | undefined, release: string): string[] {
+  return given?.length ? given.map((r) => (isUrl(r) ? r : resolve(r))) : defaultAlpineRepositories(release);
 }
 
 /**
@@ -67,7 +73,9 @@ export async function alpineRoot(o: AlpineRootOptions, target: string): Promise<
       bootstrap: async (partial) => {
         const keys = join(partial, 'etc/apk/keys');
         await mkdir(keys, { recursive: true });
-        for (const k of await keyNames(o.keysDir)) await copyFile(join(o.keysDir, k), join(keys, k));
+        // A build machine that is itself a cairn stick trusts its own local
+        // key; the new stick gets a key of its own (alpinePackaging.ts).
+        for (const k of await keyNames(o.keysDir)) if (k !== LOCAL_KEY.publicName) await copyFile(join(o.keysDir, k), join(keys, k));
         await mkdir(apkCache, { recursive: true });
         await run(o.apk, bootstrapArgs({ root: partial, keysDir: keys, cacheDir: apkCache, repositories: o.repositories, packages }), {
           timeoutMs: 3600_000,

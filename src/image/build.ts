@@ -9,7 +9,7 @@ import { squashTree } from '../packages/images.js';
 import type { PrimaryConsole, UpperType } from '../grub/menu.js';
 import { buildInitramfs, defaultInitDir } from '../initramfs/build.js';
 import { DATA, LABELS, modulesImage } from '../names.js';
-import { alpineRoot, checkAlpineSources, defaultAlpineRepositories, DEFAULT_ALPINE_RELEASE, findApk, imageRepositories, ALPINE_KERNELS } from './alpine.js';
+import { ALPINE_KERNELS, alpineRoot, bootstrapRepositories, checkAlpineSources, DEFAULT_ALPINE_RELEASE, findApk, imageRepositories } from './alpine.js';
 import { BASES, kernelVersions, type BaseName } from './base.js';
 import { configureRoot } from './configure.js';
 import { debianRoot } from './debian.js';
@@ -213,7 +213,7 @@ export async function stageBootFiles(o: BootFilesOptions): Promise<{ files: Map<
 async function bootstrapFor(o: ImageOptions): Promise<{ root: (target: string) => Promise<void>; imageRepositories: string[] }> {
   if (o.base === 'debian') return { root: (target) => debianRoot(o, target), imageRepositories: [] };
   const release = o.alpineRelease ?? DEFAULT_ALPINE_RELEASE;
-  const repositories = o.repositories?.length ? o.repositories.map((r) => (/^[a-z]+:\/\//.test(r) ? r : resolve(r))) : defaultAlpineRepositories(release);
+  const repositories = bootstrapRepositories(o.repositories, release);
   const apk = await findApk(o.apk);
   const keysDir = resolve(o.apkKeys ?? '/etc/apk/keys');
   await checkAlpineSources({ repositories, keysDir });
