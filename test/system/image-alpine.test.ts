@@ -94,6 +94,30 @@ describe('alpine base: bad input stops the build before anything is written', ()
   }
 });
 
+describe('build-image.sh --base alpine: bad input stops it before it installs or writes anything', () => {
+  const cases: { name: string; args: () => string[]; message: RegExp }[] = [
+    { name: 'no apk on a machine without one', args: () => ['--repository', repo.dir, '--apk-keys', repo.keysDir], message: /needs apk-tools, and this machine has none[\s\S]*--apk PATH/ },
+    { name: 'a repository directory without an index', args: () => ['--apk', apk, '--repository', scratch.path('nowhere'), '--apk-keys', repo.keysDir], message: /is not an Alpine repository: .*x86_64\/APKINDEX.tar.gz is missing/ },
+    { name: 'no trusted keys', args: () => ['--apk', apk, '--repository', repo.dir, '--apk-keys', scratch.path('empty-keys')], message: /no trusted Alpine keys in .*empty-keys/ },
+  ];
+  for (const c of cases) {
+    it(`refuses ${c.name}`, async () => {
+      mkdirSync(scratch.path('empty-keys'), { recursive: true });
+      const output = scratch.path('sh.img');
+      const r = await execa('sh', ['build-image.sh', '--base', 'alpine', '--yes', '--output', output, '--cache', scratch.path('sh-cache'), ...c.args()], {
+        reject: false,
+        stdin: 'ignore',
+        env: { PATH },
+        extendEnv: false,
+      });
+      expect(r.exitCode, r.stderr).toBe(1);
+      expect(r.stderr).toMatch(c.message);
+      expect(existsSync(output)).toBe(false);
+      expect(existsSync(scratch.path('sh-cache'))).toBe(false);
+    });
+  }
+});
+
 describe('alpine base: an image from a local repository', () => {
   const cache = () => scratch.path('cache');
   const output = () => scratch.path('alpine.img');
