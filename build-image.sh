@@ -207,10 +207,12 @@ install_tools() {
 		fi
 	elif command -v apk >/dev/null 2>&1; then
 		# An Alpine machine bootstraps the alpine base with its own apk.
+		# coreutils and util-linux: cairn uses options busybox's cp, dd and
+		# lsblk lack (cp --reflink, dd oflag=seek_bytes, lsblk -o).
 		debian_base=
 		[ "$base" != debian ] || debian_base=1
 		apk add --quiet squashfs-tools dosfstools mtools sfdisk grub grub-bios grub-efi e2fsprogs \
-			nodejs npm attr busybox-static openssl ${boot:+qemu-system-x86_64} \
+			nodejs npm attr busybox-static openssl coreutils util-linux ${boot:+qemu-system-x86_64} \
 			${debian_base:+debootstrap} ||
 			die "could not install the build tools with apk"
 	else
