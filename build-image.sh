@@ -22,9 +22,19 @@ Usage: build-image.sh [options]
   --password PASSWORD      password of the user and root (default: asked; none locks them)
   --upper zram|tmpfs       where changes live while running (default zram)
   --encrypt                encrypt the data partition (LUKS)
-  --kernel PACKAGE         debian kernel package (default linux-image-amd64)
+  --kernel PACKAGE         kernel package (debian: default linux-image-amd64;
+                           alpine: linux-lts (default) or linux-virt)
   --console screen|serial  where boot messages go (default screen)
   --mirror URL             debian archive (default: this machine's)
+  --repository URL|DIR     alpine repository, a URL or a local directory;
+                           repeat for more (default: main and community of
+                           --release on Alpine's CDN)
+  --release VERSION        alpine release of the default repositories (v3.20)
+  --apk PATH               alpine: the apk-tools program (default: apk or
+                           apk.static on PATH; Debian has none: pass
+                           Alpine's apk.static)
+  --apk-keys DIR           alpine: the repositories' signing keys
+                           (default /etc/apk/keys)
   --cache DIR              package and root cache (default /var/cache/cairn-build)
   --boot                   boot the image in QEMU when it is built
   --uefi                   with --boot: boot through UEFI instead of BIOS
@@ -39,8 +49,10 @@ die() {
 }
 
 base=debian output=cairn.img target='' size=4096 user=cairn password='' password_set=''
-upper=zram encrypt='' kernel=linux-image-amd64 console=screen mirror='' cache=/var/cache/cairn-build
+upper=zram encrypt='' kernel='' console=screen mirror='' cache=/var/cache/cairn-build
 boot='' uefi='' yes=''
+# Alpine: repositories as lines (a URL or a path has no newline).
+repositories='' release=v3.20 apk='' apk_keys=/etc/apk/keys
 while [ $# -gt 0 ]; do
 	case $1 in
 	--base) base=${2:?--base needs a value}; shift ;;
@@ -54,6 +66,11 @@ while [ $# -gt 0 ]; do
 	--kernel) kernel=${2:?--kernel needs a value}; shift ;;
 	--console) console=${2:?--console needs a value}; shift ;;
 	--mirror) mirror=${2:?--mirror needs a value}; shift ;;
+	--repository) repositories="$repositories${2:?--repository needs a value}
+"; shift ;;
+	--release) release=${2:?--release needs a value}; shift ;;
+	--apk) apk=${2:?--apk needs a value}; shift ;;
+	--apk-keys) apk_keys=${2:?--apk-keys needs a value}; shift ;;
 	--cache) cache=${2:?--cache needs a value}; shift ;;
 	--boot) boot=1 ;;
 	--uefi) uefi=1 ;;
@@ -94,6 +111,56 @@ case $base in debian | alpine) ;; *) die "unknown base \"$base\": use debian or 
 case $upper in zram | tmpfs) ;; *) die "--upper must be zram or tmpfs, not \"$upper\"" ;; esac
 case $size in '' | *[!0-9]*) die "--size must be a number of MiB, not \"$size\"" ;; esac
 [ "$size" -ge 1024 ] || die "--size $size MiB is too small: a stick needs at least 1024 MiB"
+if [ -z "$kernel" ]; then
+	case $base in debian) kernel=linux-image-amd64 ;; alpine) kernel=linux-lts ;; esac
+fi
+
+# A path given relative to where the script was started (cairn runs from the checkout).
+absolute() {
+	case $1 in /* | *://*) echo "$1" ;; *) echo "$PWD/$1" ;; esac
+}
+
+# The alpine base needs apk-tools, trusted keys and a reachable repository:
+# checked before anything is installed or written (cairn checks again).
+check_alpine_sources() {
+	[ -z "$apk" ] || apk=$(absolute "$apk")
+	apk_keys=$(absolute "$apk_keys")
+	_given=$repositories repositories=
+	while IFS= read -r repo; do
+		[ -z "$repo" ] || repositories="$repositories$(absolute "$repo")
+"
+	done <<REPOS
+$_given
+REPOS
+	if [ -n "$apk" ]; then
+		[ -x "$apk" ] || die "--apk $apk is not an executable file"
+	elif ! command -v apk >/dev/null 2>&1 && ! command -v apk.static >/dev/null 2>&1; then
+		die "the alpine base needs apk-tools, and this machine has none (Debian does not package it): take apk.static from Alpine's apk-tools-static package and pass --apk PATH"
+	fi
+	ls "$apk_keys"/*.pub >/dev/null 2>&1 ||
+		die "no trusted Alpine keys in $apk_keys: pass --apk-keys DIR (Alpine's keys are in /etc/apk/keys on Alpine and in the alpine-keys package)"
+	[ -n "$repositories" ] || repositories="https://dl-cdn.alpinelinux.org/alpine/$release/main
+https://dl-cdn.alpinelinux.org/alpine/$release/community
+"
+	while IFS= read -r repo; do
+		[ -n "$repo" ] || continue
+		index="${repo%/}/x86_64/APKINDEX.tar.gz"
+		case $repo in
+		*://*)
+			# Without wget or curl, cairn's own check (before it writes) is the one.
+			if command -v wget >/dev/null 2>&1; then
+				wget -q -T 20 --spider "$index" || die "the Alpine repository $repo is not reachable ($index)"
+			elif command -v curl >/dev/null 2>&1; then
+				curl -fsI -m 20 "$index" >/dev/null || die "the Alpine repository $repo is not reachable ($index)"
+			fi
+			;;
+		*) [ -f "$index" ] || die "$repo is not an Alpine repository: $index is missing" ;;
+		esac
+	done <<REPOS
+$repositories
+REPOS
+}
+[ "$base" != alpine ] || check_alpine_sources
 
 # A target device is checked before anything is built or written.
 check_target() {
@@ -117,14 +184,15 @@ check_target() {
 install_tools() {
 	if command -v apt-get >/dev/null 2>&1; then
 		need=
-		for t in debootstrap:debootstrap mksquashfs:squashfs-tools mkfs.vfat:dosfstools mcopy:mtools \
+		for t in mksquashfs:squashfs-tools mkfs.vfat:dosfstools mcopy:mtools \
 			sfdisk:fdisk grub-mkimage:grub-common mkfs.ext4:e2fsprogs node:nodejs npm:npm \
-			getfattr:attr; do
+			getfattr:attr openssl:openssl; do
 			command -v "${t%%:*}" >/dev/null 2>&1 || need="$need ${t#*:}"
 		done
 		[ -d /usr/lib/grub/i386-pc ] || need="$need grub-pc-bin"
 		[ -d /usr/lib/grub/x86_64-efi ] || need="$need grub-efi-amd64-bin"
 		[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need="$need busybox-static"
+		[ "$base" != debian ] || command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
 		if [ -n "$boot" ]; then
 			command -v qemu-system-x86_64 >/dev/null 2>&1 || need="$need qemu-system-x86"
 			[ -z "$uefi" ] || [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need="$need ovmf"
@@ -138,8 +206,14 @@ install_tools() {
 				die "could not install$need"
 		fi
 	elif command -v apk >/dev/null 2>&1; then
-		apk add --quiet debootstrap squashfs-tools dosfstools mtools sfdisk grub grub-bios grub-efi e2fsprogs \
-			nodejs npm attr busybox-static ${boot:+qemu-system-x86_64} ||
+		# An Alpine machine bootstraps the alpine base with its own apk.
+		# coreutils and util-linux: cairn uses options busybox's cp, dd and
+		# lsblk lack (cp --reflink, dd oflag=seek_bytes, lsblk -o).
+		debian_base=
+		[ "$base" != debian ] || debian_base=1
+		apk add --quiet squashfs-tools dosfstools mtools sfdisk grub grub-bios grub-efi e2fsprogs \
+			nodejs npm attr busybox-static openssl coreutils util-linux ${boot:+qemu-system-x86_64} \
+			${debian_base:+debootstrap} ||
 			die "could not install the build tools with apk"
 	else
 		die "this machine has neither apt-get nor apk: install the tools listed in README.md by hand"
@@ -158,6 +232,15 @@ set -- image build --base "$base" --output "$output" --size "$size" --user "$use
 	--kernel "$kernel" --console "$console" --cache "$cache"
 [ -z "$password" ] || set -- "$@" --password "$password"
 [ -z "$mirror" ] || set -- "$@" --mirror "$mirror"
+if [ "$base" = alpine ]; then
+	set -- "$@" --release "$release" --apk-keys "$apk_keys"
+	[ -z "$apk" ] || set -- "$@" --apk "$apk"
+	while IFS= read -r repo; do
+		[ -z "$repo" ] || set -- "$@" --repository "$repo"
+	done <<REPOS
+$repositories
+REPOS
+fi
 [ -z "$encrypt" ] || set -- "$@" --encrypt
 node dist/cairn.mjs "$@" || die "the image was not built"
 

@@ -1,10 +1,11 @@
 import type { KeyLike } from 'node:crypto';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { gzipMember } from './gzip.js';
+import { gzipMember, splitGzipMembers } from './gzip.js';
 import { parsePkgInfo } from './pkginfo.js';
-import { prependSignature, type SignatureType } from './sign.js';
-import { encodeTar } from './tar.js';
+import { loadPublicKey, parseSignatureEntryName, prependSignature, verifyBytes, type SignatureType } from './sign.js';
+import { decodeTar, encodeTar } from './tar.js';
 
 /**
  * A local repository of repacked packages, as `apk index` and abuild-sign
@@ -117,4 +118,20 @@ export function indexEntry(p: RepoPackage, repoArch: string): string {
   if (info.provides.length) lines.push(`p:${info.provides.join(' ')}`);
   if (info.installIf.length) lines.push(`i:${info.installIf.join(' ')}`);
   return `${lines.join('\n')}\n\n`;
+}
+
+/**
+ * Whether apk would trust an APKINDEX.tar.gz: its signature member names a
+ * key in `keysDir` and the rest of the file verifies against it. Returns
+ * the key's name, or undefined.
+ */
+export async function trustedIndexKey(index: Buffer, keysDir: string): Promise<string | undefined> {
+  const members = splitGzipMembers(index);
+  if (members.length < 2) return undefined;
+  const sig = decodeTar(members[0]!.inflated).entries[0];
+  const parsed = sig && parseSignatureEntryName(sig.name);
+  if (!parsed || !sig.content) return undefined;
+  const keyFile = join(keysDir, parsed.keyName);
+  const key = existsSync(keyFile) ? loadPublicKey(await readFile(keyFile)) : undefined;
+  return key && verifyBytes(index.subarray(members[1]!.start), sig.content, key, parsed.type) ? parsed.keyName : undefined;
 }

@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { resolve } from 'node:path';
 import { UsageError } from '../lib/errors.js';
 import { formatBytes, formatSeconds } from '../lib/format.js';
+import { DEFAULT_ALPINE_RELEASE } from '../image/alpine.js';
 import { buildImage, MIN_SIZE_MIB, type ImageOptions } from '../image/build.js';
 import { terminalProgress } from '../ui/progress.js';
 
@@ -13,9 +14,13 @@ interface BuildFlags {
   password?: string;
   hostname: string;
   upper: string;
-  kernel: string;
+  kernel?: string;
   suite: string;
   mirror?: string;
+  repository?: string[];
+  release: string;
+  apk?: string;
+  apkKeys?: string;
   cache: string;
   work?: string;
   console: string;
@@ -36,9 +41,13 @@ export function imageCommand(): Command {
     .option('--password <password>', 'password of the user and of root (without it, both are locked)')
     .option('--hostname <name>', 'the host name', 'cairn')
     .option('--upper <type>', 'where changes live while running: zram or tmpfs', 'zram')
-    .option('--kernel <package>', 'debian: the kernel package', 'linux-image-amd64')
+    .option('--kernel <package>', 'the kernel package (debian: linux-image-amd64; alpine: linux-lts, or linux-virt for VMs)')
     .option('--suite <suite>', 'debian: the release', 'bookworm')
     .option('--mirror <url>', 'debian: the archive (default: the one this machine\'s apt uses)')
+    .option('--repository <url|dir>', 'alpine: a repository, URL or local directory; repeat for more (default: main and community of --release on Alpine\'s CDN)', (v: string, all: string[] = []) => [...all, v])
+    .option('--release <version>', 'alpine: the release of the default repositories', DEFAULT_ALPINE_RELEASE)
+    .option('--apk <path>', 'alpine: the apk-tools program to bootstrap with (default: apk or apk.static on PATH)')
+    .option('--apk-keys <dir>', 'alpine: the trusted signing keys of the repositories', '/etc/apk/keys')
     .option('--cache <dir>', 'downloaded packages and bootstrapped roots, reused by the next build', '/var/cache/cairn-build')
     .option('--work <dir>', 'scratch space (default: <cache>/work)')
     .option('--console <which>', 'where boot messages and prompts go: screen or serial', 'screen')
@@ -61,9 +70,13 @@ export function imageCommand(): Command {
         password: f.password,
         hostname: f.hostname,
         upper: f.upper as ImageOptions['upper'],
-        kernelPackage: f.kernel,
+        kernelPackage: f.kernel ?? (f.base === 'alpine' ? 'linux-lts' : 'linux-image-amd64'),
         suite: f.suite,
         mirror: f.mirror,
+        repositories: f.repository,
+        alpineRelease: f.release,
+        apk: f.apk,
+        apkKeys: f.apkKeys,
         cacheDir: cache,
         workDir: resolve(f.work ?? `${cache}/work`),
         primaryConsole: f.console as ImageOptions['primaryConsole'],

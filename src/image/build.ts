@@ -1,6 +1,6 @@
 import { existsSync } from 'node:fs';
 import { chown, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
-import { basename, join } from 'node:path';
+import { basename, join, resolve } from 'node:path';
 import { UsageError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
 import { BOOT_STATE_FORMAT, ESP_PATHS, formatBootState, kernelFiles, menuFor, type BootState } from '../esp/bootState.js';
@@ -9,25 +9,38 @@ import { squashTree } from '../packages/images.js';
 import type { PrimaryConsole, UpperType } from '../grub/menu.js';
 import { buildInitramfs, defaultInitDir } from '../initramfs/build.js';
 import { DATA, LABELS, modulesImage } from '../names.js';
-import { configureDebianRoot } from './configure.js';
-import { debianRoot, kernelVersions } from './debian.js';
+import { ALPINE_KERNELS, alpineRoot, bootstrapRepositories, checkAlpineSources, DEFAULT_ALPINE_RELEASE, findApk, imageRepositories } from './alpine.js';
+import { BASES, kernelVersions, type BaseName } from './base.js';
+import { configureRoot } from './configure.js';
+import { debianRoot } from './debian.js';
 import { createDisk, writeImageBiosBoot, writeDataPartition, writeEsp } from './disk.js';
 import { EFI_CORE_PATH, GRUB_PLATFORMS, grubModuleFiles, grubVersionOf, makeGrubCore } from '../grub/core.js';
 
 export type ImagePhase = 'root' | 'configure' | 'images' | 'boot' | 'disk' | 'done';
 
 export interface ImageOptions {
-  base: 'debian' | 'alpine';
+  base: BaseName;
   output: string;
   sizeMiB: number;
   user: string;
   password?: string;
   hostname: string;
   upper: UpperType;
-  /** Debian: the kernel package (linux-image-amd64 for sticks, linux-image-cloud-amd64 for VMs). */
+  /**
+   * The kernel package. debian: linux-image-amd64 for sticks,
+   * linux-image-cloud-amd64 for VMs; alpine: linux-lts or linux-virt.
+   */
   kernelPackage: string;
   suite: string;
   mirror?: string;
+  /** alpine: repository URLs or local directories, in apk's order (default: the release's main and community). */
+  repositories?: string[];
+  /** alpine: the release whose repositories are the default, e.g. v3.20. */
+  alpineRelease?: string;
+  /** alpine: the apk to bootstrap with (default: apk or apk.static on PATH). */
+  apk?: string;
+  /** alpine: the trusted keys (default /etc/apk/keys). */
+  apkKeys?: string;
   cacheDir: string;
   workDir: string;
   primaryConsole: PrimaryConsole;
@@ -59,6 +72,8 @@ export const MIN_SIZE_MIB = 1024;
 export async function buildImage(o: ImageOptions): Promise<ImageReport> {
   const started = Date.now();
   checkOptions(o);
+  const base = BASES[o.base];
+  const bootstrap = await bootstrapFor(o);
   const root = join(o.workDir, 'root');
   const dataStage = join(o.workDir, 'data');
   const espStage = join(o.workDir, 'esp');
@@ -67,23 +82,31 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
   for (const d of [dataStage, espStage]) await mkdir(d, { recursive: true });
 
   o.onPhase?.('root');
-  await debianRoot(o, root);
-  const [kernelVersion, ...others] = await kernelVersions(root);
+  await bootstrap.root(root);
+  const [kernelVersion, ...others] = await kernelVersions(root, base);
   if (!kernelVersion || others.length) throw new UsageError(`expected one kernel in the root, found ${[kernelVersion, ...others].join(', ') || 'none'}`);
-  const flavor = kernelVersion.replace(/^[0-9.]+-[0-9]+-/, '');
+  const flavor = await base.flavor(root, kernelVersion);
 
   o.onPhase?.('configure');
   const initDir = defaultInitDir();
-  await configureDebianRoot(root, { hostname: o.hostname, user: o.user, password: o.password, initDir, swapMiB: o.swapMiB });
+  await configureRoot(root, base, {
+    hostname: o.hostname,
+    user: o.user,
+    password: o.password,
+    initDir,
+    swapMiB: o.swapMiB,
+    dataDir: dataStage,
+    repositories: bootstrap.imageRepositories,
+  });
 
   o.onPhase?.('images');
   // The base image keeps the mount points of what lives in images of its own.
   await squashTree(root, join(dataStage, DATA.rootfs), [
     '-wildcards',
-    '-e', 'usr/lib/modules/*/*', 'usr/lib/firmware/*', 'boot/*', 'var/cache/apt/archives/*.deb', 'proc/*', 'sys/*', 'dev/*', 'run/*', 'tmp/*',
+    '-e', `${base.modulesDir}/*/*`, `${base.firmwareDir}/*`, 'boot/*', ...base.packageCache, 'proc/*', 'sys/*', 'dev/*', 'run/*', 'tmp/*',
   ]);
-  await squashTree(join(root, 'usr/lib/modules', kernelVersion), join(dataStage, modulesImage(kernelVersion)));
-  const firmware = join(root, 'usr/lib/firmware');
+  await squashTree(join(root, base.modulesDir, kernelVersion), join(dataStage, modulesImage(kernelVersion)));
+  const firmware = join(root, base.firmwareDir);
   await mkdir(firmware, { recursive: true });
   await squashTree(firmware, join(dataStage, DATA.firmware));
   await mkdir(join(dataStage, DATA.userDir));
@@ -98,7 +121,7 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
     workDir: o.workDir,
     dataStage,
     kernelVersion,
-    vmlinuz: join(root, 'boot', `vmlinuz-${kernelVersion}`),
+    vmlinuz: join(root, base.kernelImage(kernelVersion, flavor)),
     writeInitrd: (output) => buildInitramfs({ kernelVersion, modulesDir: root, output, luks: o.luks, initDir }),
     upper: o.upper,
     primaryConsole: o.primaryConsole,
@@ -182,11 +205,28 @@ export async function stageBootFiles(o: BootFilesOptions): Promise<{ files: Map<
   return { files, biosCore };
 }
 
+/**
+ * How the base's root is made, with everything it needs from outside this
+ * machine checked first: a missing apk, an unreachable repository or
+ * missing keys stop the build before anything is written.
+ */
+async function bootstrapFor(o: ImageOptions): Promise<{ root: (target: string) => Promise<void>; imageRepositories: string[] }> {
+  if (o.base === 'debian') return { root: (target) => debianRoot(o, target), imageRepositories: [] };
+  const release = o.alpineRelease ?? DEFAULT_ALPINE_RELEASE;
+  const repositories = bootstrapRepositories(o.repositories, release);
+  const apk = await findApk(o.apk);
+  const keysDir = resolve(o.apkKeys ?? '/etc/apk/keys');
+  await checkAlpineSources({ repositories, keysDir });
+  return {
+    root: (target) => alpineRoot({ repositories, apk, keysDir, kernelPackage: o.kernelPackage, luks: o.luks, cacheDir: o.cacheDir }, target),
+    imageRepositories: imageRepositories(repositories, release),
+  };
+}
+
 function checkOptions(o: ImageOptions): void {
-  if (o.base === 'alpine') {
-    throw new UsageError('the alpine base is not built yet: it needs apk and an Alpine mirror or a local repository', {
-      hint: 'use --base debian',
-    });
+  if (!(o.base in BASES)) throw new UsageError(`base "${o.base}" is not debian or alpine`);
+  if (o.base === 'alpine' && !(ALPINE_KERNELS as readonly string[]).includes(o.kernelPackage)) {
+    throw new UsageError(`--kernel ${o.kernelPackage} is not an Alpine kernel cairn builds with: use ${ALPINE_KERNELS.join(' or ')}`);
   }
   if (o.sizeMiB < MIN_SIZE_MIB) throw new UsageError(`--size ${o.sizeMiB} MiB is too small: a stick image needs at least ${MIN_SIZE_MIB} MiB`);
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(o.user)) throw new UsageError(`--user "${o.user}" is not a valid user name`);

@@ -1,11 +1,12 @@
 import { existsSync } from 'node:fs';
-import { appendFile, chmod, copyFile, mkdir, readdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, chmod, copyFile, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PathError } from '../lib/errors.js';
+import { log } from '../lib/log.js';
 import { RUNTIME } from '../names.js';
-import { DPKG_EXCLUDES } from '../packages/debian/hook.js';
-import { inChroot, withChroot } from './chroot.js';
+import type { Base, Service } from './base.js';
+import { addUser } from './users.js';
 
 export interface ConfigureOptions {
   hostname: string;
@@ -16,6 +17,10 @@ export interface ConfigureOptions {
   initDir: string;
   /** Size of the swap file made on first boot, in MiB; 0 for none. */
   swapMiB: number;
+  /** The data partition's staging directory. */
+  dataDir: string;
+  /** apk: the repositories the image's apk uses. */
+  repositories: string[];
 }
 
 /** Where the bundled runtime is: the running file when bundled, else dist/ of the checkout. */
@@ -29,31 +34,32 @@ export function runtimeBundle(): string {
   throw new PathError('dist/cairn.mjs', 'the bundled runtime was not found', 'run npm run build first');
 }
 
-/** OpenRC services and the runlevels they run in, as Debian's OpenRC names them. */
-const SERVICES: { name: string; runlevels: string[] }[] = [
-  // Debian's runlevel 0 and 6 go through "off", where processes are killed
-  // and file systems unmounted.
-  { name: 'cairn-save', runlevels: ['off'] },
-  { name: 'cairn-userdirs', runlevels: ['default'] },
-  { name: 'cairn-swap', runlevels: ['default'] },
-  { name: 'cairn-kernel', runlevels: ['default'] },
-];
+/** cairn's services and the runlevels they run in (the save's is the base's shutdown runlevel). */
+function cairnServices(base: Base): Service[] {
+  return [
+    { name: 'cairn-save', runlevel: base.save.runlevel },
+    { name: 'cairn-userdirs', runlevel: 'default' },
+    { name: 'cairn-swap', runlevel: 'default' },
+    { name: 'cairn-kernel', runlevel: 'default' },
+  ];
+}
 
-/** Turns a Debian root into a cairn system: runtime, services, console, user. */
-export async function configureDebianRoot(root: string, o: ConfigureOptions): Promise<void> {
+/** Turns a bootstrapped root of either base into a cairn system: runtime, services, console, user, package hooks. */
+export async function configureRoot(root: string, base: Base, o: ConfigureOptions): Promise<void> {
   await writeFile(join(root, 'etc/hostname'), `${o.hostname}\n`);
   await writeFile(join(root, 'etc/hosts'), `127.0.0.1\tlocalhost\n127.0.1.1\t${o.hostname}\n::1\tlocalhost ip6-localhost ip6-loopback\n`);
   // The root is an overlay the initramfs mounts; nothing else to mount.
   await writeFile(join(root, 'etc/fstab'), '# cairn: / is an overlay made by the initramfs; /persist is the data partition.\n');
   const inittab = await readFile(join(root, 'etc/inittab'), 'utf8');
-  // Debian's inittab mentions ttyS0 in a comment only: look for a real entry.
+  // Both bases' inittabs mention ttyS0 in a comment only: look for a real entry.
   if (!/^[^#\n]*ttyS0/m.test(inittab)) {
-    await appendFile(join(root, 'etc/inittab'), '\n# A login on the first serial port, for sticks in machines without a screen.\nT0:2345:respawn:/sbin/getty -L 115200 ttyS0 vt100\n');
+    await appendFile(join(root, 'etc/inittab'), `\n# A login on the first serial port, for sticks in machines without a screen.\n${base.serialGetty}\n`);
   }
 
   // The runtime: one file, run by the image's Node.js.
   await mkdir(join(root, 'usr/lib/cairn'), { recursive: true });
   await copyFile(runtimeBundle(), join(root, 'usr/lib/cairn/cairn.mjs'));
+  await mkdir(join(root, 'usr/bin'), { recursive: true });
   await writeFile(join(root, 'usr/bin/cairn'), '#!/bin/sh\nexec node /usr/lib/cairn/cairn.mjs "$@"\n', { mode: 0o755 });
   // The early-boot module, for initramfs builds on the running system.
   await copyTree(o.initDir, join(root, 'usr/share/cairn/initramfs'));
@@ -65,75 +71,34 @@ export async function configureDebianRoot(root: string, o: ConfigureOptions): Pr
 
   // The services, from openrc/ in the checkout (or beside the bundle).
   const openrcDir = findOpenrcDir();
+  const services = cairnServices(base);
   await mkdir(join(root, 'etc/conf.d'), { recursive: true });
-  for (const s of SERVICES) {
+  await mkdir(join(root, 'etc/init.d'), { recursive: true });
+  for (const s of services) {
     await copyFile(join(openrcDir, `${s.name}.initd`), join(root, 'etc/init.d', s.name));
     await chmod(join(root, 'etc/init.d', s.name), 0o755);
     await copyFile(join(openrcDir, `${s.name}.confd`), join(root, 'etc/conf.d', s.name));
   }
   await appendFile(join(root, 'etc/conf.d/cairn-userdirs'), `\nuser=${o.user}\n`);
   await appendFile(join(root, 'etc/conf.d/cairn-swap'), `\nswap_size_mib=${o.swapMiB}\n`);
-  await appendFile(join(root, 'etc/conf.d/cairn-save'), '\n# Debian\'s OpenRC shuts down through the "off" runlevel.\nsave_after=\nsave_before=umountfs\n');
+  await appendFile(join(root, 'etc/conf.d/cairn-save'), `\n${base.save.order}`);
+  for (const [name, lines] of Object.entries(base.confd)) await appendFile(join(root, 'etc/conf.d', name), lines);
+  for (const s of services) await enableService(root, s);
+  for (const s of base.systemServices) {
+    if (existsSync(join(root, 'etc/init.d', s.name))) await enableService(root, s);
+    else log.warn({ service: s.name, runlevel: s.runlevel }, 'the root has no such service: not enabled');
+  }
 
-  await writeDebianPackageHooks(root);
-
-  await withChroot(root, [], async () => {
-    for (const tool of SET_ASIDE) {
-      await inChroot(root, ['dpkg-divert', '--local', '--rename', '--divert', `${tool.path}.distrib`, '--add', tool.path]);
-      await writeFile(join(root, tool.path), setAsideStub(tool), { mode: 0o755 });
-    }
-    for (const s of SERVICES) for (const level of s.runlevels) await inChroot(root, ['rc-update', 'add', s.name, level]);
-    const exists = await inChroot(root, ['id', '-u', o.user], { okExitCodes: [1] });
-    if (exists.exitCode !== 0) await inChroot(root, ['useradd', '--create-home', '--shell', '/bin/bash', o.user]);
-    if (o.password !== undefined) {
-      await inChroot(root, ['chpasswd'], { input: `${o.user}:${o.password}\nroot:${o.password}\n` });
-    }
-  });
+  await base.configurePackaging(root, { dataDir: o.dataDir, repositories: o.repositories });
+  await addUser(root, { user: o.user, password: o.password, shell: base.loginShell });
 }
 
-/**
- * Debian's tools that would write boot files into the RAM layer, set aside
- * with dpkg-divert (the packages that ship them stay installable, and their
- * scripts find a stub that does nothing). initramfs-tools stays installed
- * because kernel packages depend on it.
- */
-export const SET_ASIDE = [
-  { path: '/usr/sbin/update-initramfs', instead: 'cairn builds the initramfs when it installs a kernel' },
-  { path: '/usr/sbin/grub-install', instead: "cairn writes GRUB's boot files itself after apt installs a GRUB package (cairn grub update)" },
-  { path: '/usr/sbin/grub-mkconfig', instead: "cairn keeps its own menu on the ESP (grub/grub.cfg)" },
-] as const;
-
-function setAsideStub(tool: (typeof SET_ASIDE)[number]): string {
-  const name = tool.path.split('/').pop();
-  return `#!/bin/sh
-# cairn: set aside by dpkg-divert; Debian's own is ${name}.distrib.
-echo "${name}: ${tool.instead}; nothing to do" >&2
-exit 0
-`;
-}
-
-/**
- * apt hands cairn every package before dpkg runs, and dpkg leaves the paths
- * cairn keeps in images of their own (src/packages/debian/hook.ts).
- */
-async function writeDebianPackageHooks(root: string): Promise<void> {
-  await mkdir(join(root, 'etc/apt/apt.conf.d'), { recursive: true });
-  await writeFile(
-    join(root, 'etc/apt/apt.conf.d/50cairn'),
-    [
-      '// cairn: kernels and firmware go into images on the stick, not into the RAM layer.',
-      'DPkg::Pre-Install-Pkgs { "/usr/bin/cairn deb-hook pre-install"; };',
-      'DPkg::Post-Invoke { "/usr/bin/cairn deb-hook post-invoke"; };',
-      '',
-    ].join('\n'),
-  );
-  await mkdir(join(root, 'etc/dpkg/dpkg.cfg.d'), { recursive: true });
-  await writeFile(
-    join(root, 'etc/dpkg/dpkg.cfg.d/cairn'),
-    ['# cairn keeps these in images of their own; apt hands it the packages first.', ...DPKG_EXCLUDES.map((p) => `path-exclude=${p}`), ''].join('\n'),
-  );
-  // No /vmlinuz symlinks in the RAM layer: the kernels are on the ESP.
-  await writeFile(join(root, 'etc/kernel-img.conf'), 'do_symlinks = no\n');
+/** What `rc-update add NAME LEVEL` does, without running the root's own OpenRC. */
+async function enableService(root: string, s: Service): Promise<void> {
+  const link = join(root, 'etc/runlevels', s.runlevel, s.name);
+  await mkdir(dirname(link), { recursive: true });
+  await rm(link, { force: true });
+  await symlink(`/etc/init.d/${s.name}`, link);
 }
 
 function findOpenrcDir(): string {

@@ -1,11 +1,10 @@
-import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readdir, readFile, rename, rm } from 'node:fs/promises';
+import { mkdir, readdir, readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { UsageError } from '../lib/errors.js';
-import { log } from '../lib/log.js';
 import { run } from '../lib/run.js';
 import { inChroot, withChroot } from './chroot.js';
+import { cachedRoot } from './rootCache.js';
 
 export interface DebianRootOptions {
   suite: string;
@@ -29,36 +28,33 @@ export function debianPackages(o: Pick<DebianRootOptions, 'kernelPackage' | 'luk
 
 /**
  * A Debian root with cairn's packages, made once per package set and kept in
- * the cache: a second build copies it instead of downloading again, and the
- * downloaded .deb files are kept too, so even a new package set fetches only
- * what it lacks.
+ * the cache (rootCache.ts); the downloaded .deb files are kept too, so even
+ * a new package set fetches only what it lacks.
  */
 export async function debianRoot(o: DebianRootOptions, target: string): Promise<void> {
   const packages = debianPackages(o);
   const mirror = o.mirror ?? (await hostDebianMirror());
-  const key = createHash('sha256').update(JSON.stringify([o.suite, mirror, packages])).digest('hex').slice(0, 16);
-  const cached = join(o.cacheDir, 'roots', `debian-${o.suite}-${key}`);
-  if (!existsSync(join(cached, '.cairn-complete'))) {
-    log.info({ cached }, 'bootstrapping a Debian root');
-    const partial = `${cached}.partial`;
-    await rm(partial, { recursive: true, force: true });
-    await mkdir(join(o.cacheDir, 'debs'), { recursive: true });
-    await run(
-      'debootstrap',
-      ['--variant=minbase', `--cache-dir=${join(o.cacheDir, 'debs')}`, o.suite, partial, mirror],
-      { timeoutMs: 3600_000, hint: `check that ${mirror} is reachable, or pass --mirror` },
-    );
-    await withChroot(partial, [{ from: join(o.cacheDir, 'debs'), to: 'var/cache/apt/archives' }], () =>
-      inChroot(partial, ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...packages], {
-        hint: `installing ${packages.join(' ')} failed`,
-      }),
-    );
-    await run('touch', [join(partial, '.cairn-complete')], { timeoutMs: 10_000 });
-    await rename(partial, cached);
-  }
-  await rm(target, { recursive: true, force: true });
-  await run('cp', ['-a', '--reflink=auto', cached, target], { timeoutMs: 1800_000 });
-  await rm(join(target, '.cairn-complete'), { force: true });
+  const debs = join(o.cacheDir, 'debs');
+  await cachedRoot(
+    {
+      cacheDir: o.cacheDir,
+      name: `debian-${o.suite}`,
+      key: [o.suite, mirror, packages],
+      bootstrap: async (partial) => {
+        await mkdir(debs, { recursive: true });
+        await run('debootstrap', ['--variant=minbase', `--cache-dir=${debs}`, o.suite, partial, mirror], {
+          timeoutMs: 3600_000,
+          hint: `check that ${mirror} is reachable, or pass --mirror`,
+        });
+        await withChroot(partial, [{ from: debs, to: 'var/cache/apt/archives' }], () =>
+          inChroot(partial, ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...packages], {
+            hint: `installing ${packages.join(' ')} failed`,
+          }),
+        );
+      },
+    },
+    target,
+  );
 }
 
 /** The first Debian archive the build machine's apt uses (deb822 or one-line sources). */
@@ -74,10 +70,4 @@ export async function hostDebianMirror(): Promise<string> {
     }
   }
   throw new UsageError('no Debian archive found in this machine\'s apt sources', { hint: 'pass --mirror URL' });
-}
-
-/** The kernel versions installed in a root (usr/lib/modules/<kver>). */
-export async function kernelVersions(root: string): Promise<string[]> {
-  const dir = join(root, 'usr/lib/modules');
-  return existsSync(dir) ? (await readdir(dir)).sort() : [];
 }

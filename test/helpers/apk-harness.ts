@@ -74,9 +74,13 @@ export interface HarnessOptions {
   upstreamKey?: KeyObject;
 }
 
+/** The stand-in for apk, bundled into an executable node script. */
+export function standinApk(): Promise<string> {
+  return (standinBundle ??= bundle('test/helpers/apk-standin.ts', join(bundleDir, 'apk')));
+}
+
 export async function harness(options: HarnessOptions = {}): Promise<Harness> {
-  standinBundle ??= bundle('test/helpers/apk-standin.ts', join(bundleDir, 'apk'));
-  const apk = await standinBundle;
+  const apk = await standinApk();
   const cli = options.cli ?? (await (cliBundle ??= bundle('src/main.ts', join(bundleDir, 'cairn.mjs'))));
   const dir = mkdtempSync(join(tmpdir(), 'cairn-apk-test-'));
   const root = join(dir, 'root');

@@ -23,10 +23,20 @@
  * - policy, update, --print-arch, --version: what apk prints;
  * - trusted keys: --keys-dir (under --root), else <root>/etc/apk/keys, and
  *   for apk 3 <root>/lib/apk/keys after it;
+ * - add --initdb (a new root, as `cairn image build --base alpine` makes
+ *   one; needs no scenario): resolves the names and their plain `depend`
+ *   names in the --repository directories (each APKINDEX's signature checked
+ *   against --keys-dir, as apk does), refuses a package whose identity is
+ *   not the one its trusted index gives (apk-tools 2.14.4, checked by hand:
+ *   a package from a trusted index is accepted by that identity, whatever
+ *   key signed the package itself; a tampered one is "BAD signature";
+ *   an untrusted index leaves its packages unselectable), extracts the packages'
+ *   files into --root and writes lib/apk/db/installed, etc/apk/world and
+ *   etc/apk/arch. No scripts run, no versions are compared, no network;
  * - any other applet: prints $STANDIN_STDOUT / $STANDIN_STDERR, echoes a
  *   line read from stdin when $STANDIN_READ_STDIN is set, and exits with
  *   $STANDIN_EXIT or dies by $STANDIN_SIGNAL.
- * It does not solve dependencies, extract files or run scripts.
+ * Otherwise it does not solve dependencies, extract files or run scripts.
  */
 import { appendFileSync, copyFileSync, existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -35,6 +45,7 @@ import { splitGzipMembers } from '../../src/apk/gzip.js';
 import { packageIdentity, readApk } from '../../src/apk/read.js';
 import { loadPublicKey, parseSignatureEntryName, verifyBytes } from '../../src/apk/sign.js';
 import { decodeTar } from '../../src/apk/tar.js';
+import { unpackEntries } from '../../src/apk/unpack.js';
 import { verifyApk } from '../../src/apk/verify.js';
 
 export interface StandinChange {
@@ -67,10 +78,14 @@ export interface StandinScenario {
 function main(argv: string[]): number {
   const log = process.env.STANDIN_LOG;
   if (log) appendFileSync(log, `${JSON.stringify(argv)}\n`);
-  const s = JSON.parse(readFileSync(process.env.STANDIN_SCENARIO!, 'utf8')) as StandinScenario;
   const p = parseApkArgs(argv);
   const root = optionValue(p, 'root') ?? '/';
   const given = optionValue(p, 'keys-dir');
+  if (p.applet === 'add' && hasOption(p, 'initdb')) {
+    pending.push(initdb(root, given ? resolve(root, given) : join(root, 'etc/apk/keys'), optionValue(p, 'arch') ?? 'x86_64', optionValues(p, 'repository'), p.positionals));
+    return 0;
+  }
+  const s = JSON.parse(readFileSync(process.env.STANDIN_SCENARIO!, 'utf8')) as StandinScenario;
   const keysDirs = given ? [resolve(root, given)] : [join(root, 'etc/apk/keys'), ...(s.apkVersion === 3 ? [join(root, 'lib/apk/keys')] : [])];
   if (hasOption(p, 'print-arch')) return out(`${s.arch}\n`);
   if (hasOption(p, 'version')) return out(`apk-tools ${s.apkVersion === 3 ? '3.0.6' : '2.14.4'}, compiled for ${s.arch}.\n`);
@@ -253,6 +268,60 @@ function transaction(
     process.stdout.write(summary(missing + broken));
   };
   return missing + broken;
+}
+
+/** What `apk add --initdb` does in an empty root, from local repositories only. */
+async function initdb(root: string, keysDir: string, arch: string, repositories: string[], names: string[]): Promise<void> {
+  const available = new Map<string, { file: string; identity: string; depends: string[] }>();
+  for (const url of [...repositories].reverse()) {
+    const dir = url.replace(/^@\S+\s+/, '');
+    if (/^[a-z]+:\/\//.test(dir)) throw new Error(`${dir}: the stand-in reads local repositories only`);
+    const r = readLocalRepo(dir, arch, keysDir);
+    if (typeof r === 'string') throw new Error(r.replace(/^WARNING: /, ''));
+    const text = decodeTar(splitGzipMembers(readFileSync(join(dir, arch, 'APKINDEX.tar.gz')))[1]!.inflated).entries.find((e) => e.name === 'APKINDEX')!.content!.toString();
+    for (const block of text.split('\n\n')) {
+      const f = (k: string) => block.split('\n').find((l) => l.startsWith(`${k}:`))?.slice(2);
+      const name = f('P');
+      if (!name || available.has(name)) continue;
+      const depends = (f('D') ?? '').split(' ').filter((d) => d && !/^(!|so:|cmd:|pc:)/.test(d)).map((d) => d.replace(/[<>=~].*$/, ''));
+      available.set(name, { file: join(dir, f('A') ?? arch, `${name}-${f('V')}.apk`), identity: f('C')!, depends });
+    }
+  }
+  const order: string[] = [];
+  const visit = (name: string, by: string) => {
+    if (order.includes(name)) return;
+    const a = available.get(name);
+    if (!a) throw new Error(`unable to select packages:\n  ${name} (no such package):\n    required by: ${by}`);
+    order.push(name);
+    for (const d of a.depends) visit(d, name);
+  };
+  for (const n of names) visit(n, `world[${n}]`);
+  const blocks: string[] = [];
+  for (const [i, name] of order.entries()) {
+    const a = available.get(name)!;
+    const bytes = readFileSync(a.file);
+    const pkg = readApk(bytes);
+    const identity = packageIdentity(pkg.control.compressed);
+    if (identity !== a.identity) throw new Error(`${name}-${pkg.pkginfo.pkgver}: BAD signature`);
+    const info = pkg.pkginfo;
+    process.stdout.write(`(${i + 1}/${order.length}) Installing ${name} (${info.pkgver})\n`);
+    await unpackEntries(pkg.dataEntries, root, a.file);
+    const files = pkg.dataEntries.filter((e) => e.type !== 'directory').map((e) => e.name);
+    const lines = [`C:${identity}`, `P:${name}`, `V:${info.pkgver}`, `A:${arch}`];
+    let dir: string | undefined;
+    for (const f of files) {
+      const d = f.includes('/') ? f.slice(0, f.lastIndexOf('/')) : '';
+      if (d !== dir) lines.push(`F:${(dir = d)}`);
+      lines.push(`R:${f.slice(f.lastIndexOf('/') + 1)}`);
+    }
+    blocks.push(lines.join('\n'));
+  }
+  mkdirSync(join(root, 'lib/apk/db'), { recursive: true });
+  mkdirSync(join(root, 'etc/apk'), { recursive: true });
+  writeFileSync(join(root, 'lib/apk/db/installed'), blocks.map((b) => `${b}\n\n`).join(''));
+  writeFileSync(join(root, 'etc/apk/world'), `${[...names].sort().join('\n')}\n`);
+  writeFileSync(join(root, 'etc/apk/arch'), `${arch}\n`);
+  process.stdout.write(`OK: ${order.length} packages\n`);
 }
 
 function installedIdentity(root: string, name: string): string | undefined {

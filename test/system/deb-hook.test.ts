@@ -20,8 +20,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { BOOT_STATE_FORMAT, formatBootState, kernelFiles, readBootState, type BootState } from '../../src/esp/bootState.js';
 import { EFI_CORE_PATH, makeGrubCore } from '../../src/grub/core.js';
 import { Esp } from '../../src/esp/esp.js';
-import { configureDebianRoot } from '../../src/image/configure.js';
-import { debianRoot, kernelVersions } from '../../src/image/debian.js';
+import { BASES, kernelVersions } from '../../src/image/base.js';
+import { configureRoot } from '../../src/image/configure.js';
+import { debianRoot } from '../../src/image/debian.js';
 import { withChroot, inChroot } from '../../src/image/chroot.js';
 import { kernelPackageInstalled } from '../../src/packages/debian/hook.js';
 import { makeAptRepo, sourcesLine } from '../helpers/apt-repo.js';
@@ -57,8 +58,15 @@ beforeAll(async () => {
   scratch = new Scratch();
   root = scratch.path('root');
   await debianRoot({ suite: 'bookworm', kernelPackage: 'linux-image-cloud-amd64', luks: false, cacheDir: join(CACHE, 'build') }, root);
-  await configureDebianRoot(root, { hostname: 'cairn', user: 'cairn', initDir: join(process.cwd(), 'initramfs'), swapMiB: 0 });
-  baseKernel = (await kernelVersions(root))[0]!;
+  await configureRoot(root, BASES.debian, {
+    hostname: 'cairn',
+    user: 'cairn',
+    initDir: join(process.cwd(), 'initramfs'),
+    swapMiB: 0,
+    dataDir: join(root, '..', 'data-stage'),
+    repositories: [],
+  });
+  baseKernel = (await kernelVersions(root, BASES.debian))[0]!;
 
   update = await cloudKernelDeb();
   if (update.version === baseKernel) throw new Error(`the archive's newest cloud kernel ${update.version} is the image's own: no update to test`);
