@@ -276,7 +276,7 @@ async function initdb(root: string, keysDir: string, arch: string, repositories:
   for (const url of [...repositories].reverse()) {
     const dir = url.replace(/^@\S+\s+/, '');
     if (/^[a-z]+:\/\//.test(dir)) throw new Error(`${dir}: the stand-in reads local repositories only`);
-    const r = readLocalRepo(dir, arch, keysDir);
+    const r = readLocalRepo(dir, arch, [keysDir]);
     if (typeof r === 'string') throw new Error(r.replace(/^WARNING: /, ''));
     const text = decodeTar(splitGzipMembers(readFileSync(join(dir, arch, 'APKINDEX.tar.gz')))[1]!.inflated).entries.find((e) => e.name === 'APKINDEX')!.content!.toString();
     for (const block of text.split('\n\n')) {
