@@ -21,7 +21,10 @@ Usage: build-image.sh [options]
   --user NAME              the user account (default cairn)
   --password PASSWORD      password of the user and root (default: asked; none locks them)
   --upper zram|tmpfs       where changes live while running (default zram)
-  --encrypt                encrypt the data partition (LUKS)
+  --encrypt                encrypt the data partition (LUKS2); every boot asks for
+                           the passphrase (on a terminal it is asked here, twice)
+  --passphrase-file FILE   with --encrypt: the passphrase, the file's first line
+                           ('-': standard input); needed when nothing can be asked
   --kernel PACKAGE         debian kernel package (default linux-image-amd64)
   --console screen|serial  where boot messages go (default screen)
   --mirror URL             debian archive (default: this machine's)
@@ -39,7 +42,7 @@ die() {
 }
 
 base=debian output=cairn.img target='' size=4096 user=cairn password='' password_set=''
-upper=zram encrypt='' kernel=linux-image-amd64 console=screen mirror='' cache=/var/cache/cairn-build
+upper=zram encrypt='' passphrase_file='' passphrase='' kernel=linux-image-amd64 console=screen mirror='' cache=/var/cache/cairn-build
 boot='' uefi='' yes=''
 while [ $# -gt 0 ]; do
 	case $1 in
@@ -51,6 +54,7 @@ while [ $# -gt 0 ]; do
 	--password) password=${2?--password needs a value}; password_set=1; shift ;;
 	--upper) upper=${2:?--upper needs a value}; shift ;;
 	--encrypt) encrypt=1 ;;
+	--passphrase-file) passphrase_file=${2:?--passphrase-file needs a value}; shift ;;
 	--kernel) kernel=${2:?--kernel needs a value}; shift ;;
 	--console) console=${2:?--console needs a value}; shift ;;
 	--mirror) mirror=${2:?--mirror needs a value}; shift ;;
@@ -89,6 +93,36 @@ if [ -z "$password_set" ] && [ -z "$yes" ] && [ -t 0 ]; then
 	stty echo 2>/dev/null || true
 	echo >&2
 fi
+
+# ask_passphrase: twice, without echo, until both agree and it is not empty.
+ask_passphrase() {
+	while :; do
+		printf 'Passphrase for the data partition: ' >&2
+		stty -echo 2>/dev/null || true
+		read -r passphrase || passphrase=
+		printf '\nThe same again: ' >&2
+		read -r _again || _again=
+		stty echo 2>/dev/null || true
+		echo >&2
+		if [ -z "$passphrase" ]; then
+			echo "The passphrase is empty; every boot needs it typed." >&2
+		elif [ "$passphrase" != "$_again" ]; then
+			echo "The two differ; once more." >&2
+		else
+			return 0
+		fi
+	done
+}
+# Settled before anything is installed, built or written.
+if [ -n "$encrypt" ] && [ -z "$passphrase_file" ]; then
+	if [ -n "$yes" ] || [ ! -t 0 ]; then
+		die "--encrypt without a terminal to ask on needs --passphrase-file FILE (nothing was built)"
+	fi
+	ask_passphrase
+fi
+[ -z "$passphrase_file" ] || [ -n "$encrypt" ] || die "--passphrase-file is for an encrypted image: add --encrypt"
+[ -z "$passphrase_file" ] || [ "$passphrase_file" = - ] || [ -r "$passphrase_file" ] ||
+	die "cannot read the passphrase file $passphrase_file"
 
 case $base in debian | alpine) ;; *) die "unknown base \"$base\": use debian or alpine" ;; esac
 case $upper in zram | tmpfs) ;; *) die "--upper must be zram or tmpfs, not \"$upper\"" ;; esac
@@ -158,8 +192,13 @@ set -- image build --base "$base" --output "$output" --size "$size" --user "$use
 	--kernel "$kernel" --console "$console" --cache "$cache"
 [ -z "$password" ] || set -- "$@" --password "$password"
 [ -z "$mirror" ] || set -- "$@" --mirror "$mirror"
-[ -z "$encrypt" ] || set -- "$@" --encrypt
-node dist/cairn.mjs "$@" || die "the image was not built"
+if [ -n "$passphrase" ]; then
+	# Through a pipe: a passphrase on the command line is seen by every user of this machine.
+	printf '%s\n' "$passphrase" | node dist/cairn.mjs "$@" --encrypt --passphrase-file - || die "the image was not built"
+else
+	[ -z "$encrypt" ] || set -- "$@" --encrypt --passphrase-file "$passphrase_file"
+	node dist/cairn.mjs "$@" || die "the image was not built"
+fi
 
 if [ -n "$target" ]; then
 	model=$(lsblk -dno MODEL "$dev" 2>/dev/null | sed 's/ *$//')

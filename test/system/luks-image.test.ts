@@ -170,3 +170,29 @@ describe('cairn image build --encrypt, bad input (nothing is built)', () => {
     expect(existsSync(scratch.path('cache'))).toBe(false);
   });
 });
+
+describe('build-image.sh --encrypt, unattended', () => {
+  const script = (args: string[]) =>
+    execa('sh', ['build-image.sh', '--output', scratch.path('never-sh.img'), '--cache', scratch.path('cache-sh'), ...args], {
+      reject: false,
+      stdin: 'ignore',
+    });
+
+  it('stops before installing or building anything when no passphrase file is given', async () => {
+    const r = await script(['--encrypt']);
+    expect(r.exitCode).toBe(1);
+    expect(r.stderr).toMatch(/--encrypt without a terminal to ask on needs --passphrase-file FILE \(nothing was built\)/);
+    expect(r.stderr).not.toMatch(/Installing|Building/);
+    expect(existsSync(scratch.path('never-sh.img'))).toBe(false);
+    expect(existsSync(scratch.path('cache-sh'))).toBe(false);
+  });
+
+  it('refuses a passphrase file without --encrypt, and one it cannot read', async () => {
+    const plain = await script(['--passphrase-file', '/dev/null']);
+    expect(plain.exitCode).toBe(1);
+    expect(plain.stderr).toMatch(/--passphrase-file is for an encrypted image: add --encrypt/);
+    const unreadable = await script(['--encrypt', '--passphrase-file', scratch.path('no-such-file')]);
+    expect(unreadable.exitCode).toBe(1);
+    expect(unreadable.stderr).toMatch(/cannot read the passphrase file/);
+  });
+});
