@@ -46,7 +46,8 @@ export function realpathIn(root: string, path: string): string {
     try {
       target = readlinkSync(join(root, next));
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EINVAL') throw e;
+      // Not a link (EINVAL), or not there: the path leads nowhere, and the caller finds no file.
+      if (!['EINVAL', 'ENOENT', 'ENOTDIR'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
       at = next;
       continue;
     }
