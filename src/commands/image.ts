@@ -50,6 +50,12 @@ export function imageCommand(): Command {
     .option('--luks-iter-time <ms>', 'with --encrypt: milliseconds this machine spends turning the passphrase into the key; a slower machine takes longer at every boot', String(STICK_KDF.iterTimeMs))
     .option('--swap <MiB>', 'swap file made on the data partition at first boot (0: none)', '512')
     .option('--json', 'print the result as JSON')
+    .addHelpText('after', `
+An encrypted stick: the data partition becomes LUKS2 labelled cairn-data;
+the passphrase is never given on the command line, where other users of
+this machine could read it:
+  cairn image build -o cairn.img --encrypt --passphrase-file - < passphrase.txt
+Building one needs cryptsetup on this machine, but no device-mapper.`)
     .action(async (f: BuildFlags) => {
       if (!['debian', 'alpine'].includes(f.base)) throw new UsageError(`--base "${f.base}" is not debian or alpine`);
       if (!['zram', 'tmpfs'].includes(f.upper)) throw new UsageError(`--upper "${f.upper}" is not zram or tmpfs`);

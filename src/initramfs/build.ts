@@ -102,6 +102,8 @@ export async function buildInitramfs(opts: InitramfsOptions): Promise<InitramfsR
     carried.push({ ...(await addProgram(tree, `usr/sbin/${p.name}`, p.path, root)), name: p.name });
   }
 
+  await addDlopened(tree, carried, root);
+
   const modDir = `lib/modules/${opts.kernelVersion}`;
   tree.dir(modDir);
   for (const rel of selection.paths) {
@@ -159,6 +161,24 @@ async function addProgram(tree: ArchiveTree, dest: string, path: string, root: s
     if (!tree.has(lib)) tree.file(lib, await readFile(realpathIn(root, lib)), 0o755);
   }
   return { name: basename(dest), path, libraries };
+}
+
+/**
+ * glibc loads libgcc_s.so.1 with dlopen when a thread ends (cryptsetup's
+ * argon2 runs threads; without it the unlock aborts), so the loader's list
+ * never names it: it comes along from beside the libc it belongs to.
+ */
+const DLOPENED_BY_LIBC = ['libgcc_s.so.1'];
+
+async function addDlopened(tree: ArchiveTree, carried: InitramfsReport['programs'], root: string): Promise<void> {
+  const libcs = new Set(carried.flatMap((p) => p.libraries).filter((l) => basename(l) === 'libc.so.6'));
+  for (const libc of libcs) {
+    for (const name of DLOPENED_BY_LIBC) {
+      const path = join(dirname(libc), name);
+      const file = realpathIn(root, path);
+      if (!tree.has(path) && existsSync(file)) tree.file(path, await readFile(file), 0o755);
+    }
+  }
 }
 
 /** Temp file in the same directory, fsync, rename, fsync of the directory. */

@@ -74,33 +74,41 @@ describe.sequential('an encrypted cairn stick (debian image, QEMU, BIOS)', () =>
 
   it('refuses a wrong passphrase, unlocks with the right one, and saves the session at power-off', async () => {
     const { vm, s } = await bootToPrompt('first');
-    vm.send('not the passphrase\r');
-    await vm.waitFor('cairn: warning: wrong passphrase for /dev/vda2', 120_000);
-    await vm.waitFor('Passphrase for /dev/vda2 (2 of 3): ', 30_000);
-    vm.send(`${PASSPHRASE}\r`);
-    await unlock(vm, 'first');
-    await s.login('root', PASSWORD);
-    expect(await s.ok("awk '$2 == \"/persist\" { print $1 }' /proc/mounts")).toBe('/dev/mapper/cairn-data');
-    await s.ok('echo written-while-encrypted > /root/secret.txt');
-    const shutdown = await s.powerOff();
-    timings.push(`  first: powered off at ${vm.seconds()} s`);
-    expect(shutdown).toMatch(/Saving this session to the stick/);
-    expect(shutdown).toMatch(/saved [\d.]+ \w+ \(\d+ files/);
-    // Neither passphrase was echoed: echo is off before each prompt shows.
-    expect(vm.output).not.toContain(PASSPHRASE);
-    expect(vm.output).not.toContain('not the passphrase');
+    try {
+      vm.send('not the passphrase\r');
+      await vm.waitFor('cairn: warning: wrong passphrase for /dev/vda2', 120_000);
+      await vm.waitFor('Passphrase for /dev/vda2 (2 of 3): ', 30_000);
+      vm.send(`${PASSPHRASE}\r`);
+      await unlock(vm, 'first');
+      await s.login('root', PASSWORD);
+      expect(await s.ok("awk '$2 == \"/persist\" { print $1 }' /proc/mounts")).toBe('/dev/mapper/cairn-data');
+      await s.ok('echo written-while-encrypted > /root/secret.txt');
+      const shutdown = await s.powerOff();
+      timings.push(`  first: powered off at ${vm.seconds()} s`);
+      expect(shutdown).toMatch(/Saving this session to the stick/);
+      expect(shutdown).toMatch(/saved [\d.]+ \w+ \(\d+ files/);
+      // Neither passphrase was echoed: echo is off before each prompt shows.
+      expect(vm.output).not.toContain(PASSPHRASE);
+      expect(vm.output).not.toContain('not the passphrase');
+    } finally {
+      await vm.stop();
+    }
   }, 900_000);
 
   it('unlocks again: the saved file is there and cairn status reads the encrypted stick', async () => {
     const { vm, s } = await bootToPrompt('second');
-    vm.send(`${PASSPHRASE}\r`);
-    await unlock(vm, 'second');
-    await s.login('root', PASSWORD);
-    expect(await s.ok('cat /root/secret.txt')).toBe('written-while-encrypted');
-    const status = await s.ok('cairn status');
-    expect(status).toMatch(/booted: default/);
-    expect(status).toMatch(/saved states on \/persist:\n\s+default\s+upperfs\.squashfs .*intact/);
-    await s.powerOff();
-    timings.push(`  second: powered off at ${vm.seconds()} s`);
+    try {
+      vm.send(`${PASSPHRASE}\r`);
+      await unlock(vm, 'second');
+      await s.login('root', PASSWORD);
+      expect(await s.ok('cat /root/secret.txt')).toBe('written-while-encrypted');
+      const status = await s.ok('cairn status');
+      expect(status).toMatch(/booted: default/);
+      expect(status).toMatch(/saved states on \/persist:\n\s+default\s+upperfs\.squashfs .*intact/);
+      await s.powerOff();
+      timings.push(`  second: powered off at ${vm.seconds()} s`);
+    } finally {
+      await vm.stop();
+    }
   }, 900_000);
 });
