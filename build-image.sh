@@ -159,6 +159,7 @@ install_tools() {
 		[ -d /usr/lib/grub/i386-pc ] || need="$need grub-pc-bin"
 		[ -d /usr/lib/grub/x86_64-efi ] || need="$need grub-efi-amd64-bin"
 		[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need="$need busybox-static"
+		[ -z "$encrypt" ] || command -v cryptsetup >/dev/null 2>&1 || need="$need cryptsetup-bin"
 		if [ -n "$boot" ]; then
 			command -v qemu-system-x86_64 >/dev/null 2>&1 || need="$need qemu-system-x86"
 			[ -z "$uefi" ] || [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need="$need ovmf"
@@ -173,7 +174,7 @@ install_tools() {
 		fi
 	elif command -v apk >/dev/null 2>&1; then
 		apk add --quiet debootstrap squashfs-tools dosfstools mtools sfdisk grub grub-bios grub-efi e2fsprogs \
-			nodejs npm attr busybox-static ${boot:+qemu-system-x86_64} ||
+			nodejs npm attr busybox-static ${boot:+qemu-system-x86_64} ${encrypt:+cryptsetup} ||
 			die "could not install the build tools with apk"
 	else
 		die "this machine has neither apt-get nor apk: install the tools listed in README.md by hand"
