@@ -21,7 +21,10 @@ Usage: build-image.sh [options]
   --user NAME              the user account (default cairn)
   --password PASSWORD      password of the user and root (default: asked; none locks them)
   --upper zram|tmpfs       where changes live while running (default zram)
-  --encrypt                encrypt the data partition (LUKS)
+  --encrypt                encrypt the data partition (LUKS2); every boot asks for
+                           the passphrase (on a terminal it is asked here, twice)
+  --passphrase-file FILE   with --encrypt: the passphrase, the file's first line
+                           ('-': standard input); needed when nothing can be asked
   --kernel PACKAGE         kernel package (debian: default linux-image-amd64;
                            alpine: linux-lts (default) or linux-virt)
   --console screen|serial  where boot messages go (default screen)
@@ -49,7 +52,7 @@ die() {
 }
 
 base=debian output=cairn.img target='' size=4096 user=cairn password='' password_set=''
-upper=zram encrypt='' kernel='' console=screen mirror='' cache=/var/cache/cairn-build
+upper=zram encrypt='' passphrase_file='' passphrase='' kernel='' console=screen mirror='' cache=/var/cache/cairn-build
 boot='' uefi='' yes=''
 # Alpine: repositories as lines (a URL or a path has no newline).
 repositories='' release=v3.20 apk='' apk_keys=/etc/apk/keys
@@ -63,6 +66,7 @@ while [ $# -gt 0 ]; do
 	--password) password=${2?--password needs a value}; password_set=1; shift ;;
 	--upper) upper=${2:?--upper needs a value}; shift ;;
 	--encrypt) encrypt=1 ;;
+	--passphrase-file) passphrase_file=${2:?--passphrase-file needs a value}; shift ;;
 	--kernel) kernel=${2:?--kernel needs a value}; shift ;;
 	--console) console=${2:?--console needs a value}; shift ;;
 	--mirror) mirror=${2:?--mirror needs a value}; shift ;;
@@ -106,6 +110,36 @@ if [ -z "$password_set" ] && [ -z "$yes" ] && [ -t 0 ]; then
 	stty echo 2>/dev/null || true
 	echo >&2
 fi
+
+# ask_passphrase: twice, without echo, until both agree and it is not empty.
+ask_passphrase() {
+	while :; do
+		printf 'Passphrase for the data partition: ' >&2
+		stty -echo 2>/dev/null || true
+		read -r passphrase || passphrase=
+		printf '\nThe same again: ' >&2
+		read -r _again || _again=
+		stty echo 2>/dev/null || true
+		echo >&2
+		if [ -z "$passphrase" ]; then
+			echo "The passphrase is empty; every boot needs it typed." >&2
+		elif [ "$passphrase" != "$_again" ]; then
+			echo "The two differ; once more." >&2
+		else
+			return 0
+		fi
+	done
+}
+# Settled before anything is installed, built or written.
+if [ -n "$encrypt" ] && [ -z "$passphrase_file" ]; then
+	if [ -n "$yes" ] || [ ! -t 0 ]; then
+		die "--encrypt without a terminal to ask on needs --passphrase-file FILE (nothing was built)"
+	fi
+	ask_passphrase
+fi
+[ -z "$passphrase_file" ] || [ -n "$encrypt" ] || die "--passphrase-file is for an encrypted image: add --encrypt"
+[ -z "$passphrase_file" ] || [ "$passphrase_file" = - ] || [ -r "$passphrase_file" ] ||
+	die "cannot read the passphrase file $passphrase_file"
 
 case $base in debian | alpine) ;; *) die "unknown base \"$base\": use debian or alpine" ;; esac
 case $upper in zram | tmpfs) ;; *) die "--upper must be zram or tmpfs, not \"$upper\"" ;; esac
@@ -193,6 +227,7 @@ install_tools() {
 		[ -d /usr/lib/grub/x86_64-efi ] || need="$need grub-efi-amd64-bin"
 		[ -x /bin/busybox ] || [ -x /usr/bin/busybox ] || need="$need busybox-static"
 		[ "$base" != debian ] || command -v debootstrap >/dev/null 2>&1 || need="$need debootstrap"
+		[ -z "$encrypt" ] || command -v cryptsetup >/dev/null 2>&1 || need="$need cryptsetup-bin"
 		if [ -n "$boot" ]; then
 			command -v qemu-system-x86_64 >/dev/null 2>&1 || need="$need qemu-system-x86"
 			[ -z "$uefi" ] || [ -f /usr/share/OVMF/OVMF_CODE_4M.fd ] || need="$need ovmf"
@@ -213,7 +248,7 @@ install_tools() {
 		[ "$base" != debian ] || debian_base=1
 		apk add --quiet squashfs-tools dosfstools mtools sfdisk grub grub-bios grub-efi e2fsprogs \
 			nodejs npm attr busybox-static openssl coreutils util-linux ${boot:+qemu-system-x86_64} \
-			${debian_base:+debootstrap} ||
+			${debian_base:+debootstrap} ${encrypt:+cryptsetup} ||
 			die "could not install the build tools with apk"
 	else
 		die "this machine has neither apt-get nor apk: install the tools listed in README.md by hand"
@@ -241,8 +276,13 @@ if [ "$base" = alpine ]; then
 $repositories
 REPOS
 fi
-[ -z "$encrypt" ] || set -- "$@" --encrypt
-node dist/cairn.mjs "$@" || die "the image was not built"
+if [ -n "$passphrase" ]; then
+	# Through a pipe: a passphrase on the command line is seen by every user of this machine.
+	printf '%s\n' "$passphrase" | node dist/cairn.mjs "$@" --encrypt --passphrase-file - || die "the image was not built"
+else
+	[ -z "$encrypt" ] || set -- "$@" --encrypt --passphrase-file "$passphrase_file"
+	node dist/cairn.mjs "$@" || die "the image was not built"
+fi
 
 if [ -n "$target" ]; then
 	model=$(lsblk -dno MODEL "$dev" 2>/dev/null | sed 's/ *$//')

@@ -4,6 +4,7 @@ import { UsageError } from '../lib/errors.js';
 import { formatBytes, formatSeconds } from '../lib/format.js';
 import { DEFAULT_ALPINE_RELEASE } from '../image/alpine.js';
 import { buildImage, MIN_SIZE_MIB, type ImageOptions } from '../image/build.js';
+import { readPassphrase, STICK_KDF } from '../image/luks.js';
 import { terminalProgress } from '../ui/progress.js';
 
 interface BuildFlags {
@@ -25,6 +26,8 @@ interface BuildFlags {
   work?: string;
   console: string;
   encrypt?: boolean;
+  passphraseFile?: string;
+  luksIterTime?: string;
   swap: string;
   json?: boolean;
 }
@@ -51,15 +54,29 @@ export function imageCommand(): Command {
     .option('--cache <dir>', 'downloaded packages and bootstrapped roots, reused by the next build', '/var/cache/cairn-build')
     .option('--work <dir>', 'scratch space (default: <cache>/work)')
     .option('--console <which>', 'where boot messages and prompts go: screen or serial', 'screen')
-    .option('--encrypt', 'encrypt the data partition with LUKS')
+    .option('--encrypt', 'encrypt the data partition (LUKS2, aes-xts-plain64, argon2id); the boot asks for the passphrase')
+    .option('--passphrase-file <file>', "with --encrypt: the passphrase, the file's first line ('-': standard input)")
+    .option('--luks-iter-time <ms>', 'with --encrypt: milliseconds this machine spends turning the passphrase into the key; a slower machine takes longer at every boot', String(STICK_KDF.iterTimeMs))
     .option('--swap <MiB>', 'swap file made on the data partition at first boot (0: none)', '512')
     .option('--json', 'print the result as JSON')
+    .addHelpText('after', `
+An encrypted stick: the data partition becomes LUKS2 labelled cairn-data;
+the passphrase is never given on the command line, where other users of
+this machine could read it:
+  cairn image build -o cairn.img --encrypt --passphrase-file - < passphrase.txt
+Building one needs cryptsetup on this machine, but no device-mapper.`)
     .action(async (f: BuildFlags) => {
       if (!['debian', 'alpine'].includes(f.base)) throw new UsageError(`--base "${f.base}" is not debian or alpine`);
       if (!['zram', 'tmpfs'].includes(f.upper)) throw new UsageError(`--upper "${f.upper}" is not zram or tmpfs`);
       if (!['screen', 'serial'].includes(f.console)) throw new UsageError(`--console "${f.console}" is not screen or serial`);
       if (!/^[0-9]+$/.test(f.size)) throw new UsageError(`--size "${f.size}" is not a number of MiB`);
       if (!/^[0-9]+$/.test(f.swap)) throw new UsageError(`--swap "${f.swap}" is not a number of MiB`);
+      if (f.encrypt && f.passphraseFile === undefined) {
+        throw new UsageError('--encrypt needs a passphrase', { hint: "pass --passphrase-file FILE ('-' reads it from standard input)" });
+      }
+      if (!f.encrypt && f.passphraseFile !== undefined) throw new UsageError('--passphrase-file is for an encrypted image: add --encrypt');
+      if (!/^[1-9][0-9]*$/.test(f.luksIterTime ?? '')) throw new UsageError(`--luks-iter-time "${f.luksIterTime}" is not a number of milliseconds`);
+      const passphrase = f.passphraseFile === undefined ? undefined : await readPassphrase(f.passphraseFile);
       const progress = terminalProgress(!f.json);
       const cache = resolve(f.cache);
       const opts: ImageOptions = {
@@ -81,6 +98,8 @@ export function imageCommand(): Command {
         workDir: resolve(f.work ?? `${cache}/work`),
         primaryConsole: f.console as ImageOptions['primaryConsole'],
         luks: f.encrypt === true,
+        passphrase,
+        luksKdf: { ...STICK_KDF, iterTimeMs: Number(f.luksIterTime) },
         swapMiB: Number(f.swap),
         onPhase: (p) => progress.phase(`image: ${p}`),
       };

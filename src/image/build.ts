@@ -13,6 +13,7 @@ import { ALPINE_KERNELS, alpineRoot, bootstrapRepositories, checkAlpineSources, 
 import { BASES, kernelVersions, type BaseName } from './base.js';
 import { configureRoot } from './configure.js';
 import { debianRoot } from './debian.js';
+import { STICK_KDF, type LuksKdf } from './luks.js';
 import { createDisk, writeImageBiosBoot, writeDataPartition, writeEsp } from './disk.js';
 import { EFI_CORE_PATH, GRUB_PLATFORMS, grubModuleFiles, grubVersionOf, makeGrubCore } from '../grub/core.js';
 
@@ -45,6 +46,10 @@ export interface ImageOptions {
   workDir: string;
   primaryConsole: PrimaryConsole;
   luks: boolean;
+  /** The data partition's passphrase, with luks. */
+  passphrase?: string;
+  /** How the passphrase is stretched (default STICK_KDF); tests under emulation take a cheaper one. */
+  luksKdf?: LuksKdf;
   /** The swap file on the data partition, in MiB; 0 for none. */
   swapMiB: number;
   onPhase?: (phase: ImagePhase) => void;
@@ -122,7 +127,9 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
     dataStage,
     kernelVersion,
     vmlinuz: join(root, base.kernelImage(kernelVersion, flavor)),
-    writeInitrd: (output) => buildInitramfs({ kernelVersion, modulesDir: root, output, luks: o.luks, initDir }),
+    // The stick's own programs, as on the running stick a kernel install
+    // builds its initramfs from them: the same cryptsetup unlocks at every boot.
+    writeInitrd: (output) => buildInitramfs({ kernelVersion, modulesDir: root, output, luks: o.luks, initDir, programRoot: root }),
     upper: o.upper,
     primaryConsole: o.primaryConsole,
     luks: o.luks,
@@ -133,7 +140,10 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
   await rm(partial, { force: true });
   const layout = await createDisk(partial, o.sizeMiB * 1024 * 1024, ESP_MIB);
   await writeEsp(partial, layout, files, o.workDir);
-  await writeDataPartition(partial, layout, dataStage);
+  await writeDataPartition(partial, layout, dataStage, {
+    workDir: o.workDir,
+    luks: o.luks ? { passphrase: o.passphrase ?? '', kdf: o.luksKdf ?? STICK_KDF } : undefined,
+  });
   await writeImageBiosBoot(partial, layout, biosCore);
   await run('sync', ['-f', partial], { timeoutMs: 600_000 }).catch(() => undefined);
   await rename(partial, o.output);
@@ -231,11 +241,7 @@ function checkOptions(o: ImageOptions): void {
   if (o.sizeMiB < MIN_SIZE_MIB) throw new UsageError(`--size ${o.sizeMiB} MiB is too small: a stick image needs at least ${MIN_SIZE_MIB} MiB`);
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(o.user)) throw new UsageError(`--user "${o.user}" is not a valid user name`);
   if (!/^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$/.test(o.hostname)) throw new UsageError(`--hostname "${o.hostname}" is not a valid host name`);
-  if (o.luks) {
-    throw new UsageError('an encrypted data partition cannot be built yet', {
-      hint: 'build without --encrypt; writing LUKS needs device-mapper on the build machine',
-    });
-  }
+  if (o.luks && !o.passphrase) throw new UsageError('an encrypted data partition needs a passphrase', { hint: 'pass --passphrase-file FILE (- for standard input)' });
   if (existsSync(o.output) && !o.output.endsWith('.img')) {
     throw new UsageError(`${o.output} exists and is not an .img file: cairn image build writes image files only`);
   }

@@ -4,13 +4,14 @@ import { run } from '../lib/run.js';
 import { LABELS } from '../names.js';
 import { writeBiosBoot } from '../grub/biosboot.js';
 import { GRUB_LIB } from '../grub/core.js';
+import { LUKS, writeLuksVolume, type LuksKdf } from './luks.js';
 import { planLayout, SECTOR, sfdiskScript, type Layout } from './layout.js';
 
 /**
  * Writes the stick image without mounting anything: the partition table with
  * sfdisk, the ESP with mkfs.vfat and mtools, the data partition with mke2fs
- * -d at its offset. Build machines need neither partition devices
- * nor vfat in their kernel.
+ * -d at its offset (or encrypted into it, see luks.ts). Build machines need
+ * neither partition devices, nor vfat or device-mapper in their kernel.
  */
 export async function createDisk(image: string, sizeBytes: number, espMiB: number): Promise<Layout> {
   const layout = planLayout(sizeBytes, espMiB);
@@ -56,14 +57,39 @@ export async function writeEsp(image: string, layout: Layout, files: Map<string,
   await rm(esp, { force: true });
 }
 
-/** Makes the data partition's ext4 at its offset, filled from a staging directory. */
-export async function writeDataPartition(image: string, layout: Layout, stage: string): Promise<void> {
+export interface DataPartitionOptions {
+  /** Encrypt it (LUKS2) with this passphrase and key derivation. */
+  luks?: { passphrase: string; kdf: LuksKdf };
+  /** Scratch space for the plain ext4 of an encrypted partition. */
+  workDir: string;
+}
+
+/**
+ * Makes the data partition's ext4, filled from a staging directory: at its
+ * offset, or, encrypted, in a file of its own that becomes the LUKS payload
+ * (the partition less the header) and is removed afterwards.
+ */
+export async function writeDataPartition(image: string, layout: Layout, stage: string, o: DataPartitionOptions): Promise<void> {
   const p = layout.data;
-  await run(
-    'mkfs.ext4',
-    ['-q', '-F', '-L', LABELS.data, '-E', `offset=${p.startSector * SECTOR}`, '-d', stage, image, `${(p.sectors * SECTOR) / 1024}k`],
-    { timeoutMs: 1800_000, hint: 'install e2fsprogs (apt-get install e2fsprogs)' },
-  );
+  const start = p.startSector * SECTOR;
+  const bytes = p.sectors * SECTOR;
+  const mkfs = (args: string[], target: string, size: number) =>
+    run('mkfs.ext4', ['-q', '-F', '-L', LABELS.data, ...args, '-d', stage, target, `${size / 1024}k`], {
+      timeoutMs: 1800_000,
+      hint: 'install e2fsprogs (apt-get install e2fsprogs)',
+    });
+  if (!o.luks) {
+    await mkfs(['-E', `offset=${start}`], image, bytes);
+    return;
+  }
+  const plain = join(o.workDir, 'data.ext4');
+  await rm(plain, { force: true });
+  try {
+    await mkfs([], plain, bytes - LUKS.headerBytes);
+    await writeLuksVolume({ plain, target: image, offsetBytes: start, passphrase: o.luks.passphrase, label: LABELS.data, kdf: o.luks.kdf });
+  } finally {
+    await rm(plain, { force: true });
+  }
 }
 
 /** Legacy BIOS boot: boot.img in the MBR, core.img in the BIOS boot partition. */

@@ -1,6 +1,7 @@
 /**
  * Builds the initramfs: busybox and its applets, unsquashfs, cryptsetup for
- * an encrypted data partition, util-linux's blkid when the host has it, the
+ * an encrypted data partition, util-linux's blkid when there is one (from
+ * this machine, or from the image's root an image build gives), the
  * shared libraries they need, the kernel modules the boot needs with their
  * dependencies, and the early-boot module (initramfs/init as /init, its
  * library as /lib/cairn). Packed as a reproducible newc cpio, gzipped (every
@@ -10,7 +11,7 @@
  * `cairn initramfs build` is a thin wrapper.
  */
 import { existsSync } from 'node:fs';
-import { readdir, readFile, realpath, rm, writeFile } from 'node:fs/promises';
+import { readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
@@ -21,7 +22,7 @@ import { bootModules } from './bootModules.js';
 import { writeNewc } from './cpio.js';
 import { sharedLibraries } from './elf.js';
 import { moduleIndexFiles, readModuleIndex, selectModules } from './modules.js';
-import { busyboxApplets, findUtilLinuxBlkid, requireProgram } from './programs.js';
+import { busyboxApplets, findUtilLinuxBlkid, realpathIn, requireProgram } from './programs.js';
 import { ArchiveTree } from './tree.js';
 
 export interface InitramfsOptions {
@@ -31,8 +32,14 @@ export interface InitramfsOptions {
   output: string;
   /** Carry cryptsetup and dm-crypt, for an encrypted data partition. */
   luks?: boolean;
-  /** The busybox to carry (default: busybox on PATH). */
+  /** The busybox to carry (default: busybox on PATH, or in programRoot). */
   busybox?: string;
+  /**
+   * Where busybox, unsquashfs, cryptsetup and blkid and their libraries come
+   * from: this machine (/, the default) or an image's root, so that an
+   * image's initramfs carries the image's own programs.
+   */
+  programRoot?: string;
   /** The early-boot module: a directory with init and lib/*.sh (default: cairn's own). */
   initDir?: string;
   /** More modules the boot needs (required: a missing one is an error). */
@@ -75,24 +82,27 @@ export async function buildInitramfs(opts: InitramfsOptions): Promise<InitramfsR
   const index = await readModuleIndex(resolve(opts.modulesDir), opts.kernelVersion);
   const selection = selectModules(index, bootModules({ luks, extra: opts.extraModules }));
 
-  const busybox = requireProgram('busybox', opts.busybox);
+  const root = opts.programRoot ?? '/';
+  const busybox = requireProgram('busybox', opts.busybox, root);
   const programs = [
-    { name: 'unsquashfs', path: requireProgram('unsquashfs') },
-    ...(luks ? [{ name: 'cryptsetup', path: requireProgram('cryptsetup') }] : []),
-    ...((b) => (b ? [{ name: 'blkid', path: b }] : []))(findUtilLinuxBlkid()),
+    { name: 'unsquashfs', path: requireProgram('unsquashfs', undefined, root) },
+    ...(luks ? [{ name: 'cryptsetup', path: requireProgram('cryptsetup', undefined, root) }] : []),
+    ...((b) => (b ? [{ name: 'blkid', path: b }] : []))(findUtilLinuxBlkid(root)),
   ];
 
   await addEarlyBoot(tree, opts.initDir ?? defaultInitDir());
   addSkeleton(tree);
   const carried: InitramfsReport['programs'] = [];
-  carried.push(await addProgram(tree, 'bin/busybox', busybox));
-  for (const applet of await busyboxApplets(busybox)) {
+  carried.push(await addProgram(tree, 'bin/busybox', busybox, root));
+  for (const applet of await busyboxApplets(busybox, root)) {
     if (!tree.has(applet)) tree.symlink(applet, '/bin/busybox');
   }
   for (const p of programs) {
     // Real programs in /usr/sbin, first on the init's PATH, ahead of any applet of the same name.
-    carried.push({ ...(await addProgram(tree, `usr/sbin/${p.name}`, p.path)), name: p.name });
+    carried.push({ ...(await addProgram(tree, `usr/sbin/${p.name}`, p.path, root)), name: p.name });
   }
+
+  await addDlopened(tree, carried, root);
 
   const modDir = `lib/modules/${opts.kernelVersion}`;
   tree.dir(modDir);
@@ -141,16 +151,34 @@ function addSkeleton(tree: ArchiveTree): void {
   tree.symlink('etc/mtab', '/proc/mounts');
 }
 
-/** A program at DEST and each file its loader needs at the path the loader looks for it. */
-async function addProgram(tree: ArchiveTree, dest: string, path: string): Promise<{ name: string; path: string; libraries: string[] }> {
-  tree.file(dest, await readFile(await realpath(path)), 0o755);
-  const libraries = await sharedLibraries(path);
+/** A program (a path in ROOT) at DEST and each file its loader needs at the path the loader looks for it. */
+async function addProgram(tree: ArchiveTree, dest: string, path: string, root: string): Promise<{ name: string; path: string; libraries: string[] }> {
+  tree.file(dest, await readFile(realpathIn(root, path)), 0o755);
+  const libraries = await sharedLibraries(path, root);
   for (const lib of libraries) {
     // The content the path leads to, stored under the path itself: no links
     // that dangle, and merged-/usr symlinks (/lib -> usr/lib) become real dirs.
-    if (!tree.has(lib)) tree.file(lib, await readFile(await realpath(lib)), 0o755);
+    if (!tree.has(lib)) tree.file(lib, await readFile(realpathIn(root, lib)), 0o755);
   }
   return { name: basename(dest), path, libraries };
+}
+
+/**
+ * glibc loads libgcc_s.so.1 with dlopen when a thread ends (cryptsetup's
+ * argon2 runs threads; without it the unlock aborts), so the loader's list
+ * never names it: it comes along from beside the libc it belongs to.
+ */
+const DLOPENED_BY_LIBC = ['libgcc_s.so.1'];
+
+async function addDlopened(tree: ArchiveTree, carried: InitramfsReport['programs'], root: string): Promise<void> {
+  const libcs = new Set(carried.flatMap((p) => p.libraries).filter((l) => basename(l) === 'libc.so.6'));
+  for (const libc of libcs) {
+    for (const name of DLOPENED_BY_LIBC) {
+      const path = join(dirname(libc), name);
+      const file = realpathIn(root, path);
+      if (!tree.has(path) && existsSync(file)) tree.file(path, await readFile(file), 0o755);
+    }
+  }
 }
 
 /** Temp file in the same directory, fsync, rename, fsync of the directory. */

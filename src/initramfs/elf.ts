@@ -1,12 +1,12 @@
 /**
  * What a program needs to run in the initramfs: its ELF interpreter (the
  * dynamic loader, read from its PT_INTERP header) and the shared libraries
- * that loader resolves on the build host. Nothing is run but the loader in
+ * that loader resolves on the machine, or in the root, the program is from. Nothing is run but the loader in
  * its list mode (what ldd does), and only files are read.
  */
-import { readFile, realpath } from 'node:fs/promises';
+import { readFile } from 'node:fs/promises';
 import { LibraryMissingError } from '../lib/errors.js';
-import { run } from '../lib/run.js';
+import { realpathIn, runIn } from './programs.js';
 
 const PT_INTERP = 3;
 
@@ -50,11 +50,14 @@ export function parseLoaderList(text: string): { paths: string[]; missing: strin
   return { paths: [...new Set(paths)], missing };
 }
 
-/** The files PROGRAM needs at run time: its interpreter and libraries, as absolute paths. */
-export async function sharedLibraries(program: string): Promise<string[]> {
-  const interp = elfInterpreter(await readFile(await realpath(program)), program);
+/**
+ * The files PROGRAM (a path in ROOT) needs at run time: its interpreter and
+ * libraries, as absolute paths in ROOT.
+ */
+export async function sharedLibraries(program: string, root = '/'): Promise<string[]> {
+  const interp = elfInterpreter(await readFile(realpathIn(root, program)), program);
   if (interp === undefined) return [];
-  const { stdout } = await run(interp, ['--list', program], {
+  const { stdout } = await runIn(root, interp, ['--list', program], {
     timeoutMs: 30_000,
     okExitCodes: [1],
     env: { LC_ALL: 'C' },

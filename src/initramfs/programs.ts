@@ -1,11 +1,12 @@
 /**
- * The programs an initramfs carries besides busybox, found on the build
- * host's PATH, and busybox's applets.
+ * The programs an initramfs carries besides busybox, found on this machine's
+ * PATH or in a root of their own (an image's root, before it boots), and
+ * busybox's applets.
  */
-import { accessSync, constants, realpathSync, statSync } from 'node:fs';
-import { basename, join } from 'node:path';
+import { accessSync, constants, readlinkSync, statSync } from 'node:fs';
+import { basename, join, posix } from 'node:path';
 import { AppletMissingError, ToolMissingError } from '../lib/errors.js';
-import { run } from '../lib/run.js';
+import { run, type RunOptions, type RunResult } from '../lib/run.js';
 
 const SYSTEM_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
 
@@ -25,31 +26,71 @@ function isExecutable(path: string): boolean {
   }
 }
 
-/** The program NAME on PATH (and the usual sbin dirs), or undefined. */
-export function findProgram(name: string, path = process.env.PATH ?? ''): string | undefined {
-  const dirs = [...path.split(':').filter((d) => d.startsWith('/')), ...SYSTEM_DIRS];
-  for (const dir of dirs) {
+/**
+ * PATH inside ROOT with every symlink followed as it would be inside ROOT
+ * (an absolute link target starts again at ROOT, not at this machine's /),
+ * as a path on this machine.
+ */
+export function realpathIn(root: string, path: string): string {
+  const todo = path.split('/').filter(Boolean);
+  let at = '/';
+  for (let hops = 0; todo.length > 0; ) {
+    const part = todo.shift()!;
+    if (part === '.') continue;
+    if (part === '..') {
+      at = posix.dirname(at);
+      continue;
+    }
+    const next = posix.join(at, part);
+    let target: string;
+    try {
+      target = readlinkSync(join(root, next));
+    } catch (e) {
+      // Not a link (EINVAL), or not there: the path leads nowhere, and the caller finds no file.
+      if (!['EINVAL', 'ENOENT', 'ENOTDIR'].includes((e as NodeJS.ErrnoException).code ?? '')) throw e;
+      at = next;
+      continue;
+    }
+    if (++hops > 40) throw new Error(`${path} in ${root}: too many levels of symbolic links`);
+    if (target.startsWith('/')) at = '/';
+    todo.unshift(...target.split('/').filter(Boolean));
+  }
+  return join(root, at);
+}
+
+/** Runs a program of ROOT: in a chroot, so that its loader finds ROOT's libraries. */
+export function runIn(root: string, file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
+  return root === '/' ? run(file, args, options) : run('chroot', [root, file, ...args], options);
+}
+
+/**
+ * The program NAME as a path in ROOT: on PATH (and the usual sbin dirs) for
+ * this machine, in the usual dirs for any other root; or undefined.
+ */
+export function findProgram(name: string, path = process.env.PATH ?? '', root = '/'): string | undefined {
+  const onPath = root === '/' ? path.split(':').filter((d) => d.startsWith('/')) : [];
+  for (const dir of [...onPath, ...SYSTEM_DIRS]) {
     const candidate = join(dir, name);
-    if (isExecutable(candidate)) return candidate;
+    if (isExecutable(realpathIn(root, candidate))) return candidate;
   }
   return undefined;
 }
 
-/** The program NAME, or a ToolMissingError saying what to install. */
-export function requireProgram(name: string, given?: string): string {
+/** The program NAME (a path in ROOT), or a ToolMissingError saying what to install. */
+export function requireProgram(name: string, given?: string, root = '/'): string {
   if (given !== undefined) {
-    if (!isExecutable(given)) throw new ToolMissingError(given, HINTS[name] ?? `install ${name}`);
+    if (!isExecutable(realpathIn(root, given))) throw new ToolMissingError(given, HINTS[name] ?? `install ${name}`);
     return given;
   }
-  const found = findProgram(name);
-  if (!found) throw new ToolMissingError(name, HINTS[name] ?? `install ${name}`);
+  const found = findProgram(name, undefined, root);
+  if (!found) throw new ToolMissingError(root === '/' ? name : `${name} in ${root}`, HINTS[name] ?? `install ${name}`);
   return found;
 }
 
-/** util-linux's blkid, if the build host has it (busybox's knows less and is not it). */
-export function findUtilLinuxBlkid(): string | undefined {
-  const found = findProgram('blkid');
-  return found && basename(realpathSync(found)) !== 'busybox' ? found : undefined;
+/** util-linux's blkid, if ROOT has it (busybox's knows less and is not it). */
+export function findUtilLinuxBlkid(root = '/'): string | undefined {
+  const found = findProgram('blkid', undefined, root);
+  return found && basename(realpathIn(root, found)) !== 'busybox' ? found : undefined;
 }
 
 /**
@@ -68,13 +109,13 @@ export const REQUIRED_APPLETS = [
  * or all in bin/ when this busybox only knows --list. Missing required
  * applets are an error naming them.
  */
-export async function busyboxApplets(busybox: string): Promise<string[]> {
+export async function busyboxApplets(busybox: string, root = '/'): Promise<string[]> {
   let paths: string[];
-  const full = await run(busybox, ['--list-full'], { timeoutMs: 10_000, okExitCodes: [1] });
+  const full = await runIn(root, busybox, ['--list-full'], { timeoutMs: 10_000, okExitCodes: [1] });
   if (full.exitCode === 0 && full.stdout.trim()) {
     paths = full.stdout.split('\n').map((l) => l.trim()).filter((l) => /^(usr\/)?s?bin\/[^/]+$/.test(l));
   } else {
-    const list = await run(busybox, ['--list'], { timeoutMs: 10_000 });
+    const list = await runIn(root, busybox, ['--list'], { timeoutMs: 10_000 });
     paths = list.stdout.split('\n').map((l) => l.trim()).filter((l) => /^[^/\s]+$/.test(l)).map((l) => `bin/${l}`);
   }
   const have = new Set(paths.map((p) => basename(p)));

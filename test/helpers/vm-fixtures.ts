@@ -6,10 +6,10 @@
  * them, plain or inside LUKS2.
  */
 import { execa } from 'execa';
-import { createCipheriv, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { copyFile, mkdir, open, readFile, rm, symlink, truncate, unlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readFile, rm, stat, symlink, truncate, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { LUKS, writeLuksVolume } from '../../src/image/luks.js';
 import { DATA, LABELS } from '../../src/names.js';
 import { readSeal } from '../../src/state/seal.js';
 import { CLI, Scratch } from './system.js';
@@ -141,47 +141,14 @@ export async function dataDisk(scratch: Scratch, name: string, files: Record<str
 
 /**
  * A LUKS2 container labelled cairn-data around the ext4 image PLAIN, for
- * PASSPHRASE. cryptsetup writes the header (no device-mapper needed for an
- * image file); the data is encrypted here as dm-crypt would, with the volume
- * key given to luksFormat: aes-xts-plain64, 512-byte sectors, the IV the
- * sector number, so the host needs no device-mapper at all.
+ * PASSPHRASE, written as the image builder writes a stick's (src/image/luks.ts),
+ * with a fast key derivation: the early-boot cases time the boot, not pbkdf.
  */
 export async function luksDisk(scratch: Scratch, plain: string, passphrase: string): Promise<string> {
   const image = scratch.path('luks.img');
-  const keyFile = scratch.path('volume.key');
-  const key = randomBytes(64);
-  await writeFile(keyFile, key, { mode: 0o600 });
-  const data = await readFile(plain);
-  const headerBytes = 16 << 20;
-  await truncate(image, 0).catch(() => undefined);
   await writeFile(image, '');
-  await truncate(image, headerBytes + data.length);
-  await execa('cryptsetup', [
-    'luksFormat', '-q', '--type', 'luks2', '--label', LABELS.data,
-    '--cipher', 'aes-xts-plain64', '--key-size', '512', '--sector-size', '512',
-    '--offset', String(headerBytes / 512),
-    '--pbkdf', 'pbkdf2', '--pbkdf-force-iterations', '1000',
-    '--volume-key-file', keyFile, '--key-file', '-', image,
-  ], { input: passphrase });
-  const dump = await execa('cryptsetup', ['luksDump', image]);
-  const offset = /Data segments:\s+0: crypt\s+offset: (\d+) \[bytes\]/.exec(dump.stdout);
-  if (!offset || Number(offset[1]) !== headerBytes) throw new Error(`unexpected LUKS data offset:\n${dump.stdout}`);
-  const out = Buffer.alloc(data.length);
-  const iv = Buffer.alloc(16);
-  for (let sector = 0; sector * 512 < data.length; sector++) {
-    iv.fill(0);
-    iv.writeBigUInt64LE(BigInt(sector), 0);
-    const cipher = createCipheriv('aes-256-xts', key, iv);
-    const enc = Buffer.concat([cipher.update(data.subarray(sector * 512, sector * 512 + 512)), cipher.final()]);
-    enc.copy(out, sector * 512);
-  }
-  const fh = await open(image, 'r+');
-  try {
-    await fh.write(out, 0, out.length, headerBytes);
-  } finally {
-    await fh.close();
-  }
-  await rm(keyFile);
+  await truncate(image, LUKS.headerBytes + (await stat(plain)).size);
+  await writeLuksVolume({ plain, target: image, offsetBytes: 0, passphrase, label: LABELS.data, kdf: { type: 'pbkdf2', iterations: 1000 } });
   return image;
 }
 

@@ -7,8 +7,9 @@ import { execa } from 'execa';
 import { existsSync, readdirSync } from 'node:fs';
 import { mkdir, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
+import { gunzipSync } from 'node:zlib';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { BOOT_STATE_FORMAT, formatBootState, kernelFiles, readBootState } from '../../src/esp/bootState.js';
+import { BOOT_STATE_FORMAT, ESP_PATHS, formatBootState, kernelFiles, readBootState } from '../../src/esp/bootState.js';
 import { forgetRemovedKernels } from '../../src/packages/kernel.js';
 import { Esp } from '../../src/esp/esp.js';
 import { cairn, Scratch } from '../helpers/system.js';
@@ -18,7 +19,7 @@ import { debianCloudKernel, type TestKernel } from '../helpers/vm-kernel.js';
 let scratch: Scratch;
 let kernel: TestKernel;
 
-async function stick(name: string, espMiB: number): Promise<{ esp: Esp; data: string }> {
+async function stick(name: string, espMiB: number, luks = false): Promise<{ esp: Esp; data: string }> {
   const image = scratch.path(`${name}-esp.img`);
   await execa('truncate', ['-s', `${espMiB}M`, image]);
   await execa('mkfs.vfat', ['-F', espMiB >= 64 ? '32' : '16', '-n', 'CAIRN-ESP', image]);
@@ -27,7 +28,7 @@ async function stick(name: string, espMiB: number): Promise<{ esp: Esp; data: st
     format: BOOT_STATE_FORMAT,
     settings: { esp: { by: 'label', value: 'CAIRN-ESP' }, dataSpec: 'LABEL=cairn-data', upper: 'tmpfs', serialSpeed: 115200, primaryConsole: 'serial' },
     timeoutSeconds: 3,
-    luks: false,
+    luks,
     kernel: kernelFiles('6.1.0-1-old'),
   };
   await esp.install('grub/cairn-boot.json', { data: formatBootState(state as never) });
@@ -93,6 +94,19 @@ describe('cairn kernel install', () => {
     const status = await cairn(['status', '--data', data, '--upper', data, '--esp', esp.device]);
     expect(status.stdout).toContain(`kernel booted by default: ${kernel.version} (the menu keeps 6.1.0-1-old until it has booted)`);
     expect(status.stdout).toContain(`modules images: ${kernel.version}`);
+  }, 300_000);
+
+  it('on an encrypted stick, gives the new kernel an initramfs that unlocks it: cryptsetup and dm-crypt', async () => {
+    const { esp, data } = await stick('luks', 64, true);
+    const r = await cairn(['kernel', 'install', '--from', kernel.root, '--data', data, '--esp', esp.device, '--running-kernel', '6.1.0-1-old']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((await readBootState(esp)).luks).toBe(true);
+    const initrd = (await esp.read(ESP_PATHS.initrd(kernel.version)))!;
+    const list = (await execa('cpio', ['-t', '--quiet'], { input: gunzipSync(initrd) })).stdout.split('\n');
+    expect(list).toContain('usr/sbin/cryptsetup');
+    // Loaded by glibc when argon2's threads end: without it every unlock aborts.
+    expect(list.some((f) => f.endsWith('/libgcc_s.so.1'))).toBe(true);
+    expect(list.some((f) => /\/dm-crypt\.ko(\.[gx]z|\.zst)?$/.test(f))).toBe(true);
   }, 300_000);
 
   it('forgets a previous kernel whose package is gone, but never the running or the default one', async () => {
