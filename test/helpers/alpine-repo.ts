@@ -12,6 +12,9 @@
  *   those cairn's initramfs carries, indexed again with depmod, so the
  *   package is a few MiB instead of 90;
  * - linux-firmware-intel: a small firmware file under lib/firmware;
+ * - squashfs-tools: the build machine's unsquashfs with its glibc libraries
+ *   and loader at their paths there (the image's initramfs is made from the
+ *   image root's own programs; Alpine's would be musl's);
  * - one placeholder for every other package cairn installs (nodejs,
  *   squashfs-tools...), holding a README.
  * Everything is signed with a test key whose public half is in `keysDir`.
@@ -135,6 +138,23 @@ function firmware(key: KeyObject): RepoPackage {
   ]);
 }
 
+/** The build machine's unsquashfs and the libraries its loader lists, as they lie on the build machine. */
+async function squashfsTools(key: KeyObject): Promise<RepoPackage> {
+  const program = '/usr/bin/unsquashfs';
+  const list = (await execa('ldd', [program])).stdout;
+  const paths = [program, ...[...list.matchAll(/(\/\S+) \(0x/g)].map((m) => m[1]!)];
+  const entries = new Map<string, TarEntry>();
+  for (const path of paths) {
+    const parts = path.slice(1).split('/');
+    for (let i = 1; i < parts.length; i++) {
+      const d = parts.slice(0, i).join('/');
+      if (!entries.has(d)) entries.set(d, dir(d));
+    }
+    entries.set(path.slice(1), file(path.slice(1), readFileSync(path), 0o755));
+  }
+  return pkg(key, 'squashfs-tools', '4.6.1-r1', [...entries.values()]);
+}
+
 function placeholder(key: KeyObject, name: string): RepoPackage {
   return pkg(key, name, '1.0-r0', [dir('usr'), dir('usr/share'), dir('usr/share/doc'), dir(`usr/share/doc/${name}`), file(`usr/share/doc/${name}/README`, `placeholder for ${name}\n`)]);
 }
@@ -145,11 +165,12 @@ export async function writeTestRepo(at: string, k: TestKernel, busybox: string, 
   const keysDir = join(at, 'keys');
   mkdirSync(keysDir, { recursive: true });
   writeFileSync(join(keysDir, REPO_KEY_NAME), publicKey.export({ type: 'spki', format: 'pem' }) as string);
-  const special = new Set(['alpine-base', 'linux-virt']);
+  const special = new Set(['alpine-base', 'linux-virt', 'squashfs-tools']);
   const packages = [
     alpineBase(key, busybox),
     kernel(key, k, await bootModulesTree(k, join(at, 'kernel'))),
     firmware(key),
+    await squashfsTools(key),
     ...alpinePackages({ kernelPackage: 'linux-virt', luks }).filter((n) => !special.has(n)).map((n) => placeholder(key, n)),
   ];
   const dirPath = join(at, 'repo');
