@@ -2,21 +2,20 @@
  * The encrypted data partition of a built image (`cairn image build
  * --encrypt`), checked from the host as a user would, without device-mapper:
  * cryptsetup reads the header and, given the passphrase, the volume key; the
- * payload is decrypted here with node:crypto (dm-crypt's aes-xts-plain64,
- * written out independently of cairn's code) and the ext4 inside read with
- * debugfs. And the CLI's answers to a missing or empty passphrase.
+ * payload is decrypted with node:crypto (test/helpers/luks-read.ts, written
+ * independently of cairn's writer) and the ext4 inside read with debugfs. And the CLI's answers to a missing or empty passphrase.
  */
 import { execa } from 'execa';
-import { createDecipheriv } from 'node:crypto';
 import { existsSync, readdirSync } from 'node:fs';
-import { mkdir, open, writeFile } from 'node:fs/promises';
+import { mkdir, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createDisk, writeDataPartition } from '../../src/image/disk.js';
 import type { Layout } from '../../src/image/layout.js';
-import { LUKS, STICK_KDF } from '../../src/image/luks.js';
+import { STICK_KDF } from '../../src/image/luks.js';
 import { cairn, CLI, Scratch } from '../helpers/system.js';
+import { decryptPayload, extractHeader, volumeKey } from '../helpers/luks-read.js';
 import { requireHostTools } from '../helpers/vm-fixtures.js';
 
 const PASSPHRASE = 'a stick for the road';
@@ -47,11 +46,7 @@ beforeAll(async () => {
   layout = await createDisk(image, 96 << 20, 8);
   await writeDataPartition(image, layout, stage, { workDir: scratch.dir, luks: { passphrase: PASSPHRASE, kdf: STICK_KDF } });
   header = scratch.path('header');
-  const fh = await open(image, 'r');
-  const bytes = Buffer.alloc(LUKS.headerBytes);
-  await fh.read(bytes, 0, bytes.length, layout.data.startSector * 512);
-  await fh.close();
-  await writeFile(header, bytes);
+  await extractHeader(image, layout.data.startSector * 512, header);
 }, 300_000);
 
 afterAll(async () => {
@@ -73,29 +68,9 @@ describe('an encrypted data partition', () => {
   });
 
   it('opens with the passphrase and holds the staged files in an ext4 labelled cairn-data', async () => {
-    const dump = await cryptsetup(['luksDump', '--dump-volume-key', '--batch-mode', '--key-file', '-'], PASSPHRASE);
-    expect(dump.exitCode, dump.stderr).toBe(0);
-    const hex = /MK dump:\s+((?:[0-9a-f]{2}\s+)+)/.exec(dump.stdout)?.[1]?.replace(/\s+/g, '');
-    expect(hex).toHaveLength(128);
-    const key = Buffer.from(hex!, 'hex');
-
-    // dm-crypt's aes-xts-plain64: every 512-byte sector alone, its number the tweak.
-    const start = layout.data.startSector * 512 + LUKS.headerBytes;
-    const length = layout.data.sectors * 512 - LUKS.headerBytes;
-    const sealed = Buffer.alloc(length);
-    const fh = await open(image, 'r');
-    await fh.read(sealed, 0, length, start);
-    await fh.close();
-    const plain = Buffer.alloc(length);
-    for (let s = 0; s * 512 < length; s++) {
-      const iv = Buffer.alloc(16);
-      iv.writeBigUInt64LE(BigInt(s));
-      const d = createDecipheriv('aes-256-xts', key, iv);
-      d.update(sealed.subarray(s * 512, s * 512 + 512)).copy(plain, s * 512);
-      d.final();
-    }
+    const key = await volumeKey(header, PASSPHRASE);
     const ext4 = scratch.path('decrypted.ext4');
-    await writeFile(ext4, plain);
+    await decryptPayload(image, layout.data.startSector * 512, layout.data.sectors * 512, key, ext4);
 
     const label = await execa('e2label', [ext4]);
     expect(label.stdout.trim()).toBe('cairn-data');
