@@ -12,8 +12,12 @@ import { createHash } from 'node:crypto';
  * writes mode 0 as 0644, clamps uid/gid above 262143 and mtime past 2038;
  * its reader does not stop at the end-of-archive blocks, where apk stops and
  * where the control and signature segments must not have any; and it names
- * every PAX header `PaxHeader` with an added `path` record. The dialect
- * needed is small, and every byte of it is tested against GNU tar.
+ * every PAX header `PaxHeader` with an added `path` record. node-tar (npm's
+ * `tar`) cannot carry the records at all: its PAX header holds a fixed set of
+ * fields (path, linkpath, size, times, ids and names, dev, ino, nlink,
+ * charset, comment), so neither `APK-TOOLS.checksum.SHA1` nor
+ * `SCHILY.xattr.*` can be written. The dialect needed is small, and every
+ * byte of it is tested against GNU tar.
  *
  * Reading follows apk-tools 2.14 src/io_archive.c (apk_tar_parse,
  * handle_extended_header); writing follows what abuild produces: GNU tar
