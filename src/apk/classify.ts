@@ -1,4 +1,5 @@
 import { UsageError } from '../lib/errors.js';
+import { escapeRegExp } from '../lib/format.js';
 import type { TarEntry } from './tar.js';
 
 /**
@@ -76,10 +77,6 @@ export function parseClassRule(cls: SpecialClass, value: string): ClassRule {
 export function globMatch(glob: string, name: string): boolean {
   const re = new RegExp(`^${glob.split('*').map(escapeRegExp).join('.*')}$`);
   return re.test(name);
-}
-
-function escapeRegExp(s: string): string {
-  return s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 }
 
 /**

@@ -21,8 +21,8 @@
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
 import { execa } from 'execa';
-import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
-import { dirname, join, relative } from 'node:path';
+import { copyFileSync, existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { dirname, join } from 'node:path';
 import { readApk, packageIdentity } from '../../src/apk/read.js';
 import { writeLocalRepo, type RepoPackage } from '../../src/apk/repo.js';
 import type { TarEntry } from '../../src/apk/tar.js';
@@ -30,7 +30,7 @@ import { writeApk } from '../../src/apk/write.js';
 import { alpinePackages } from '../../src/image/alpine.js';
 import { bootModules } from '../../src/initramfs/bootModules.js';
 import { readModuleIndex, selectModules } from '../../src/initramfs/modules.js';
-import { dir, file, symlink } from './apk-harness.js';
+import { dir, file, symlink, treeEntries } from './apk-harness.js';
 import type { TestKernel } from './vm-kernel.js';
 
 export const REPO_KEY_NAME = 'cairn-test-repo.rsa.pub';
@@ -68,24 +68,6 @@ function pkg(key: KeyObject, name: string, version: string, data: TarEntry[], ex
   const size = data.reduce((n, e) => n + (e.content?.length ?? 0), 0);
   const written = writeApk({ pkginfo: pkginfo(name, version, size, extra), data, signingKey: key, keyName: REPO_KEY_NAME });
   return { bytes: written.bytes, pkginfo: written.pkginfo, identity: packageIdentity(readApk(written.bytes).control.compressed) };
-}
-
-function treeEntries(root: string, prefix: string): TarEntry[] {
-  const out: TarEntry[] = [dir(prefix)];
-  const walk = (abs: string) => {
-    for (const name of readdirSync(abs)) {
-      const path = join(abs, name);
-      const rel = `${prefix}/${relative(root, path)}`;
-      const st = lstatSync(path);
-      if (st.isDirectory()) {
-        out.push(dir(rel, st.mode & 0o7777));
-        walk(path);
-      } else if (st.isSymbolicLink()) out.push(symlink(rel, readlinkSync(path)));
-      else out.push(file(rel, readFileSync(path), st.mode & 0o7777));
-    }
-  };
-  walk(root);
-  return out;
 }
 
 function alpineBase(key: KeyObject, busybox: string): RepoPackage {

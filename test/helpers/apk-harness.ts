@@ -8,9 +8,9 @@
 import { build } from 'esbuild';
 import { execa } from 'execa';
 import { createPublicKey, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { chmodSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { chmodSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join, resolve } from 'node:path';
+import { join, relative, resolve } from 'node:path';
 import { LOCAL_KEY } from '../../src/apk/localKey.js';
 import type { TarEntry } from '../../src/apk/tar.js';
 import { writeApk, type ControlFile } from '../../src/apk/write.js';
@@ -179,6 +179,28 @@ export function file(name: string, content: string | Buffer, mode = 0o644): TarE
 }
 export function symlink(name: string, target: string): TarEntry {
   return { name, type: 'symlink', mode: 0o777, uid: 0, gid: 0, uname: 'root', gname: 'root', mtime: T, linkTarget: target };
+}
+
+/** A directory tree as package entries under `prefix` (itself included), owned by root, in any order (writeApk sorts). */
+export function treeEntries(root: string, prefix: string): TarEntry[] {
+  const out: TarEntry[] = [dir(prefix)];
+  const walk = (abs: string) => {
+    for (const name of readdirSync(abs)) {
+      const path = join(abs, name);
+      const rel = `${prefix}/${relative(root, path)}`;
+      const st = lstatSync(path);
+      if (st.isDirectory()) {
+        out.push(dir(rel, st.mode & 0o7777));
+        walk(path);
+      } else if (st.isSymbolicLink()) {
+        out.push(symlink(rel, readlinkSync(path)));
+      } else {
+        out.push(file(rel, readFileSync(path), st.mode & 0o7777));
+      }
+    }
+  };
+  walk(root);
+  return out;
 }
 
 /** linux-lts as aports builds it, small: an image in boot/, modules, kernel.release for mkinitfs's trigger, a post-install and a trigger. */

@@ -11,9 +11,13 @@ import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'n
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { escapeRegExp } from '../../src/lib/format.js';
 import { stickBootArgs, type StickBootOptions } from '../../src/vm/qemu.js';
 
 export const QEMU = 'qemu-system-x86_64';
+
+/** GRUB's banner on the console, its version the first group: which GRUB core booted. */
+export const GRUB_BANNER = /GNU GRUB +version (\S+)\s/;
 
 export interface VmOptions {
   /** Names the log file: the test case. */
@@ -128,7 +132,7 @@ export class Vm {
    * returns the match; fails after TIMEOUTMS, or when QEMU exits first.
    */
   async waitFor(pattern: RegExp | string, timeoutMs: number): Promise<RegExpExecArray> {
-    const re = typeof pattern === 'string' ? new RegExp(pattern.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')) : pattern;
+    const re = typeof pattern === 'string' ? new RegExp(escapeRegExp(pattern)) : pattern;
     return this.until(timeoutMs, `${re} on the console`, () => {
       const m = re.exec(this.output.slice(this.cursor));
       if (!m) return undefined;

@@ -17,17 +17,17 @@
  */
 import { execa } from 'execa';
 import { createHash, generateKeyPairSync, type KeyObject } from 'node:crypto';
-import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from 'node:fs';
+import { copyFileSync, existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join, relative } from 'node:path';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { LOCAL_KEY } from '../../src/apk/localKey.js';
+import { escapeRegExp } from '../../src/lib/format.js';
 import { readApk } from '../../src/apk/read.js';
-import type { TarEntry } from '../../src/apk/tar.js';
 import { verifyApk } from '../../src/apk/verify.js';
 import { BOOT_STATE_FORMAT, formatBootState, kernelFiles, type BootState } from '../../src/esp/bootState.js';
 import { Esp } from '../../src/esp/esp.js';
 import { DATA, modulesImage } from '../../src/names.js';
-import { dir, file, harness, symlink, upstreamPackage, type Harness } from '../helpers/apk-harness.js';
+import { dir, file, harness, symlink, treeEntries, upstreamPackage, type Harness } from '../helpers/apk-harness.js';
 import { cairn, CLI } from '../helpers/system.js';
 import { requireHostTools } from '../helpers/vm-fixtures.js';
 import { cloudKernelDeb, debianCloudKernel, type TestKernel } from '../helpers/vm-kernel.js';
@@ -62,29 +62,6 @@ afterEach(() => {
   current?.cleanup();
   current = undefined;
 });
-
-/** A directory tree as package entries under `prefix`, owned by root, in any order (writeApk sorts). */
-function treeEntries(root: string, prefix: string): TarEntry[] {
-  const out: TarEntry[] = [];
-  const walk = (abs: string) => {
-    for (const name of readdirSync(abs)) {
-      const path = join(abs, name);
-      const rel = `${prefix}/${relative(root, path)}`;
-      const st = lstatSync(path);
-      if (st.isDirectory()) {
-        out.push(dir(rel, st.mode & 0o7777));
-        walk(path);
-      } else if (st.isSymbolicLink()) {
-        out.push(symlink(rel, readlinkSync(path)));
-      } else {
-        out.push(file(rel, readFileSync(path), st.mode & 0o7777));
-      }
-    }
-  };
-  out.push(dir(prefix));
-  walk(root);
-  return out;
-}
 
 /** A stand-in apk's world: the Alpine root, the stick's data partition, upstream packages signed with upstreamKey. */
 async function alpineHarness(): Promise<Harness> {
@@ -189,11 +166,10 @@ function apkAdd(h: Harness, esp: Esp) {
 const installRuns = (h: Harness) => h.calls().filter((c) => c.includes('add') && !c.includes('--simulate'));
 
 const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-const escape = (s: string) => s.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
 
 /** A GRUB menu entry, by id and title, booting a kernel release with its own initramfs. */
 const entry = (id: string, title: string, release: string) =>
-  new RegExp(`menuentry '${title}' \\$menuentry_id_option ${id} \\{[^}]*\\n\\tlinux /vmlinuz-${escape(release)} cairn\\.boot=default [^}]*\\n\\tinitrd /initramfs-${escape(release)}\\n\\}`);
+  new RegExp(`menuentry '${title}' \\$menuentry_id_option ${id} \\{[^}]*\\n\\tlinux /vmlinuz-${escapeRegExp(release)} cairn\\.boot=default [^}]*\\n\\tinitrd /initramfs-${escapeRegExp(release)}\\n\\}`);
 
 /** Every .ko under the Debian tree's modules directory, relative to it. */
 function moduleFiles(): string[] {
@@ -243,7 +219,7 @@ describe('cairn apk add of an Alpine kernel package, real installKernel and inst
     const menu = (await esp.read('grub/grub.cfg'))!.toString();
     expect(menu).toMatch(/^set default=cairn-default$/m);
     expect(menu).toMatch(entry('cairn-default', 'cairn \\(newest state\\)[^\']*', rel));
-    expect(menu).toMatch(entry('cairn-previous-kernel', `cairn \\(newest state, previous kernel ${escape(OLD)}\\)`, OLD));
+    expect(menu).toMatch(entry('cairn-previous-kernel', `cairn \\(newest state, previous kernel ${escapeRegExp(OLD)}\\)`, OLD));
     const state = JSON.parse((await esp.read('grub/cairn-boot.json'))!.toString()) as BootState;
     expect(state.kernel.release).toBe(rel);
     expect(state.previousKernel?.release).toBe(OLD);
@@ -292,7 +268,7 @@ describe('cairn apk add of an Alpine kernel package, real installKernel and inst
     const r = await apkAdd(h, esp);
     expect(r.exitCode).not.toBe(0);
     expect(r.stderr).toMatch(
-      new RegExp(`${KERNEL_PKG} ${escape(kernelVersion)}: installing its kernel files on the stick failed: the ESP \\(.*\\) has [\\d.]+ \\w+ free; the kernel and its initramfs need`),
+      new RegExp(`${KERNEL_PKG} ${escapeRegExp(kernelVersion)}: installing its kernel files on the stick failed: the ESP \\(.*\\) has [\\d.]+ \\w+ free; the kernel and its initramfs need`),
     );
     // The firmware, applied before the kernel (apk's order: dependencies first), is already in firmware.squashfs: said so.
     expect(r.stderr).toContain(`apk was not run; already on the stick: ${FIRMWARE_PKG}: firmware added to firmware.squashfs`);

@@ -26,7 +26,7 @@ import { OVMF } from '../../src/vm/qemu.js';
 import { Scratch } from '../helpers/system.js';
 import { requireVmHost } from '../helpers/vm-fixtures.js';
 import { archiveVersions, cachedDeb, debianCloudKernel, type TestKernel } from '../helpers/vm-kernel.js';
-import { Vm } from '../helpers/vm-qemu.js';
+import { GRUB_BANNER, Vm } from '../helpers/vm-qemu.js';
 
 const SECTOR = 512;
 let scratch: Scratch;
@@ -93,7 +93,7 @@ async function bootedGrub(firmware: 'bios' | 'uefi', name: string, image = disk)
     process.stdout.write(`console of ${name}:\n${vm.output.slice(-4000)}\n`);
   });
   try {
-    const banner = await vm.waitFor(/GNU GRUB +version (\S+)\s/, 120_000);
+    const banner = await vm.waitFor(GRUB_BANNER, 120_000);
     await vm.waitFor('Loading the kernel and the initramfs', 60_000);
     await vm.waitFor(`Linux version ${kernel.version}`, 120_000);
     return banner[1]!;

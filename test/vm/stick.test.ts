@@ -18,11 +18,12 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { grubVersionOf } from '../../src/grub/core.js';
 import { TITLES } from '../../src/grub/menu.js';
 import { planLayout } from '../../src/image/layout.js';
+import { escapeRegExp } from '../../src/lib/format.js';
 import { OVMF } from '../../src/vm/qemu.js';
 import { makeAptRepo, sourcesLine } from '../helpers/apt-repo.js';
 import { CLI, requireSystem } from '../helpers/system.js';
 import { archiveVersions, cloudKernelDeb, debsToInstall } from '../helpers/vm-kernel.js';
-import { Vm } from '../helpers/vm-qemu.js';
+import { GRUB_BANNER, Vm } from '../helpers/vm-qemu.js';
 import { Session } from '../helpers/vm-session.js';
 
 const CACHE = process.env.CAIRN_TEST_CACHE ?? '/var/cache/cairn-test';
@@ -64,11 +65,7 @@ const UPPER = '/run/cairn/rw/upper';
 
 /** The version GRUB's banner named on this boot's console. */
 function bannerVersion(s: Session): string | undefined {
-  return /GNU GRUB +version (\S+)\s/.exec(s.vm.output)?.[1];
-}
-
-function escapeRegExp(text: string): string {
-  return text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+  return GRUB_BANNER.exec(s.vm.output)?.[1];
 }
 
 /** The test's package repository (the VM's second disk) as apt's only source. */
