@@ -32,8 +32,9 @@ export default defineConfig({
           name: 'vm',
           include: ['test/vm/**/*.test.ts'],
           globalSetup: ['test/helpers/build.global.ts'],
-          // QEMU under software emulation: one boot at a time (fileParallelism
-          // above; tests in a file run in order), each given minutes.
+          // QEMU under software emulation, each boot given minutes. One file
+          // at a time per vitest run (tests in a file run in order);
+          // scripts/run-tests.mjs runs two files side by side, one per core.
           testTimeout: 300_000,
           hookTimeout: 900_000,
         },

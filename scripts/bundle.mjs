@@ -1,7 +1,7 @@
 // Bundles the runtime into one file that images carry without node_modules
 // (and, when asked, the benchmarks, which import the runtime's own modules).
 import { build } from 'esbuild';
-import { chmod, readFile } from 'node:fs/promises';
+import { chmod, readFile, rename } from 'node:fs/promises';
 import { resolve } from 'node:path';
 
 // `import text from './file?raw'` (as vitest reads it): the file's text, built in.
@@ -22,9 +22,12 @@ const targets = {
 for (const name of process.argv.slice(2).length ? process.argv.slice(2) : ['cairn']) {
   const t = targets[name];
   if (!t) throw new Error(`unknown bundle "${name}"; known: ${Object.keys(targets).join(', ')}`);
+  // Written beside and renamed: tests running side by side bundle too, and
+  // one of them may be starting the CLI while another rewrites it.
+  const partial = `${t.out}.${process.pid}.partial`;
   await build({
     entryPoints: [t.entry],
-    outfile: t.out,
+    outfile: partial,
     bundle: true,
     platform: 'node',
     target: 'node18.19',
@@ -36,5 +39,6 @@ for (const name of process.argv.slice(2).length ? process.argv.slice(2) : ['cair
       js: "#!/usr/bin/env node\nimport { createRequire as __cairnRequire } from 'node:module';\nconst require = __cairnRequire(import.meta.url);",
     },
   });
-  await chmod(t.out, 0o755);
+  await chmod(partial, 0o755);
+  await rename(partial, t.out);
 }

@@ -1,6 +1,7 @@
 import { Command } from 'commander';
-import { resolve } from 'node:path';
-import { UsageError } from '../lib/errors.js';
+import { statSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import { PathError, UsageError } from '../lib/errors.js';
 import { formatBytes, formatSeconds } from '../lib/format.js';
 import { DEFAULT_ALPINE_RELEASE } from '../image/alpine.js';
 import { buildImage, MIN_SIZE_MIB, type ImageOptions } from '../image/build.js';
@@ -76,6 +77,11 @@ Building one needs cryptsetup on this machine, but no device-mapper.`)
       }
       if (!f.encrypt && f.passphraseFile !== undefined) throw new UsageError('--passphrase-file is for an encrypted image: add --encrypt');
       if (!/^[1-9][0-9]*$/.test(f.luksIterTime ?? '')) throw new UsageError(`--luks-iter-time "${f.luksIterTime}" is not a number of milliseconds`);
+      // Checked before minutes of bootstrapping, not when the image is written.
+      const outDir = dirname(resolve(f.output));
+      if (!statSync(outDir, { throwIfNoEntry: false })?.isDirectory()) {
+        throw new PathError(outDir, 'no such directory for the image', `create it first (mkdir -p ${outDir})`);
+      }
       const passphrase = f.passphraseFile === undefined ? undefined : await readPassphrase(f.passphraseFile);
       const progress = terminalProgress(!f.json);
       const cache = resolve(f.cache);

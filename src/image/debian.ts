@@ -28,8 +28,11 @@ export function debianPackages(o: Pick<DebianRootOptions, 'kernelPackage' | 'luk
 
 /**
  * A Debian root with cairn's packages, made once per package set and kept in
- * the cache (rootCache.ts); the downloaded .deb files are kept too, so even
- * a new package set fetches only what it lacks.
+ * the cache (rootCache.ts). The minimal base debootstrap makes is cached on
+ * its own, per release and mirror, so another package set (another kernel,
+ * cryptsetup for an encrypted stick) only installs its packages onto a copy
+ * of it; the downloaded .deb files are kept too, so even a new package set
+ * fetches only what it lacks.
  */
 export async function debianRoot(o: DebianRootOptions, target: string): Promise<void> {
   const packages = debianPackages(o);
@@ -41,14 +44,27 @@ export async function debianRoot(o: DebianRootOptions, target: string): Promise<
       name: `debian-${o.suite}`,
       key: [o.suite, mirror, packages],
       bootstrap: async (partial) => {
-        await mkdir(debs, { recursive: true });
-        await run('debootstrap', ['--variant=minbase', `--cache-dir=${debs}`, o.suite, partial, mirror], {
-          timeoutMs: 3600_000,
-          hint: `check that ${mirror} is reachable, or pass --mirror`,
-        });
+        await cachedRoot(
+          {
+            cacheDir: o.cacheDir,
+            name: `debian-${o.suite}-minbase`,
+            key: [o.suite, mirror],
+            bootstrap: async (base) => {
+              await mkdir(debs, { recursive: true });
+              await run('debootstrap', ['--variant=minbase', `--cache-dir=${debs}`, o.suite, base, mirror], {
+                timeoutMs: 3600_000,
+                hint: `check that ${mirror} is reachable, or pass --mirror`,
+              });
+            },
+          },
+          partial,
+        );
         await withChroot(partial, [{ from: debs, to: 'var/cache/apt/archives' }], () =>
           inChroot(partial, ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...packages], {
             hint: `installing ${packages.join(' ')} failed`,
+            // No initramfs-tools image of the kernel: cairn builds its own
+            // initramfs, and Debian's would cost a minute of every new root.
+            env: { INITRD: 'No' },
           }),
         );
       },

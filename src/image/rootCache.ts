@@ -1,7 +1,8 @@
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { rename, rm } from 'node:fs/promises';
+import { mkdir, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
+import lockfile from 'proper-lockfile';
 import { log } from '../lib/log.js';
 import { run } from '../lib/run.js';
 
@@ -22,11 +23,31 @@ export interface CachedRootOptions {
  * A bootstrapped root, made once per key and kept under `<cache>/roots`: a
  * second build copies it instead of downloading and installing again. A
  * bootstrap that fails or is killed leaves a `.partial` directory that the
- * next build removes, never a root that looks complete.
+ * next build removes, never a root that looks complete. Builds that share a
+ * cache take turns on each root (a lock per root, held while it is made and
+ * copied): the second waits and then reuses what the first made.
  */
 export async function cachedRoot(o: CachedRootOptions, target: string): Promise<{ cached: string; reused: boolean }> {
   const digest = createHash('sha256').update(JSON.stringify(o.key)).digest('hex').slice(0, 16);
   const cached = join(o.cacheDir, 'roots', `${o.name}-${digest}`);
+  await mkdir(join(o.cacheDir, 'roots'), { recursive: true });
+  const release = await lockfile.lock(cached, {
+    lockfilePath: `${cached}.lock`,
+    realpath: false,
+    // A bootstrap takes minutes: wait for it, and take over only a lock whose holder stopped refreshing it.
+    stale: 60_000,
+    update: 15_000,
+    retries: { retries: 3600, factor: 1, minTimeout: 1000, maxTimeout: 1000 },
+    onCompromised: (e) => log.warn({ cached, error: e.message }, 'the root cache lock was taken over'),
+  });
+  try {
+    return await makeOrReuse(o, cached, target);
+  } finally {
+    await release().catch(() => undefined);
+  }
+}
+
+async function makeOrReuse(o: CachedRootOptions, cached: string, target: string): Promise<{ cached: string; reused: boolean }> {
   const reused = existsSync(join(cached, COMPLETE));
   if (!reused) {
     log.info({ cached }, `bootstrapping a root (${o.name})`);

@@ -4,7 +4,8 @@
  * its serial port to a unix socket the test listens on first (so no early
  * output is lost), dies with the test process (setpriv --pdeathsig KILL),
  * and exits instead of rebooting (-no-reboot). Every byte of the console
- * goes to a log file, which a failed test prints.
+ * goes to a log file, each line stamped with the seconds since QEMU
+ * started; a failed test prints the console.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -42,6 +43,7 @@ export class Vm {
   readonly logFile: string;
   readonly started = Date.now();
   private cursor = 0;
+  private atLineStart = true;
   private socket?: Socket;
   private exit?: { code: number | null; signal: string | null };
   private readonly waiters = new Set<() => void>();
@@ -110,12 +112,27 @@ export class Vm {
     server.on('connection', (s) => {
       vm.socket = s;
       s.on('data', (b: Buffer) => {
-        appendFileSync(logFile, b);
-        vm.output += b.toString('latin1').replace(/\r/g, '');
+        const text = b.toString('latin1').replace(/\r/g, '');
+        appendFileSync(logFile, vm.stamped(text), 'latin1');
+        vm.output += text;
         vm.wake();
       });
     });
     return vm;
+  }
+
+  /**
+   * TEXT with the seconds since QEMU started at the head of each line, for
+   * the log file: where a boot spends its time is read from there.
+   */
+  private stamped(text: string): string {
+    let out = '';
+    for (const ch of text.split(/(?<=\n)/)) {
+      if (this.atLineStart) out += `[${this.seconds().toFixed(1).padStart(6)}] `;
+      out += ch;
+      this.atLineStart = ch.endsWith('\n');
+    }
+    return out;
   }
 
   /** Seconds since QEMU was started. */

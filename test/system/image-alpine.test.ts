@@ -73,6 +73,7 @@ describe('alpine base: bad input stops the build before anything is written', ()
     { name: 'an unreachable repository URL', args: () => ['--apk', apk, '--repository', 'http://127.0.0.1:9/alpine/v3.20/main', '--apk-keys', repo.keysDir], message: /repository http:\/\/127.0.0.1:9\/alpine\/v3.20\/main is not reachable/ },
     { name: 'no trusted keys', args: () => ['--apk', apk, '--repository', repo.dir, '--apk-keys', scratch.path('empty-keys')], message: /no trusted Alpine keys \(\*.rsa.pub\) in .*empty-keys/ },
     { name: 'keys that did not sign the repository', args: () => ['--apk', apk, '--repository', repo.dir, '--apk-keys', scratch.path('other-keys')], message: /is not signed by a key in .*other-keys/ },
+    { name: 'an output in a directory that does not exist', args: () => ['--apk', apk, '--repository', repo.dir, '--apk-keys', repo.keysDir, '--output', scratch.path('no-such-dir', 'x.img')], message: /no-such-dir: no such directory for the image[\s\S]*mkdir -p/ },
     { name: 'a kernel that is not an Alpine kernel', args: () => ['--apk', apk, '--repository', repo.dir, '--apk-keys', repo.keysDir, '--kernel', 'linux-image-amd64'], message: /--kernel linux-image-amd64 is not an Alpine kernel/ },
   ];
   for (const c of cases) {
