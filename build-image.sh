@@ -19,7 +19,12 @@ Usage: build-image.sh [options]
   --target DEVICE          also write the image to this USB stick (asks first)
   --size MiB               image size (default 4096; at least 1024)
   --user NAME              the user account (default cairn)
-  --password PASSWORD      password of the user and root (default: asked; none locks them)
+  --password PASSWORD      password of the user and root (default: asked on a
+                           terminal; unattended or left empty, one is made up,
+                           printed at the end and kept in OUTPUT.password,
+                           readable by root only)
+  --password-file FILE     the password, the file's first line
+  --lock-accounts          no password: nobody can log in on a console
   --upper zram|tmpfs       where changes live while running (default zram)
   --encrypt                encrypt the data partition (LUKS2); every boot asks for
                            the passphrase (on a terminal it is asked here, twice)
@@ -39,8 +44,12 @@ Usage: build-image.sh [options]
   --apk-keys DIR           alpine: the repositories' signing keys
                            (default /etc/apk/keys)
   --cache DIR              package and root cache (default /var/cache/cairn-build)
-  --boot                   boot the image in QEMU when it is built
+  --boot                   boot the image in QEMU when it is built (cairn vm: what
+                           the guest saves stays in the image, as on a stick)
   --uefi                   with --boot: boot through UEFI instead of BIOS
+  --snapshot               with --boot: throw away what the guest writes
+  --accel auto|kvm|tcg     with --boot: KVM, software emulation, or (auto) KVM
+                           when a test guest runs under it
   --yes                    ask nothing; take the defaults for what is not given
   -h, --help               this text
 USAGE
@@ -51,8 +60,8 @@ die() {
 	exit 1
 }
 
-base=debian output=cairn.img target='' size=4096 user=cairn password='' password_set=''
-upper=zram encrypt='' passphrase_file='' passphrase='' kernel='' console=screen mirror='' cache=/var/cache/cairn-build
+base=debian output=cairn.img target='' size=4096 user=cairn password='' password_set='' password_file='' lock_accounts=''
+upper=zram encrypt='' passphrase_file='' snapshot='' accel=auto passphrase='' kernel='' console=screen mirror='' cache=/var/cache/cairn-build
 boot='' uefi='' yes=''
 # Alpine: repositories as lines (a URL or a path has no newline).
 repositories='' release=v3.20 apk='' apk_keys=/etc/apk/keys
@@ -64,6 +73,8 @@ while [ $# -gt 0 ]; do
 	--size) size=${2:?--size needs a value}; shift ;;
 	--user) user=${2:?--user needs a value}; shift ;;
 	--password) password=${2?--password needs a value}; password_set=1; shift ;;
+	--password-file) password_file=${2:?--password-file needs a value}; password_set=1; shift ;;
+	--lock-accounts) lock_accounts=1; password_set=1 ;;
 	--upper) upper=${2:?--upper needs a value}; shift ;;
 	--encrypt) encrypt=1 ;;
 	--passphrase-file) passphrase_file=${2:?--passphrase-file needs a value}; shift ;;
@@ -78,6 +89,8 @@ while [ $# -gt 0 ]; do
 	--cache) cache=${2:?--cache needs a value}; shift ;;
 	--boot) boot=1 ;;
 	--uefi) uefi=1 ;;
+	--snapshot) snapshot=1 ;;
+	--accel) accel=${2:?--accel needs a value}; shift ;;
 	--yes) yes=1 ;;
 	-h | --help) usage; exit 0 ;;
 	*) usage >&2; die "unknown option $1" ;;
@@ -86,6 +99,7 @@ while [ $# -gt 0 ]; do
 done
 
 [ "$(id -u)" -eq 0 ] || die "run as root: building needs chroot, mounts and loop devices"
+case $accel in auto | kvm | tcg) ;; *) die "--accel $accel is not auto, kvm or tcg" ;; esac
 
 # Questions only on a terminal, and only for what no flag answered.
 ask() { # ask VAR "question" default
@@ -104,7 +118,7 @@ if [ -z "$encrypt" ] && [ -z "$yes" ] && [ -t 0 ]; then
 	case $_answer in y | Y | yes) encrypt=1 ;; esac
 fi
 if [ -z "$password_set" ] && [ -z "$yes" ] && [ -t 0 ]; then
-	printf 'Password for %s and root (empty locks them): ' "$user" >&2
+	printf 'Password for %s and root (empty: one is made up and shown at the end): ' "$user" >&2
 	stty -echo 2>/dev/null || true
 	read -r password || password=
 	stty echo 2>/dev/null || true
@@ -153,6 +167,9 @@ fi
 absolute() {
 	case $1 in /* | *://*) echo "$1" ;; *) echo "$PWD/$1" ;; esac
 }
+output=$(absolute "$output") cache=$(absolute "$cache")
+[ -z "$passphrase_file" ] || [ "$passphrase_file" = - ] || passphrase_file=$(absolute "$passphrase_file")
+[ -z "$password_file" ] || [ "$password_file" = - ] || password_file=$(absolute "$password_file")
 
 # The alpine base needs apk-tools, trusted keys and a reachable repository:
 # checked before anything is installed or written (cairn checks again).
@@ -200,13 +217,18 @@ REPOS
 check_target() {
 	[ -b "$target" ] || die "$target is not a block device"
 	dev=$(readlink -f "$target")
-	if lsblk -nro MOUNTPOINT "$dev" | grep -q .; then
-		die "$target is mounted (or has mounted partitions): unmount it first"
-	fi
+	# This machine's own disk first: unmounting it is never the answer.
 	rootdev=$(findmnt -nvo SOURCE / 2>/dev/null || true)
 	rootdisk=$(lsblk -nso NAME,TYPE "$rootdev" 2>/dev/null | awk '$2 == "disk" {print $1}' | tail -n 1)
 	if [ -n "$rootdisk" ] && [ "/dev/$rootdisk" = "$dev" ]; then
-		die "$target holds this machine's own root file system: refusing to overwrite it"
+		die "$target is the disk this machine runs from (it holds / ): refusing to overwrite it; give the USB stick's device"
+	fi
+	system_mounts=$(lsblk -nro MOUNTPOINT "$dev" | grep -xE '/|/boot|/boot/efi|/usr|/var|/home|\[SWAP\]' || true)
+	if [ -n "$system_mounts" ]; then
+		die "$target holds this machine's own $(echo "$system_mounts" | tr '\n' ' ')(the disk it runs from): refusing to overwrite it; give the USB stick's device"
+	fi
+	if lsblk -nro MOUNTPOINT "$dev" | grep -q .; then
+		die "$target is mounted (or has mounted partitions): unmount it first"
 	fi
 	if swapon --show=NAME --noheadings 2>/dev/null | grep -q "^$dev"; then
 		die "$target is used as swap by this machine"
@@ -265,7 +287,15 @@ fi
 
 set -- image build --base "$base" --output "$output" --size "$size" --user "$user" --upper "$upper" \
 	--kernel "$kernel" --console "$console" --cache "$cache"
-[ -z "$password" ] || set -- "$@" --password "$password"
+[ -z "$password_file" ] || set -- "$@" --password-file "$password_file"
+[ -z "$lock_accounts" ] || set -- "$@" --lock-accounts
+if [ -n "$password" ]; then
+	# In a root-only file: a password on cairn's command line is seen by every user of this machine.
+	password_tmp=$(mktemp)
+	trap 'rm -f "$password_tmp"' EXIT
+	printf '%s\n' "$password" >"$password_tmp"
+	set -- "$@" --password-file "$password_tmp"
+fi
 [ -z "$mirror" ] || set -- "$@" --mirror "$mirror"
 if [ "$base" = alpine ]; then
 	set -- "$@" --release "$release" --apk-keys "$apk_keys"
@@ -298,5 +328,5 @@ if [ -n "$target" ]; then
 fi
 
 if [ -n "$boot" ]; then
-	exec node dist/cairn.mjs vm ${uefi:+--uefi} "$output"
+	exec node dist/cairn.mjs vm ${uefi:+--uefi} ${snapshot:+--snapshot} --accel "$accel" "$output"
 fi

@@ -22,6 +22,11 @@ export const DATA = {
   saveLock: '.cairn-save.lock',
   /** Who holds the save lock: pid, boot session and start time. */
   saveLockOwner: '.cairn-save.owner',
+  /**
+   * Written when the shutdown save fails (when, and why), removed by the next
+   * one that succeeds: every login and `cairn status` show it until then.
+   */
+  saveFailed: '.cairn-save-failed',
   userDir: 'user',
   swapfile: 'swapfile',
 } as const;
@@ -44,6 +49,18 @@ export function generationNumber(name: string): number | undefined {
   const m = /^upperfs-gen-([1-9][0-9]*)\.squashfs$/.exec(name);
   return m ? Number(m[1]) : undefined;
 }
+
+/**
+ * Who may read the data partition: its root is open to root only (others may
+ * pass through to user/, which stays the user's), and every saved state is
+ * root's alone (a state holds /etc/shadow, ssh keys, every user's files).
+ * The image builder, every save and every boot (the initramfs, so older
+ * sticks are put right) set these.
+ */
+export const MODES = {
+  dataRoot: 0o711,
+  state: 0o600,
+} as const;
 
 /** Labels the image builder gives the partitions and the initramfs looks for. */
 export const LABELS = {

@@ -1,7 +1,8 @@
-import { readdir, statfs } from 'node:fs/promises';
+import { readdir, readFile, statfs } from 'node:fs/promises';
+import { join } from 'node:path';
 import { readBootState } from './esp/bootState.js';
 import type { Esp } from './esp/esp.js';
-import { modulesImageRelease } from './names.js';
+import { DATA, modulesImageRelease } from './names.js';
 import type { BootRecord } from './bootRecord.js';
 import type { Context } from './context.js';
 import { bootName, listStates, nextDefaultBoot } from './state/states.js';
@@ -23,6 +24,8 @@ export interface Status {
   states: StateStatus[];
   /** The boot name a default boot will unpack, or `clean` when no state is intact. */
   nextDefaultBoot: string;
+  /** What the record of a failed shutdown save says, until a save succeeds. */
+  lastSaveFailed?: string;
   kernels?: KernelStatus;
 }
 
@@ -78,6 +81,7 @@ export async function gatherStatus(ctx: Context, options: { full: boolean; esp?:
       id: s.check.seal?.id,
     })),
     nextDefaultBoot: next ? bootName(next) : 'clean',
+    lastSaveFailed: (await readFile(join(ctx.dataDir, DATA.saveFailed), 'utf8').catch(() => undefined))?.trim(),
     ...(options.esp ? { kernels: await gatherKernels(options.esp, ctx.dataDir) } : {}),
   };
 }

@@ -117,4 +117,19 @@ data_mount() {
     return 1
   fi
   info "mounted $1 on $CAIRN_DATA_DIR"
+  data_protect
+}
+
+# data_protect: only root reads the data partition's root and the saved
+# states (they hold /etc/shadow and every user's files); a stick made
+# before cairn set these modes is put right here, at its next boot.
+data_protect() {
+  chmod "$CAIRN_DATA_ROOT_MODE" "$ROOT$CAIRN_DATA_DIR" ||
+    warn "cannot make $CAIRN_DATA_DIR readable by root only"
+  for _state in "$ROOT$CAIRN_DATA_DIR/$CAIRN_NEWEST" "$ROOT$CAIRN_DATA_DIR/$CAIRN_BACKUP" \
+    "$ROOT$CAIRN_DATA_DIR/$CAIRN_GENERATION_PREFIX"*"$CAIRN_STATE_SUFFIX" "$ROOT$CAIRN_DATA_DIR/$CAIRN_TEMP"; do
+    [ -f "$_state" ] || continue
+    chmod "$CAIRN_STATE_MODE" "$_state" || warn "cannot make ${_state##*/} readable by root only"
+  done
+  return 0
 }

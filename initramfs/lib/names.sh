@@ -12,8 +12,13 @@ CAIRN_TEMP=upperfs.squashfs.tmp
 CAIRN_BACKUP_NEXT=upperfs-backup.squashfs.next
 CAIRN_SAVE_LOCK=.cairn-save.lock
 CAIRN_SAVE_LOCK_OWNER=.cairn-save.owner
+CAIRN_SAVE_FAILED=.cairn-save-failed
 CAIRN_USER_DIR=user
 CAIRN_SWAPFILE=swapfile
+
+# Octal modes (src/names.ts MODES): the data partition's root, and each saved state.
+CAIRN_DATA_ROOT_MODE=711
+CAIRN_STATE_MODE=600
 
 CAIRN_LABEL_DATA=cairn-data
 CAIRN_LABEL_ESP=CAIRN-ESP

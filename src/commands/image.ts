@@ -1,11 +1,14 @@
 import { Command } from 'commander';
+import { randomBytes } from 'node:crypto';
 import { statSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
+import { writeFileDurably } from '../lib/durable.js';
 import { PathError, UsageError } from '../lib/errors.js';
+import { readSecretLine } from '../lib/secretFile.js';
 import { formatBytes, formatSeconds } from '../lib/format.js';
 import { DEFAULT_ALPINE_RELEASE } from '../image/alpine.js';
 import { buildImage, MIN_SIZE_MIB, type ImageOptions } from '../image/build.js';
-import { readPassphrase, STICK_KDF } from '../image/luks.js';
+import { STICK_KDF } from '../image/luks.js';
 import { terminalProgress } from '../ui/progress.js';
 
 interface BuildFlags {
@@ -14,6 +17,8 @@ interface BuildFlags {
   size: string;
   user: string;
   password?: string;
+  passwordFile?: string;
+  lockAccounts?: boolean;
   hostname: string;
   upper: string;
   kernel?: string;
@@ -42,7 +47,9 @@ export function imageCommand(): Command {
     .option('--base <base>', 'debian or alpine', 'debian')
     .option('--size <MiB>', `image size in MiB (at least ${MIN_SIZE_MIB})`, '4096')
     .option('--user <name>', 'the user account', 'cairn')
-    .option('--password <password>', 'password of the user and of root (without it, both are locked)')
+    .option('--password-file <file>', "password of the user and of root, the file's first line ('-': standard input); without it (or --password) one is made up, printed and kept in <output>.password, readable by root only")
+    .option('--password <password>', 'the password on the command line (every user of this machine can read it there: prefer --password-file)')
+    .option('--lock-accounts', 'no password: root and the user cannot log in on a console')
     .option('--hostname <name>', 'the host name', 'cairn')
     .option('--upper <type>', 'where changes live while running: zram or tmpfs', 'zram')
     .option('--kernel <package>', 'the kernel package (debian: linux-image-amd64; alpine: linux-lts, or linux-virt for VMs)')
@@ -82,7 +89,18 @@ Building one needs cryptsetup on this machine, but no device-mapper.`)
       if (!statSync(outDir, { throwIfNoEntry: false })?.isDirectory()) {
         throw new PathError(outDir, 'no such directory for the image', `create it first (mkdir -p ${outDir})`);
       }
-      const passphrase = f.passphraseFile === undefined ? undefined : await readPassphrase(f.passphraseFile);
+      const given = [f.password !== undefined && '--password', f.passwordFile !== undefined && '--password-file', f.lockAccounts && '--lock-accounts'].filter(Boolean);
+      if (given.length > 1) throw new UsageError(`${given.join(' and ')} contradict each other: give one`);
+      if (f.passwordFile === '-' && f.passphraseFile === '-') {
+        throw new UsageError('the password and the passphrase cannot both come from standard input', { hint: 'give one of them in a file' });
+      }
+      if (f.password === '') throw new UsageError('--password is empty', { hint: 'give a password, or --lock-accounts to lock root and the user' });
+      const passphrase = f.passphraseFile === undefined ? undefined : await readSecretLine(f.passphraseFile, 'passphrase');
+      const password = f.passwordFile !== undefined ? await readSecretLine(f.passwordFile, 'password') : f.password;
+      // A line end would split the shadow file's lines, and no console can type one.
+      if (password !== undefined && /[\r\n]/.test(password)) throw new UsageError('the password holds a line end: a password is one line');
+      // Unattended and nothing given: a made-up password, never a stick nobody can log into by accident.
+      const madeUp = password === undefined && !f.lockAccounts ? randomBytes(9).toString('base64url') : undefined;
       const progress = terminalProgress(!f.json);
       const cache = resolve(f.cache);
       const opts: ImageOptions = {
@@ -90,7 +108,7 @@ Building one needs cryptsetup on this machine, but no device-mapper.`)
         output: resolve(f.output),
         sizeMiB: Number(f.size),
         user: f.user,
-        password: f.password,
+        password: password ?? madeUp,
         hostname: f.hostname,
         upper: f.upper as ImageOptions['upper'],
         kernelPackage: f.kernel ?? (f.base === 'alpine' ? 'linux-lts' : 'linux-image-amd64'),
@@ -112,10 +130,17 @@ Building one needs cryptsetup on this machine, but no device-mapper.`)
       try {
         const r = await buildImage(opts);
         progress.done();
+        const passwordFile = madeUp === undefined ? undefined : `${r.output}.password`;
+        if (passwordFile) await writeFileDurably(passwordFile, `${madeUp}\n`, 0o600);
+        const login = f.lockAccounts
+          ? `root and ${f.user} are locked (--lock-accounts): nobody can log in on a console`
+          : passwordFile
+            ? `log in as ${f.user} or root with the password ${madeUp} (kept in ${passwordFile}, readable by root only)`
+            : `log in as ${f.user} or root with the password given`;
         process.stdout.write(
           f.json
-            ? `${JSON.stringify(r, null, 2)}\n`
-            : `built ${r.output} (${formatBytes(r.bytes)}, kernel ${r.kernelVersion}) in ${formatSeconds(r.seconds)}\n`,
+            ? `${JSON.stringify({ ...r, passwordFile, accountsLocked: f.lockAccounts === true }, null, 2)}\n`
+            : `built ${r.output} (${formatBytes(r.bytes)}, kernel ${r.kernelVersion}) in ${formatSeconds(r.seconds)}\n${login}\n`,
         );
       } finally {
         progress.done();

@@ -4,7 +4,7 @@ import { UsageError } from '../lib/errors.js';
 import { formatBytes, formatSeconds } from '../lib/format.js';
 import { runSave, type SaveReport } from '../save/pipeline.js';
 import { refreshMenu } from '../packages/target.js';
-import { confirm, terminalProgress } from '../ui/progress.js';
+import { confirm, lineProgress, terminalProgress } from '../ui/progress.js';
 
 interface SaveFlags {
   upper?: string;
@@ -13,6 +13,7 @@ interface SaveFlags {
   yes?: boolean;
   json?: boolean;
   wait?: string;
+  progress: string;
 }
 
 export function saveCommand(global: () => GlobalOptions): Command {
@@ -24,13 +25,15 @@ export function saveCommand(global: () => GlobalOptions): Command {
     .option('-y, --yes', 'save even though this session booted clean')
     .option('--wait <seconds>', 'how long to wait for another save to finish (default: lock_wait in the config)')
     .option('--json', 'print the result as JSON')
+    .option('--progress <how>', 'terminal (redrawn in place, only on a terminal), lines (a line per phase, for logs and consoles) or none', 'terminal')
     .action(async (flags: SaveFlags) => {
+      if (!['terminal', 'lines', 'none'].includes(flags.progress)) throw new UsageError(`--progress "${flags.progress}" is not terminal, lines or none`);
       const ctx = await resolveContext(global(), flags, { upper: true });
       if (flags.wait !== undefined) {
         if (!/^[0-9]+$/.test(flags.wait)) throw new UsageError(`--wait "${flags.wait}" is not a number of seconds`);
         ctx.config.lockWait = Number(flags.wait);
       }
-      const progress = terminalProgress(!flags.json);
+      const progress = flags.progress === 'lines' ? lineProgress() : terminalProgress(!flags.json && flags.progress === 'terminal');
       try {
         const report = await runSave({
           ...ctx,

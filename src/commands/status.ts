@@ -33,6 +33,7 @@ export function statusCommand(global: () => GlobalOptions): Command {
 
 function render(s: Status): string {
   const out: string[] = [];
+  if (s.lastSaveFailed) out.push(`LAST SAVE FAILED: ${s.lastSaveFailed} (cairn save saves this session now)`);
   const r = s.bootRecord;
   if (r && r.used === 'clean' && r.requested !== 'clean' && !s.states.length) {
     // A new stick: the default boot had nothing to load yet.

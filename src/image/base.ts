@@ -45,6 +45,8 @@ export interface Base {
   systemServices: Service[];
   /** Lines added to the base's own /etc/conf.d files. */
   confd: Record<string, string>;
+  /** /etc/network/interfaces, when the base's ifupdown is to bring the network up by itself. */
+  networkInterfaces?: string;
   configurePackaging: (root: string, o: PackagingOptions) => Promise<void>;
 }
 
@@ -73,6 +75,19 @@ export const BASES: Record<BaseName, Base> = {
     // Debian's openrc package enables its own services when it installs.
     systemServices: [],
     confd: {},
+    // A stick moves between machines, so every wired interface is taken, by
+    // DHCP, whatever the kernel names it (Debian's ifupdown takes patterns,
+    // each mapped to the one logical interface "wired"). allow-hotplug:
+    // brought up when it appears, so a machine without a cable does not wait.
+    networkInterfaces: [
+      '# cairn: every wired interface by DHCP (see interfaces(5) for patterns).',
+      'auto lo',
+      'iface lo inet loopback',
+      '',
+      'allow-hotplug /en*=wired /eth*=wired',
+      'iface wired inet dhcp',
+      '',
+    ].join('\n'),
     configurePackaging: configureDebianPackaging,
   },
   alpine: {

@@ -4,7 +4,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PathError } from '../lib/errors.js';
 import { log } from '../lib/log.js';
-import { RUNTIME } from '../names.js';
+import { DATA, RUNTIME } from '../names.js';
 import type { Base, Service } from './base.js';
 import { addUser } from './users.js';
 
@@ -89,8 +89,27 @@ export async function configureRoot(root: string, base: Base, o: ConfigureOption
     else log.warn({ service: s.name, runlevel: s.runlevel }, 'the root has no such service: not enabled');
   }
 
+  if (base.networkInterfaces) {
+    await mkdir(join(root, 'etc/network'), { recursive: true });
+    await writeFile(join(root, 'etc/network/interfaces'), base.networkInterfaces);
+  }
+
+  // A failed shutdown save is said at every login until a save succeeds.
+  await mkdir(join(root, 'etc/profile.d'), { recursive: true });
+  await writeFile(join(root, 'etc/profile.d/cairn.sh'), loginNotice());
+
   await base.configurePackaging(root, { dataDir: o.dataDir, repositories: o.repositories });
   await addUser(root, { user: o.user, password: o.password, shell: base.loginShell });
+}
+
+/** /etc/profile.d/cairn.sh: login shells of both bases read it. */
+export function loginNotice(): string {
+  const record = `${RUNTIME.dataDir}/${DATA.saveFailed}`;
+  return `# cairn: a shutdown save that failed is said at every login until a save succeeds.
+if [ -r ${record} ]; then
+	printf '\n*** cairn: %s\n*** cairn save saves this session now; cairn status shows the saved states.\n\n' "$(cat ${record})" >&2
+fi
+`;
 }
 
 /** What `rc-update add NAME LEVEL` does, without running the root's own OpenRC. */

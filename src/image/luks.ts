@@ -145,26 +145,3 @@ async function encryptInto(plain: string, bytes: number, key: Buffer, target: st
   }
 }
 
-/**
- * The passphrase in FILE ('-': standard input): its first line, without the
- * line end. The initramfs reads one line from the console, so a passphrase
- * of several lines could never be typed.
- */
-export async function readPassphrase(file: string): Promise<string> {
-  let text: string;
-  try {
-    text = file === '-' ? await readStdin() : await readFile(file, 'utf8');
-  } catch (e) {
-    throw new UsageError(`cannot read the passphrase from ${file}: ${(e as Error).message}`);
-  }
-  const [first = '', ...rest] = text.replace(/\r?\n$/, '').split(/\r?\n/);
-  if (rest.length > 0) throw new UsageError(`the passphrase file ${file === '-' ? '(standard input)' : file} holds more than one line: a passphrase is one line`);
-  if (first === '') throw new UsageError(`the passphrase from ${file === '-' ? 'standard input' : file} is empty`);
-  return first;
-}
-
-async function readStdin(): Promise<string> {
-  const parts: Buffer[] = [];
-  for await (const part of process.stdin) parts.push(part as Buffer);
-  return Buffer.concat(parts).toString('utf8');
-}

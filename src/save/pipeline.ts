@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { access, constants, realpath, rm, stat, statfs } from 'node:fs/promises';
+import { access, chmod, constants, realpath, rm, stat, statfs, writeFile } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { BootRecord } from '../bootRecord.js';
@@ -18,7 +18,7 @@ import {
   withTempDir,
 } from '../lib/resources.js';
 import { run } from '../lib/run.js';
-import { DATA } from '../names.js';
+import { DATA, MODES } from '../names.js';
 import { encodeSeal, readSeal } from '../state/seal.js';
 import { listStates, type StateFile } from '../state/states.js';
 import { compareTrees } from './compare.js';
@@ -122,6 +122,8 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
           phase: 'preparing',
           run: async () => {
             await removeLeftovers(dataDir);
+            // Only root reads the data partition's root (names.ts MODES).
+            await chmod(dataDir, MODES.dataRoot);
             statesBefore = await listStates(dataDir);
             from = resolveFrom(statesBefore, options.bootRecord?.used === 'clean' ? undefined : options.bootRecord?.stateId);
             upperEstimate = await estimateUpperBytes(upperDir, matcher);
@@ -132,6 +134,9 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
           name: 'squash the upper layer into the temp image and fsync it',
           phase: 'squashing',
           run: async () => {
+            // Made root's alone before a byte of the session is in it: mksquashfs keeps the mode of the file it overwrites.
+            await writeFile(temp, '', { mode: MODES.state });
+            await chmod(temp, MODES.state);
             await withTempDir('cairn-save-', async (tmp) => {
               await squash(
                 {

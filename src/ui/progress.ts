@@ -26,6 +26,25 @@ export function terminalProgress(enabled = true, stream: NodeJS.WriteStream = pr
   };
 }
 
+/**
+ * Progress as plain lines on STREAM, for a log or a console that is not a
+ * terminal (the shutdown save writes to every console through a pipe): each
+ * phase once, and its share done at every quarter.
+ */
+export function lineProgress(stream: NodeJS.WritableStream = process.stderr): Progress {
+  let last = '';
+  const line = (text: string) => {
+    if (text === last) return;
+    last = text;
+    stream.write(`${text}\n`);
+  };
+  return {
+    phase: (name) => line(`${name}...`),
+    fraction: (name, f) => line(`${name} ${Math.floor(f * 4) * 25}%`),
+    done: () => {},
+  };
+}
+
 /** Asks a yes/no question on the terminal; false without one. */
 export async function confirm(question: string): Promise<boolean> {
   if (!process.stdin.isTTY || !process.stderr.isTTY) return false;

@@ -9,7 +9,8 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { appendFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server, type Socket } from 'node:net';
+import { createServer, type Server } from 'node:net';
+import type { Writable } from 'node:stream';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { escapeRegExp } from '../../src/lib/format.js';
@@ -30,6 +31,12 @@ export interface VmOptions {
   append?: string;
   /** A stick image booted the way a machine boots it (src/vm/qemu.ts). */
   stick?: Omit<StickBootOptions, 'serial' | 'accel' | 'memoryMiB'>;
+  /**
+   * Or a program that starts QEMU itself with the serial console on its
+   * standard input and output, as a user runs it (`cairn vm IMAGE`); what
+   * it prints on standard error is kept in `stderr`.
+   */
+  command?: string[];
   /** Raw disk images on virtio, in order (vda, vdb, ...); the guest's writes are thrown away. */
   disks?: string[];
   memoryMiB?: number;
@@ -42,9 +49,12 @@ export class Vm {
   output = '';
   readonly logFile: string;
   readonly started = Date.now();
+  /** What a `command` printed on its standard error. */
+  stderr = '';
   private cursor = 0;
   private atLineStart = true;
-  private socket?: Socket;
+  /** Where typed text goes: the console socket, or a command's standard input. */
+  private socket?: Writable;
   private exit?: { code: number | null; signal: string | null };
   private readonly waiters = new Set<() => void>();
 
@@ -91,15 +101,32 @@ export class Vm {
         ];
     const args = [
       '--pdeathsig', 'KILL', '--',
-      QEMU,
-      ...machine,
-      ...(opts.disks ?? []).flatMap((d) => ['-drive', `file=${d},format=raw,if=virtio,snapshot=on`]),
+      ...(opts.command ?? [
+        QEMU,
+        ...machine,
+        ...(opts.disks ?? []).flatMap((d) => ['-drive', `file=${d},format=raw,if=virtio,snapshot=on`]),
+      ]),
     ];
     appendFileSync(logFile, `# setpriv ${args.join(' ')}\n`);
-    const qemu = spawn('setpriv', args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const qemu = spawn('setpriv', args, { stdio: [opts.command ? 'pipe' : 'ignore', 'pipe', 'pipe'] });
     const vm = new Vm(qemu, server, sockDir, logFile);
-    qemu.stdout?.on('data', (b: Buffer) => appendFileSync(logFile, `# qemu: ${b.toString()}`));
-    qemu.stderr?.on('data', (b: Buffer) => appendFileSync(logFile, `# qemu: ${b.toString()}`));
+    const onConsole = (b: Buffer) => {
+      const text = b.toString('latin1').replace(/\r/g, '');
+      appendFileSync(logFile, vm.stamped(text), 'latin1');
+      vm.output += text;
+      vm.wake();
+    };
+    if (opts.command) {
+      vm.socket = qemu.stdin!;
+      qemu.stdout?.on('data', onConsole);
+      qemu.stderr?.on('data', (b: Buffer) => {
+        vm.stderr += b.toString();
+        appendFileSync(logFile, `# stderr: ${b.toString()}`);
+      });
+    } else {
+      qemu.stdout?.on('data', (b: Buffer) => appendFileSync(logFile, `# qemu: ${b.toString()}`));
+      qemu.stderr?.on('data', (b: Buffer) => appendFileSync(logFile, `# qemu: ${b.toString()}`));
+    }
     qemu.on('error', (e) => {
       vm.exit = { code: null, signal: `spawn failed: ${e.message}` };
       vm.wake();
@@ -111,12 +138,7 @@ export class Vm {
     });
     server.on('connection', (s) => {
       vm.socket = s;
-      s.on('data', (b: Buffer) => {
-        const text = b.toString('latin1').replace(/\r/g, '');
-        appendFileSync(logFile, vm.stamped(text), 'latin1');
-        vm.output += text;
-        vm.wake();
-      });
+      s.on('data', onConsole);
     });
     return vm;
   }

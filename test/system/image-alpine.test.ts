@@ -164,6 +164,8 @@ describe('alpine base: an image from a local repository', () => {
 
   it('has the base image, the kernel\'s modules, the firmware and a root-only private key on the data partition', async () => {
     await withDataPartition(output(), async (data) => {
+      // Only root reads the partition's root from the first boot on; others may pass through to user/.
+      expect(statSync(data).mode & 0o777).toBe(0o711);
       const rootfs = join(data, DATA.rootfs);
       const files = await listing(rootfs);
       // The runtime and the apk shim ahead of the real apk.

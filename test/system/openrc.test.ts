@@ -3,6 +3,8 @@ import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loginNotice } from '../../src/image/configure.js';
+import { DATA, RUNTIME } from '../../src/names.js';
 import { CLI, listDir, requireSystem, Scratch } from '../helpers/system.js';
 
 /**
@@ -65,29 +67,66 @@ describe('cairn-save at shutdown', () => {
     await chmod(wrapper, 0o755);
   };
 
-  it('saves the session and says so on the console', async () => {
+  /**
+   * The kernel's consoles as /sys/class/tty/console/active lists them (the
+   * one behind /dev/console last), each a file in a directory standing in
+   * for /dev: what the service writes to the serial port is read back there.
+   */
+  const consoles = async () => {
+    const dir = s.path('dev');
+    await mkdir(dir, { recursive: true });
+    for (const c of ['ttyS0', 'tty0']) await writeFile(join(dir, c), '');
+    await writeFile(s.path('active'), 'ttyS0 tty0\n');
+    return { consoles: s.path('active'), console_dir: dir, serial: () => readFileSync(join(dir, 'ttyS0'), 'utf8'), screen: () => readFileSync(join(dir, 'tty0'), 'utf8') };
+  };
+
+  it('saves the session and says so on every console, its progress and its result; a failure recorded before is cleared', async () => {
     const rec = await record('default');
     await cairnFor(rec);
-    const r = await service('cairn-save.initd', 'start', { cairn: wrapper, boot_record: rec });
+    await writeFile(join(data, DATA.saveFailed), 'The save at the shutdown of ... failed\n');
+    const c = await consoles();
+    const r = await service('cairn-save.initd', 'start', { cairn: wrapper, boot_record: rec, data_dir: data, consoles: c.consoles, console_dir: c.console_dir });
     expect(r.exitCode, r.out).toBe(0);
     expect(r.out).toMatch(/\* Saving this session to the stick/);
     expect(r.out).toMatch(/saved .* to .*upperfs\.squashfs/);
     expect(r.out).toMatch(/\[ ok \]/);
     expect(existsSync(join(data, 'upperfs.squashfs'))).toBe(true);
+    // The serial port (not /dev/console here) shows the same.
+    expect(c.serial()).toMatch(/cairn-save: Saving this session to the stick/);
+    expect(c.serial()).toMatch(/squashing\.\.\.\n[\s\S]*verifying 100%/);
+    expect(c.serial()).toMatch(/saved .* to .*upperfs\.squashfs/);
+    expect(c.serial()).toMatch(/cairn-save: saved\n/);
+    // /dev/console's own console gets it from OpenRC, once.
+    expect(c.screen()).toBe('');
+    expect(existsSync(join(data, DATA.saveFailed))).toBe(false);
+  });
+
+  it('a save that fails is recorded on the data partition, for the next login, and said on every console', async () => {
+    const failing = s.path('failing-cairn');
+    await writeFile(failing, '#!/bin/sh\necho "cairn: the data partition is full" >&2\nexit 75\n');
+    await chmod(failing, 0o755);
+    const rec = await record('default');
+    const c = await consoles();
+    const r = await service('cairn-save.initd', 'start', { cairn: failing, boot_record: rec, data_dir: data, consoles: c.consoles, console_dir: c.console_dir });
+    expect(r.exitCode).not.toBe(0);
+    expect(r.out).toMatch(/the data partition is full/);
+    expect(c.serial()).toMatch(/the data partition is full/);
+    expect(c.serial()).toMatch(/cairn-save: THE SAVE FAILED \(cairn save exited 75\)/);
+    expect(readFileSync(join(data, DATA.saveFailed), 'utf8')).toMatch(/^The save at the shutdown of \d{4}-\d\d-\d\d \d\d:\d\d failed \(cairn save exited 75\)/);
   });
 
   it('saves nothing after a clean boot the user picked', async () => {
     const before = statSync(join(data, 'upperfs.squashfs')).ino;
     const rec = await record('clean');
     await cairnFor(rec);
-    const r = await service('cairn-save.initd', 'start', { cairn: wrapper, boot_record: rec });
+    const r = await service('cairn-save.initd', 'start', { cairn: wrapper, boot_record: rec, data_dir: data });
     expect(r.exitCode).toBe(0);
     expect(r.out).toMatch(/booted clean: nothing is saved/);
     expect(statSync(join(data, 'upperfs.squashfs')).ino).toBe(before);
   });
 
   it('saves nothing outside a booted cairn system', async () => {
-    const r = await service('cairn-save.initd', 'start', { cairn: wrapper, boot_record: s.path('no-record') });
+    const r = await service('cairn-save.initd', 'start', { cairn: wrapper, boot_record: s.path('no-record'), data_dir: data });
     expect(r.exitCode).toBe(0);
     expect(r.out).toMatch(/Not a booted cairn system/);
   });
@@ -99,10 +138,32 @@ describe('cairn-save at shutdown', () => {
     await chmod(hung, 0o755);
     const rec = await record('default');
     const t = Date.now();
-    const r = await service('cairn-save.initd', 'start', { cairn: hung, boot_record: rec, save_timeout: '1' });
+    const r = await service('cairn-save.initd', 'start', { cairn: hung, boot_record: rec, save_timeout: '1', data_dir: data });
     expect(Date.now() - t).toBeLessThan(10_000);
     expect(r.exitCode).not.toBe(0);
     expect(r.out).toMatch(/The save did not finish; the saved states are as they were/);
+    expect(readFileSync(join(data, DATA.saveFailed), 'utf8')).toMatch(/failed \(cairn save did not finish within 1 s\)/);
+  });
+});
+
+describe('the login notice (/etc/profile.d/cairn.sh)', () => {
+  const s = new Scratch();
+  afterAll(() => s.cleanup());
+
+  it('says at login that the last shutdown save failed, and nothing once a save succeeded', async () => {
+    const data = s.path('persist');
+    await mkdir(data);
+    // The notice reads the data partition's record; here a scratch directory stands in for /persist.
+    const script = loginNotice().replaceAll(`${RUNTIME.dataDir}/`, `${data}/`);
+    expect(script).toContain(`${data}/${DATA.saveFailed}`);
+    const quiet = await execa('busybox', ['sh', '-c', script], { reject: false });
+    expect(quiet.exitCode).toBe(0);
+    expect(quiet.stderr + quiet.stdout).toBe('');
+    await writeFile(join(data, DATA.saveFailed), 'The save at the shutdown of 2026-12-06 16:40 failed (cairn save exited 75): ...\n');
+    const told = await execa('busybox', ['sh', '-c', script], { reject: false });
+    expect(told.exitCode).toBe(0);
+    expect(told.stderr).toMatch(/\*\*\* cairn: The save at the shutdown of 2026-12-06 16:40 failed \(cairn save exited 75\)/);
+    expect(told.stderr).toMatch(/cairn save saves this session now/);
   });
 });
 
@@ -169,7 +230,8 @@ describe('cairn-swap', () => {
     requireSystem(['busybox', 'mkfs.ext4']);
     swappiness = readFileSync('/proc/sys/vm/swappiness', 'utf8').trim();
     const data = await s.dataPartition('swapdata', 64);
-    const vars = { swapfile: join(data, 'swapfile'), swap_size_mib: '16', swappiness: '7' };
+    const upper = await s.dataPartition('swapupper', 8);
+    const vars = { swapfile: join(data, 'swapfile'), swap_size_mib: '16', swappiness: '7', upper_mount: upper };
     const on = await service('cairn-swap.initd', 'start', vars);
     expect(on.exitCode, on.out).toBe(0);
     expect(readFileSync('/proc/swaps', 'utf8')).toContain(join(data, 'swapfile'));
@@ -179,6 +241,45 @@ describe('cairn-swap', () => {
     const off = await service('cairn-swap.initd', 'stop', vars);
     expect(off.exitCode, off.out).toBe(0);
     expect(readFileSync('/proc/swaps', 'utf8')).not.toContain(join(data, 'swapfile'));
+  });
+
+  /** MiB free on the file system at DIR. */
+  const freeMiB = async (dir: string) => Number((await execa('df', ['-Pk', dir])).stdout.split('\n')[1]!.trim().split(/\s+/)[3]) / 1024;
+
+  it('on a small stick makes the swap file smaller, keeping room for a save of a full upper layer', async () => {
+    const data = await s.dataPartition('swapsmall', 160);
+    const upper = await s.dataPartition('swapsmallupper', 48);
+    const keep = Number((await execa('df', ['-Pk', upper])).stdout.split('\n')[1]!.trim().split(/\s+/)[1]) / 1024;
+    const vars = { swapfile: join(data, 'swapfile'), swap_size_mib: '512', upper_mount: upper };
+    const on = await service('cairn-swap.initd', 'start', vars);
+    expect(on.exitCode, on.out).toBe(0);
+    const size = statSync(join(data, 'swapfile')).size / 1024 / 1024;
+    expect(size).toBeLessThan(512);
+    expect(size).toBeGreaterThanOrEqual(32);
+    expect(await freeMiB(data)).toBeGreaterThanOrEqual(keep - 1);
+    expect(on.out).toMatch(new RegExp(`Creating a ${size} MiB swap file`));
+    await service('cairn-swap.initd', 'stop', vars);
+  });
+
+  it('makes no swap file where the stick has no room to spare, and says why', async () => {
+    const data = await s.dataPartition('swaptiny', 64);
+    const upper = await s.dataPartition('swaptinyupper', 64);
+    const r = await service('cairn-swap.initd', 'start', { swapfile: join(data, 'swapfile'), swap_size_mib: '512', upper_mount: upper });
+    expect(r.exitCode, r.out).toBe(0);
+    expect(r.out).toMatch(/No swap on the stick: its free space is kept for saving sessions/);
+    expect(existsSync(join(data, 'swapfile'))).toBe(false);
+    expect(existsSync(join(data, 'swapfile.new'))).toBe(false);
+  });
+
+  it('leaves no half-made swap file behind when making it fails', async () => {
+    const data = await s.dataPartition('swapfail', 64);
+    const upper = await s.dataPartition('swapfailupper', 8);
+    // mkswap failing stands in for any failure after the file was allocated.
+    const r = await service('cairn-swap.initd', 'start', { swapfile: join(data, 'swapfile'), swap_size_mib: '16', upper_mount: upper }, 'mkswap() { return 1; }');
+    expect(r.exitCode).not.toBe(0);
+    expect(r.out).toMatch(/Could not create/);
+    expect(existsSync(join(data, 'swapfile'))).toBe(false);
+    expect(existsSync(join(data, 'swapfile.new'))).toBe(false);
   });
 
   it('swap_size_mib=0 turns it off without touching the stick', async () => {

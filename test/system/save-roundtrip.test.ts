@@ -1,6 +1,6 @@
 import { execa } from 'execa';
 import { chmod, chown, link, mkdir, open, rename, rm, rmdir, symlink, truncate, writeFile } from 'node:fs/promises';
-import { existsSync, lstatSync } from 'node:fs';
+import { existsSync, lstatSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cairn, catFromImage, manifest, requireSystem, Scratch } from '../helpers/system.js';
@@ -71,6 +71,23 @@ describe('a saved state restores the merged root exactly', () => {
     const report = JSON.parse(r.stdout);
     expect(report.image).toBe(join(data, 'upperfs.squashfs'));
     expect(report.files).toBeGreaterThan(20);
+  });
+
+  it('only root reads the saved state and lists the data partition; a user still reaches user/', async () => {
+    expect(statSync(join(data, 'upperfs.squashfs')).mode & 0o777).toBe(0o600);
+    expect(statSync(data).mode & 0o777).toBe(0o711);
+    await mkdir(join(data, 'user'), { recursive: true });
+    await writeFile(join(data, 'user', 'mine'), 'the user\'s own\n');
+    await chown(join(data, 'user'), 1000, 1000);
+    await chown(join(data, 'user', 'mine'), 1000, 1000);
+    // The scratch directory the data partition is mounted in is made 0700; a stick's /persist sits in /.
+    await chmod(s.dir, 0o711);
+    const asUser = (cmd: string) => execa('setpriv', ['--reuid', '1000', '--regid', '1000', '--clear-groups', 'sh', '-c', cmd], { reject: false });
+    const read = await asUser(`cat '${join(data, 'upperfs.squashfs')}' >/dev/null`);
+    expect(read.exitCode).not.toBe(0);
+    expect(read.stderr).toMatch(/Permission denied/);
+    expect((await asUser(`ls '${data}'`)).stderr).toMatch(/Permission denied/);
+    expect((await asUser(`cat '${join(data, 'user', 'mine')}'`)).stdout).toBe('the user\'s own');
   });
 
   it('keeps whiteouts as character devices 0/0 and the opaque dir xattr in the image', async () => {

@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { DATA, LABELS, RUNTIME, SEAL, modulesImage } from '../../src/names.js';
+import { DATA, LABELS, MODES, RUNTIME, SEAL, modulesImage } from '../../src/names.js';
 
 const NAMES_SH = fileURLToPath(new URL('../../initramfs/lib/names.sh', import.meta.url));
 
@@ -25,8 +25,12 @@ const COUNTERPARTS: Record<string, string | number> = {
   CAIRN_BACKUP_NEXT: DATA.backupNext,
   CAIRN_SAVE_LOCK: DATA.saveLock,
   CAIRN_SAVE_LOCK_OWNER: DATA.saveLockOwner,
+  CAIRN_SAVE_FAILED: DATA.saveFailed,
   CAIRN_USER_DIR: DATA.userDir,
   CAIRN_SWAPFILE: DATA.swapfile,
+
+  CAIRN_DATA_ROOT_MODE: MODES.dataRoot.toString(8),
+  CAIRN_STATE_MODE: MODES.state.toString(8),
 
   CAIRN_LABEL_DATA: LABELS.data,
   CAIRN_LABEL_ESP: LABELS.esp,

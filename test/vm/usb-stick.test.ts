@@ -2,45 +2,55 @@
  * The path users take: the default image as the README's first command
  * builds it (`./build-image.sh --output cairn.img --yes`: the debian base,
  * Debian's generic linux-image-amd64 kernel, the screen as the main
- * console, zram), attached to QEMU as a USB stick on an xHCI controller the
- * way `cairn vm` attaches it (src/vm/qemu.ts), booted through SeaBIOS and
- * GRUB to the login prompt on the serial port, a file written, powered off
- * (the shutdown save), booted again, and the file there.
+ * console, zram), booted by `cairn vm cairn.img` as the README's `--boot`
+ * does (a USB stick on an xHCI controller, SeaBIOS, the serial console on
+ * its standard input and output) through GRUB to the login prompt, a file
+ * written, powered off (the shutdown save), booted again the same way, and
+ * the file there.
  *
- * Two differences from the README's command: `--password`, since without it
- * an unattended build locks root and the user and nobody could log in; and
- * `--cache`, the VM tests' build cache, so the base system debootstrap
- * makes is shared with the other test images (the image is the same).
+ * Unattended, the build makes up a password, prints it and keeps it beside
+ * the image (root-only): the test logs in with it. The one difference from
+ * the README's command is `--cache`, the VM tests' build cache, so the base
+ * system debootstrap makes is shared with the other test images (the image
+ * is the same).
  */
 import { execa } from 'execa';
-import { existsSync, mkdirSync, rmSync } from 'node:fs';
+import { mkdirSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it, onTestFailed } from 'vitest';
 import { TITLES } from '../../src/grub/menu.js';
 import { planLayout } from '../../src/image/layout.js';
 import { requireVmHost } from '../helpers/vm-fixtures.js';
+import { CLI } from '../helpers/system.js';
 import { CACHE } from '../helpers/vm-kernel.js';
 import { Vm } from '../helpers/vm-qemu.js';
 import { Session } from '../helpers/vm-session.js';
 
 const WORK = join(CACHE, 'usb-stick');
-const PASSWORD = 'cairn-test';
+/** The password the build made up. */
+let password: string;
 const MENU: string[] = [TITLES.default, TITLES.backup, TITLES.clean];
 /** What the README's default image is: build-image.sh's defaults. */
 const DEFAULT_SIZE_MIB = 4096;
 
 const vms: Vm[] = [];
 let image: string;
+/** What build-image.sh printed. */
+let build: string;
 
 async function boot(name: string): Promise<Session> {
-  const vm = await Vm.start({ name: `usb-stick-${name}`, stick: { image, firmware: 'bios', persist: true, bus: 'usb' }, memoryMiB: 1024 });
+  const vm = await Vm.start({ name: `usb-stick-${name}`, command: [process.execPath, CLI, 'vm', image] });
   vms.push(vm);
   onTestFailed(() => {
     process.stderr.write(`\n----- console of "${name}" (${vm.logFile}) -----\n${vm.output.slice(-20_000)}\n----- end of console -----\n`);
   });
   const s = new Session(vm);
   await s.pickEntry(MENU, 0);
-  await s.login('root', PASSWORD);
+  // It says how it runs the guest, and that what the guest saves stays.
+  expect(vm.stderr).toMatch(/cairn vm: .* as a USB stick, BIOS, (KVM|software emulation)/);
+  expect(vm.stderr).toContain('what the guest saves stays in the image');
+  expect(vm.stderr).toContain('network through QEMU\'s user-mode NAT');
+  await s.login('root', password);
   return s;
 }
 
@@ -61,12 +71,21 @@ describe.sequential('the README\'s default image on a USB stick (generic kernel,
     mkdirSync(WORK, { recursive: true });
     image = join(WORK, 'cairn.img');
     rmSync(image, { force: true });
-    const r = await execa(resolve('build-image.sh'), ['--output', image, '--yes', '--password', PASSWORD, '--cache', join(CACHE, 'build')], { reject: false, all: true, stdin: 'ignore' });
+    rmSync(`${image}.password`, { force: true });
+    const r = await execa(resolve('build-image.sh'), ['--output', image, '--yes', '--cache', join(CACHE, 'build')], { reject: false, all: true, stdin: 'ignore' });
     if (r.exitCode !== 0) throw new Error(`./build-image.sh --output ${image} --yes failed:\n${r.all}`);
+    build = r.all ?? '';
+    password = readFileSync(`${image}.password`, 'utf8').trim();
   }, 1800_000);
 
   afterAll(async () => {
     for (const vm of vms) await vm.stop();
+  });
+
+  it('an unattended build makes up a password, prints it at the end and keeps it beside the image for root only', () => {
+    expect(password).toMatch(/^[A-Za-z0-9_-]{12}$/);
+    expect(build).toContain(`log in as cairn or root with the password ${password} (kept in ${image}.password, readable by root only)`);
+    expect(statSync(`${image}.password`).mode & 0o777).toBe(0o600);
   });
 
   it('the initramfs on the ESP carries the USB drivers: xHCI, usb-storage and uas', async () => {
@@ -90,8 +109,14 @@ describe.sequential('the README\'s default image on a USB stick (generic kernel,
     // The firmware the kernel's loader reads comes from the stick's firmware image.
     expect(await s.ok('findmnt -n -o FSTYPE /lib/firmware')).toBe('squashfs');
     expect(await s.ok('cairn status')).toMatch(/nothing saved yet/);
+    // cairn vm's user-mode network: the image's ifupdown took the card by DHCP, whatever its name.
+    expect(await s.ok('for i in $(seq 60); do ip -4 -o addr show scope global | grep -q "inet 10\\.0\\.2\\." && break; sleep 1; done; ip -4 -o addr show scope global')).toMatch(/inet 10\.0\.2\.\d+\//);
     await s.ok('echo "kept on the stick" > /root/usb-file');
-    await s.powerOff();
+    // The image's main console is the screen; the save still shows on the serial port `cairn vm` shows.
+    const shutdown = await s.powerOff();
+    expect(shutdown).toMatch(/cairn-save: Saving this session to the stick/);
+    expect(shutdown).toMatch(/saved [\d.]+ \w+ \(\d+ files/);
+    expect(shutdown).toMatch(/cairn-save: saved\n/);
 
     const again = await boot('2');
     expect(await again.ok('cat /root/usb-file')).toBe('kept on the stick');

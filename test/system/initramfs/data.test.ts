@@ -59,6 +59,30 @@ describe('data_find and data_mount', () => {
     expect(r.stderr).not.toContain('waiting');
   });
 
+  it('puts an older stick right: only root lists the partition and reads its saved states; the base images and user/ stay as they were', async () => {
+    const state = sb.path('state');
+    await writeFile(state, 'a saved state\n', { mode: 0o644 });
+    const old = await dataPartition(sb, {
+      'upperfs.squashfs': state,
+      'upperfs-backup.squashfs': state,
+      'upperfs-gen-3.squashfs': state,
+      'rootfs.squashfs': state,
+      'user/hello': sb.path('hello'),
+    });
+    const modes = `for f in "" upperfs.squashfs upperfs-backup.squashfs upperfs-gen-3.squashfs rootfs.squashfs user user/hello; do echo "mode $f=$(stat -c %a "$ROOT$CAIRN_DATA_DIR/$f")"; done`;
+    const r = await sb.lib(`data_mount '${old.dev}' || exit 2\n${modes}`, { root: await sb.root(`root-${rootCount++}`) });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(keyValues(r.stdout)).toEqual({
+      'mode ': '711',
+      'mode upperfs.squashfs': '600',
+      'mode upperfs-backup.squashfs': '600',
+      'mode upperfs-gen-3.squashfs': '600',
+      'mode rootfs.squashfs': '644',
+      'mode user': '755',
+      'mode user/hello': '644',
+    });
+  });
+
   it('waits for a partition that shows up late, as a slow USB stick does', async () => {
     const label = uniqueLabel();
     const late = sb.path('late.img');
