@@ -67,6 +67,8 @@ export interface ImageReport {
 const ESP_MIB = 256;
 /** Below this a stick holds the system but leaves no room to save. */
 export const MIN_SIZE_MIB = 1024;
+/** 16 TiB: beyond any USB stick, and a size the image's arithmetic stays exact at. */
+export const MAX_SIZE_MIB = 16 * 1024 * 1024;
 
 /**
  * Builds a stick image (DESIGN.md "On the stick"): a root for the base, split
@@ -241,6 +243,9 @@ function checkOptions(o: ImageOptions): void {
     throw new UsageError(`--kernel ${o.kernelPackage} is not an Alpine kernel cairn builds with: use ${ALPINE_KERNELS.join(' or ')}`);
   }
   if (o.sizeMiB < MIN_SIZE_MIB) throw new UsageError(`--size ${o.sizeMiB} MiB is too small: a stick image needs at least ${MIN_SIZE_MIB} MiB`);
+  if (!Number.isSafeInteger(o.sizeMiB) || o.sizeMiB > MAX_SIZE_MIB) {
+    throw new UsageError(`--size ${o.sizeMiB} MiB is larger than any USB stick: at most ${MAX_SIZE_MIB} MiB (16 TiB)`);
+  }
   if (!/^[a-z_][a-z0-9_-]{0,31}$/.test(o.user)) throw new UsageError(`--user "${o.user}" is not a valid user name`);
   if (!/^[a-zA-Z0-9][a-zA-Z0-9-]{0,62}$/.test(o.hostname)) throw new UsageError(`--hostname "${o.hostname}" is not a valid host name`);
   if (o.luks && !o.passphrase) throw new UsageError('an encrypted data partition needs a passphrase', { hint: 'pass --passphrase-file FILE (- for standard input)' });

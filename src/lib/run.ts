@@ -49,10 +49,11 @@ export async function run(file: string, args: readonly string[], options: RunOpt
     reject: false,
     timeout: options.timeoutMs,
     cwd: options.cwd,
-    env: options.env,
+    // A user's locale must not change the messages cairn parses ("No space
+    // left", "busy", ...): every command runs in the C locale.
+    env: { ...options.env, LC_ALL: 'C' },
     input: options.input,
     stripFinalNewline: true,
-    // A user's locale must not change the messages cairn parses.
     extendEnv: true,
     ...(options.input === undefined ? { stdin: 'ignore' as const } : {}),
   });

@@ -83,6 +83,24 @@ describe('cairn image build: the password, bad input (nothing is built)', () => 
   });
 });
 
+describe('cairn image build: the size, bad input (nothing is built)', () => {
+  it('refuses a size beyond any stick at once, and one too small', async () => {
+    for (const [size, message] of [
+      ['99999999999999999999', /--size 100000000000000000000 MiB is larger than any USB stick/],
+      ['17000000', /--size 17000000 MiB is larger than any USB stick: at most 16777216 MiB/],
+      ['512', /--size 512 MiB is too small/],
+    ] as const) {
+      const started = Date.now();
+      const r = await execa(process.execPath, [CLI, 'image', 'build', '--output', scratch.path('never.img'), '--cache', scratch.path('cache'), '--size', size], { reject: false, stdin: 'ignore' });
+      expect(r.exitCode, size).toBe(2);
+      expect(r.stderr).toMatch(message);
+      expect(Date.now() - started).toBeLessThan(20_000);
+      expect(existsSync(scratch.path('cache'))).toBe(false);
+      expect(existsSync(scratch.path('never.img'))).toBe(false);
+    }
+  });
+});
+
 describe('build-image.sh: bad input stops it before it installs or builds anything', () => {
   const script = (args: string[]) =>
     execa('sh', ['build-image.sh', '--yes', '--output', scratch.path('never-sh.img'), '--cache', scratch.path('cache-sh'), ...args], {
