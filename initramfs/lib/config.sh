@@ -32,3 +32,17 @@
 : "${CAIRN_SHELL:=sh}"
 # Seconds a fatal error stays on screen before the power-off.
 : "${CAIRN_FATAL_WAIT:=120}"
+
+# config_number NAME DEFAULT: NAME's value when it is a whole number;
+# otherwise a warning and DEFAULT. These come from the kernel command line,
+# where a typo (CAIRN_FIND_TIMEOUT=30s) must not stop the boot.
+config_number() {
+  _cn_value=
+  eval "_cn_value=\${$1-}"
+  case $_cn_value in
+    '' | *[!0-9]*)
+      warn "$1=$_cn_value is not a whole number: using $2"
+      eval "$1=\$2"
+      ;;
+  esac
+}

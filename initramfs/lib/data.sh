@@ -21,6 +21,7 @@ data_resolve() {
 # data_find SPEC: wait up to CAIRN_FIND_TIMEOUT seconds for SPEC; set
 # cairn_data_dev. On timeout, list the block devices that were there.
 data_find() {
+  config_number CAIRN_FIND_TIMEOUT 10
   _df_end=$(($(date +%s) + CAIRN_FIND_TIMEOUT))
   _df_said=
   while :; do
@@ -76,6 +77,7 @@ data_unlock() {
   cryptsetup isLuks "$ROOT$1" 2>/dev/null || return 0
   info "$1 is encrypted (LUKS)"
   _du_try=1
+  config_number CAIRN_LUKS_TRIES 3
   while [ "$_du_try" -le "$CAIRN_LUKS_TRIES" ]; do
     luks_ask "Passphrase for $1 ($_du_try of $CAIRN_LUKS_TRIES): " || break
     if printf '%s' "$luks_passphrase" |

@@ -10,6 +10,7 @@ fatal() {
     rescue_shell
   else
     err "boot with cairn.debug=1 for a rescue shell"
+    config_number CAIRN_FATAL_WAIT 120
     info "powering off in ${CAIRN_FATAL_WAIT}s"
     sleep "$CAIRN_FATAL_WAIT"
   fi

@@ -83,6 +83,17 @@ describe('data_find and data_mount', () => {
     });
   });
 
+  it('takes a wait that is not a whole number (CAIRN_FIND_TIMEOUT=30s on the kernel command line) as the default, with a warning, and boots', async () => {
+    const r = await sb.lib(`data_find 'LABEL=${plain.label}' || exit 1\necho "dev=$cairn_data_dev"`, {
+      root: await sb.root(`root-${rootCount++}`),
+      env: { CAIRN_FIND_TIMEOUT: '30s' },
+    });
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(keyValues(r.stdout).dev).toBe(plain.dev);
+    expect(r.stderr).toContain('cairn: warning: CAIRN_FIND_TIMEOUT=30s is not a whole number: using 10');
+    expect(r.stderr).not.toMatch(/arithmetic|syntax/i);
+  });
+
   it('waits for a partition that shows up late, as a slow USB stick does', async () => {
     const label = uniqueLabel();
     const late = sb.path('late.img');
