@@ -48,7 +48,7 @@ export function vmCommand(): Command {
       const firmware = f.uefi ? 'uefi' : 'bios';
       process.stderr.write(
         `cairn vm: ${image} as a ${f.bus === 'usb' ? 'USB stick' : 'virtio disk'}, ${firmware === 'uefi' ? 'UEFI' : 'BIOS'}, ` +
-          `${accel === 'kvm' ? 'KVM' : 'software emulation (slow: minutes per boot)'} (${why}); ` +
+          `${accel === 'kvm' ? 'KVM' : 'software emulation, slow: minutes per boot'} (${why}); ` +
           `${f.snapshot ? 'what the guest writes is thrown away at exit (--snapshot)' : 'what the guest saves stays in the image (--snapshot throws it away)'}; ` +
           `${f.network ? 'network through QEMU\'s user-mode NAT (--no-network: none)' : 'no network (--no-network)'}. ` +
           'Ctrl-A X quits.\n',

@@ -45,8 +45,8 @@ export interface Base {
   systemServices: Service[];
   /** Lines added to the base's own /etc/conf.d files. */
   confd: Record<string, string>;
-  /** /etc/network/interfaces, when the base's ifupdown is to bring the network up by itself. */
-  networkInterfaces?: string;
+  /** /etc/network/interfaces, and the programs it names, when the base's ifupdown brings the network up by itself. */
+  network?: { interfaces: string; files: Record<string, string> };
   configurePackaging: (root: string, o: PackagingOptions) => Promise<void>;
 }
 
@@ -54,6 +54,9 @@ export interface Base {
 export function kernelFlavor(kernelVersion: string): string {
   return kernelVersion.replace(/^[0-9.]+-[0-9]+-/, '');
 }
+
+/** ifupdown's mapping script of the debian base. */
+const WIRED_MAPPING = '/usr/lib/cairn/ifupdown-wired';
 
 export const BASES: Record<BaseName, Base> = {
   debian: {
@@ -75,19 +78,26 @@ export const BASES: Record<BaseName, Base> = {
     // Debian's openrc package enables its own services when it installs.
     systemServices: [],
     confd: {},
-    // A stick moves between machines, so every wired interface is taken, by
-    // DHCP, whatever the kernel names it (Debian's ifupdown takes patterns,
-    // each mapped to the one logical interface "wired"). allow-hotplug:
-    // brought up when it appears, so a machine without a cable does not wait.
-    networkInterfaces: [
-      '# cairn: every wired interface by DHCP (see interfaces(5) for patterns).',
-      'auto lo',
-      'iface lo inet loopback',
-      '',
-      'allow-hotplug /en*=wired /eth*=wired',
-      'iface wired inet dhcp',
-      '',
-    ].join('\n'),
+    // A stick moves between machines, so every wired interface is taken by
+    // DHCP whatever the kernel names it: Debian's ifupdown takes patterns in
+    // allow- lines, and a mapping (glob patterns, a script that names the
+    // logical interface) gives each the one stanza "wired". allow-hotplug:
+    // brought up when the card appears.
+    network: {
+      interfaces: [
+        '# cairn: every wired interface by DHCP, whatever its name (see interfaces(5)).',
+        'auto lo',
+        'iface lo inet loopback',
+        '',
+        'allow-hotplug /en* /eth*',
+        'mapping en* eth*',
+        `  script ${WIRED_MAPPING}`,
+        '',
+        'iface wired inet dhcp',
+        '',
+      ].join('\n'),
+      files: { [WIRED_MAPPING]: '#!/bin/sh\n# cairn: every wired interface is the logical interface "wired" (/etc/network/interfaces).\necho wired\n' },
+    },
     configurePackaging: configureDebianPackaging,
   },
   alpine: {

@@ -89,9 +89,13 @@ export async function configureRoot(root: string, base: Base, o: ConfigureOption
     else log.warn({ service: s.name, runlevel: s.runlevel }, 'the root has no such service: not enabled');
   }
 
-  if (base.networkInterfaces) {
+  if (base.network) {
     await mkdir(join(root, 'etc/network'), { recursive: true });
-    await writeFile(join(root, 'etc/network/interfaces'), base.networkInterfaces);
+    await writeFile(join(root, 'etc/network/interfaces'), base.network.interfaces);
+    for (const [path, text] of Object.entries(base.network.files)) {
+      await mkdir(join(root, dirname(path)), { recursive: true });
+      await writeFile(join(root, path), text, { mode: 0o755 });
+    }
   }
 
   // A failed shutdown save is said at every login until a save succeeds.

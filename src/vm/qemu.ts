@@ -76,5 +76,5 @@ export async function kvmWorks(o: { device?: string; timeoutMs?: number } = {}):
 export async function chooseAccel(requested: 'auto' | Accel): Promise<{ accel: Accel; why: string }> {
   if (requested !== 'auto') return { accel: requested, why: `--accel ${requested}` };
   const kvm = await kvmWorks();
-  return kvm.ok ? { accel: 'kvm', why: kvm.why } : { accel: 'tcg', why: `KVM cannot be used (${kvm.why})` };
+  return kvm.ok ? { accel: 'kvm', why: kvm.why } : { accel: 'tcg', why: `KVM cannot be used: ${kvm.why}` };
 }
