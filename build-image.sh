@@ -269,7 +269,7 @@ install_tools() {
 		debian_base=
 		[ "$base" != debian ] || debian_base=1
 		apk add --quiet squashfs-tools dosfstools mtools sfdisk grub grub-bios grub-efi e2fsprogs \
-			nodejs npm attr busybox-static openssl coreutils util-linux ${boot:+qemu-system-x86_64} \
+			nodejs npm attr busybox-static openssl coreutils util-linux e2fsprogs-extra ${boot:+qemu-system-x86_64} \
 			${debian_base:+debootstrap} ${encrypt:+cryptsetup} ||
 			die "could not install the build tools with apk"
 	else

@@ -1,5 +1,5 @@
 import { existsSync } from 'node:fs';
-import { chmod, chown, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { chown, mkdir, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { UsageError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
@@ -8,7 +8,7 @@ import { renderGrubConfig } from '../grub/render.js';
 import { squashTree } from '../packages/images.js';
 import type { PrimaryConsole, UpperType } from '../grub/menu.js';
 import { buildInitramfs, defaultInitDir } from '../initramfs/build.js';
-import { DATA, LABELS, MODES, modulesImage } from '../names.js';
+import { DATA, LABELS, modulesImage } from '../names.js';
 import { ALPINE_KERNELS, alpineRoot, bootstrapRepositories, checkAlpineSources, DEFAULT_ALPINE_RELEASE, findApk, imageRepositories } from './alpine.js';
 import { BASES, kernelVersions, type BaseName } from './base.js';
 import { configureRoot } from './configure.js';
@@ -87,8 +87,6 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
   await rm(o.workDir, { recursive: true, force: true });
   await mkdir(o.workDir, { recursive: true });
   for (const d of [dataStage, espStage]) await mkdir(d, { recursive: true });
-  // mke2fs -d gives the partition's root the stage's mode: root's only from the first boot on.
-  await chmod(dataStage, MODES.dataRoot);
 
   o.onPhase?.('root');
   await bootstrap.root(root);

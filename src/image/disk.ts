@@ -1,7 +1,7 @@
 import { readFile, rm } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { run } from '../lib/run.js';
-import { LABELS } from '../names.js';
+import { LABELS, MODES } from '../names.js';
 import { writeBiosBoot } from '../grub/biosboot.js';
 import { GRUB_LIB } from '../grub/core.js';
 import { LUKS, writeLuksVolume, type LuksKdf } from './luks.js';
@@ -78,14 +78,23 @@ export async function writeDataPartition(image: string, layout: Layout, stage: s
       timeoutMs: 1800_000,
       hint: 'install e2fsprogs (apt-get install e2fsprogs)',
     });
+  // mke2fs -d gives the root directory 0755 whatever the stage's mode:
+  // set it (root's only, names.ts MODES) in the new file system.
+  const protect = (target: string) =>
+    run('debugfs', ['-w', '-R', `set_inode_field / mode 0${(0o40000 | MODES.dataRoot).toString(8)}`, target], {
+      timeoutMs: 60_000,
+      hint: 'install e2fsprogs (apt-get install e2fsprogs; on Alpine apk add e2fsprogs-extra)',
+    });
   if (!o.luks) {
     await mkfs(['-E', `offset=${start}`], image, bytes);
+    await protect(`${image}?offset=${start}`);
     return;
   }
   const plain = join(o.workDir, 'data.ext4');
   await rm(plain, { force: true });
   try {
     await mkfs([], plain, bytes - LUKS.headerBytes);
+    await protect(plain);
     await writeLuksVolume({ plain, target: image, offsetBytes: start, passphrase: o.luks.passphrase, label: LABELS.data, kdf: o.luks.kdf });
   } finally {
     await rm(plain, { force: true });

@@ -79,6 +79,8 @@ describe('an encrypted data partition', () => {
     expect(root.stdout).toMatch(/ user\s*$/m);
     const notes = await execa('debugfs', ['-R', 'cat /user/notes.txt', ext4]);
     expect(notes.stdout).toBe('kept on the stick');
+    // Only root lists the partition's root (others pass through to user/).
+    expect((await execa('debugfs', ['-R', 'stat /', ext4])).stdout).toMatch(/Type: directory\s+Mode:\s+0711/);
     const fsck = await execa('e2fsck', ['-fn', ext4], { reject: false });
     expect(fsck.exitCode, fsck.stdout).toBe(0);
   });
