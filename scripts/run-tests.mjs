@@ -90,19 +90,15 @@ function vmFiles() {
 async function runAll() {
   const results = [];
   const queue = vmFiles();
+  const phase = async (n, name, args) => {
+    process.stdout.write(`\n=== lane ${n}: ${name} (started at ${clock((Date.now() - started) / 1000)}) ===\n`);
+    const r = await vitest(name, args, { live: lanes === 1 });
+    if (lanes > 1) process.stdout.write(`\n=== lane ${n}: ${name}: output ===\n${r.output}`);
+    results.push({ ...r, lane: n });
+  };
   const lane = async (n, first) => {
-    for (const [name, args] of first) {
-      process.stdout.write(`\n=== lane ${n}: ${name} (started at ${clock((Date.now() - started) / 1000)}) ===\n`);
-      const r = await vitest(name, args, { live: lanes === 1 });
-      if (lanes > 1) process.stdout.write(`\n=== lane ${n}: ${name}: output ===\n${r.output}`);
-      results.push({ ...r, lane: n });
-    }
-    for (let file = queue.shift(); file; file = queue.shift()) {
-      process.stdout.write(`\n=== lane ${n}: ${file} (started at ${clock((Date.now() - started) / 1000)}) ===\n`);
-      const r = await vitest(file, ['--project', 'vm', file], { live: lanes === 1 });
-      if (lanes > 1) process.stdout.write(`\n=== lane ${n}: ${file}: output ===\n${r.output}`);
-      results.push({ ...r, lane: n });
-    }
+    for (const [name, args] of first) await phase(n, name, args);
+    for (let file = queue.shift(); file; file = queue.shift()) await phase(n, file, ['--project', 'vm', file]);
   };
   const head = [
     ['unit', ['--project', 'unit']],

@@ -5,6 +5,7 @@ import { existsSync } from 'node:fs';
 import { PathError, ToolMissingError, UsageError } from '../lib/errors.js';
 import { withTempDir } from '../lib/resources.js';
 import { log } from '../lib/log.js';
+import { dyingWithParent } from '../lib/run.js';
 import { chooseAccel, OVMF, QEMU_BINARY, stickBootArgs } from '../vm/qemu.js';
 
 interface VmFlags {
@@ -16,8 +17,6 @@ interface VmFlags {
   accel: string;
   network: boolean;
 }
-
-const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv'].find((p) => existsSync(p));
 
 /**
  * `cairn vm IMAGE`: boots a stick image in QEMU with its serial console on
@@ -69,10 +68,10 @@ export function vmCommand(): Command {
         });
         log.debug({ args }, 'qemu');
         // QEMU dies with cairn (setpriv --pdeathsig), so a killed `cairn vm` leaves no guest behind.
-        const [cmd, argv] = SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', QEMU_BINARY, ...args]] : [QEMU_BINARY, args];
+        const [cmd, argv] = dyingWithParent(QEMU_BINARY, args);
         // The terminal belongs to the guest until QEMU exits.
         const r = await execa(cmd, argv, { stdio: 'inherit', reject: false });
-        if ((r as { code?: string }).code === 'ENOENT' || (SETPRIV && r.exitCode === 127)) {
+        if ((r as { code?: string }).code === 'ENOENT' || (cmd !== QEMU_BINARY && r.exitCode === 127)) {
           throw new ToolMissingError(QEMU_BINARY, 'install qemu-system-x86 (apt-get install qemu-system-x86)');
         }
         if (r.exitCode !== 0) process.exitCode = r.exitCode ?? 1;

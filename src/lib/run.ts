@@ -39,10 +39,17 @@ export interface RunResult {
 
 const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv'].find((p) => existsSync(p));
 
+/**
+ * FILE and ARGS wrapped so the program is killed when cairn dies, even by
+ * SIGKILL (setpriv --pdeathsig); as they are where setpriv is missing.
+ */
+export function dyingWithParent(file: string, args: readonly string[]): [string, string[]] {
+  return SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, [...args]];
+}
+
 /** Runs one program with an argv array (never a shell string), logged at debug level. */
 export async function run(file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
-  const [cmd, argv] =
-    options.dieWithParent && SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, [...args]];
+  const [cmd, argv] = options.dieWithParent ? dyingWithParent(file, args) : [file, [...args]];
   const started = Date.now();
   log.debug({ argv: [file, ...args] }, 'run');
   const child = execa(cmd, argv, {

@@ -105,11 +105,17 @@ async function buildFixture(): Promise<StickFixture> {
   return { built, repoDisk, update: { pkg: kernel.pkg, version: kernel.version }, grub: { version, packages } };
 }
 
-/** A private, sparse copy of the built image for one file's boots. */
-export async function copyOfStick(fixture: StickFixture, dest: string): Promise<string> {
-  rmSync(dest, { force: true });
-  await execa('cp', ['--sparse=always', fixture.built, dest]);
-  return dest;
+/**
+ * One VM file's stick: the shared fixture, a private sparse copy of the
+ * built image in WORK, and the boots of that file (logs named PREFIX-...).
+ */
+export async function prepareStick(work: string, prefix: string): Promise<{ fixture: StickFixture; image: string; boots: StickBoots }> {
+  const fixture = await stickFixture();
+  mkdirSync(work, { recursive: true });
+  const image = join(work, 'cairn.img');
+  rmSync(image, { force: true });
+  await execa('cp', ['--sparse=always', fixture.built, image]);
+  return { fixture, image, boots: new StickBoots(work, fixture, prefix) };
 }
 
 /** The boots of one VM file: each from power-on to a root shell, stopped at the end of the file. */

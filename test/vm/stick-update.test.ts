@@ -8,13 +8,12 @@
  * through the new GRUB under legacy BIOS and under UEFI, and the file the
  * UEFI session saved is there in both.
  */
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TITLES } from '../../src/grub/menu.js';
 import { escapeRegExp } from '../../src/lib/format.js';
 import { CACHE } from '../helpers/vm-kernel.js';
-import { bannerVersion, copyOfStick, MENU, StickBoots, stickFixture, UPPER, useRepo, type StickFixture } from '../helpers/vm-stick.js';
+import { bannerVersion, MENU, prepareStick, UPPER, useRepo, type StickBoots, type StickFixture } from '../helpers/vm-stick.js';
 
 const WORK = join(CACHE, 'stick-update');
 
@@ -24,10 +23,7 @@ let image: string;
 
 describe.sequential('a user\'s day, continued: a system update, and UEFI (debian image, QEMU)', () => {
   beforeAll(async () => {
-    fixture = await stickFixture();
-    mkdirSync(WORK, { recursive: true });
-    image = await copyOfStick(fixture, join(WORK, 'cairn.img'));
-    boots = new StickBoots(WORK, fixture, 'stick-update');
+    ({ fixture, image, boots } = await prepareStick(WORK, 'stick-update'));
   }, 1800_000);
 
   afterAll(async () => {

@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { planLayout } from '../../src/image/layout.js';
 import { CACHE } from '../helpers/vm-kernel.js';
-import { copyOfStick, SIZE_MIB, StickBoots, stickFixture, useRepo } from '../helpers/vm-stick.js';
+import { prepareStick, SIZE_MIB, type StickBoots, useRepo } from '../helpers/vm-stick.js';
 
 const WORK = join(CACHE, 'stick');
 
@@ -43,10 +43,7 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
   let image: string;
 
   beforeAll(async () => {
-    const fixture = await stickFixture();
-    mkdirSync(WORK, { recursive: true });
-    image = await copyOfStick(fixture, join(WORK, 'cairn.img'));
-    boots = new StickBoots(WORK, fixture, 'stick');
+    ({ image, boots } = await prepareStick(WORK, 'stick'));
   }, 1800_000);
 
   afterAll(async () => {
