@@ -104,12 +104,42 @@ export class IntegrityError extends CairnError {
   }
 }
 
+/**
+ * Something cairn never makes (a directory, a symbolic link) holds a name
+ * the save writes, links, renames or removes. The save leaves it alone and
+ * does not start.
+ */
+export class NameTakenError extends CairnError {
+  override readonly code = 'NAME_TAKEN';
+  override readonly exitCode = 73; // EX_CANTCREAT, as for the lock's path (LockPathError)
+  constructor(readonly path: string, readonly problem: string) {
+    super(`${path} is ${problem}: the save uses this name for its own files, so it did not start`, {
+      hint: `cairn did not make it and leaves it alone: move it away (for example mv ${path} ${path}.moved), then save again; the saved states were not changed`,
+    });
+  }
+}
+
 export class LockBusyError extends CairnError {
   override readonly code = 'LOCKED';
   override readonly exitCode = 75; // EX_TEMPFAIL: try again later
   constructor(readonly lockPath: string, readonly holder: string) {
     super(`another save is running (${holder})`, {
       hint: 'wait for it to finish, or pass --wait SECONDS to wait for it',
+    });
+  }
+}
+
+/**
+ * Something that is not cairn's stands where a lock (a directory) or its
+ * owner record (a file) goes: a symbolic link, a file, a device. cairn
+ * neither follows nor removes it, so nothing it guards is touched.
+ */
+export class LockPathError extends CairnError {
+  override readonly code = 'LOCK_PATH';
+  override readonly exitCode = 73; // EX_CANTCREAT: the lock cannot be made
+  constructor(readonly path: string, readonly found: string, readonly expected: 'a directory' | 'a file') {
+    super(`${path} is ${found} where cairn's lock expects ${expected}; nothing was changed`, {
+      hint: `no cairn makes ${found} there: find out what did, remove ${path}, and run the command again`,
     });
   }
 }

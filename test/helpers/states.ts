@@ -27,6 +27,7 @@ export async function snapshot(data: string): Promise<Snapshot> {
     newest: await markerOf('upperfs.squashfs'),
     backup: await markerOf('upperfs-backup.squashfs'),
     generations: (await Promise.all(gens.map(markerOf))).filter((m): m is string => m !== undefined).sort(),
-    stray: names.filter((n) => !known.has(n)),
+    // A lock being made or removed (src/lib/lock.ts) when a kill landed: the next save removes it.
+    stray: names.filter((n) => !known.has(n) && !/^\.cairn-save\.lock\.[^.]+\.[1-9][0-9]*\.[0-9]+\.[0-9a-f]{16}$/.test(n)),
   };
 }
