@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { UsageError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
 import { inChroot, withChroot } from './chroot.js';
-import { cachedRoot } from './rootCache.js';
+import { cachedRoot, withCacheLock } from './rootCache.js';
 
 export interface DebianRootOptions {
   suite: string;
@@ -59,13 +59,16 @@ export async function debianRoot(o: DebianRootOptions, target: string): Promise<
           },
           partial,
         );
-        await withChroot(partial, [{ from: debs, to: 'var/cache/apt/archives' }], () =>
-          inChroot(partial, ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...packages], {
-            hint: `installing ${packages.join(' ')} failed`,
-            // No initramfs-tools image of the kernel: cairn builds its own
-            // initramfs, and Debian's would cost a minute of every new root.
-            env: { INITRD: 'No' },
-          }),
+        // Two package sets bootstrapped at once (two builds sharing a cache) take turns on the shared archive.
+        await withCacheLock(debs, () =>
+          withChroot(partial, [{ from: debs, to: 'var/cache/apt/archives' }], () =>
+            inChroot(partial, ['apt-get', 'install', '-y', '-q', '--no-install-recommends', ...packages], {
+              hint: `installing ${packages.join(' ')} failed`,
+              // No initramfs-tools image of the kernel: cairn builds its own
+              // initramfs, and Debian's would cost a minute of every new root.
+              env: { INITRD: 'No' },
+            }),
+          ),
         );
       },
     },

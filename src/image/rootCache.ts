@@ -31,17 +31,27 @@ export async function cachedRoot(o: CachedRootOptions, target: string): Promise<
   const digest = createHash('sha256').update(JSON.stringify(o.key)).digest('hex').slice(0, 16);
   const cached = join(o.cacheDir, 'roots', `${o.name}-${digest}`);
   await mkdir(join(o.cacheDir, 'roots'), { recursive: true });
-  const release = await lockfile.lock(cached, {
-    lockfilePath: `${cached}.lock`,
+  return withCacheLock(cached, () => makeOrReuse(o, cached, target));
+}
+
+/**
+ * Runs `fn` while holding `<path>.lock`, shared by every build using the
+ * cache: a root being made, or the downloaded-packages directory that each
+ * bootstrap's apt-get uses as its archive (apt refuses at once, not waits,
+ * when another apt-get holds that directory's lock).
+ */
+export async function withCacheLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
+  const release = await lockfile.lock(path, {
+    lockfilePath: `${path}.lock`,
     realpath: false,
     // A bootstrap takes minutes: wait for it, and take over only a lock whose holder stopped refreshing it.
     stale: 60_000,
     update: 15_000,
     retries: { retries: 3600, factor: 1, minTimeout: 1000, maxTimeout: 1000 },
-    onCompromised: (e) => log.warn({ cached, error: e.message }, 'the root cache lock was taken over'),
+    onCompromised: (e) => log.warn({ path, error: e.message }, 'a build cache lock was taken over'),
   });
   try {
-    return await makeOrReuse(o, cached, target);
+    return await fn();
   } finally {
     await release().catch(() => undefined);
   }

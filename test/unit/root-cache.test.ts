@@ -2,7 +2,7 @@ import { mkdtemp, readFile, readdir, rm, mkdir, writeFile } from 'node:fs/promis
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
-import { cachedRoot } from '../../src/image/rootCache.js';
+import { cachedRoot, withCacheLock } from '../../src/image/rootCache.js';
 
 /** Two image builds sharing a cache, as two test files or two users on one build machine run them. */
 describe('cachedRoot', () => {
@@ -60,5 +60,23 @@ describe('cachedRoot', () => {
       expect(await readFile(join(dir, `target-${pkg}`, 'package'), 'utf8')).toBe(pkg);
       expect(await readFile(join(dir, `target-${pkg}`, 'made-by'), 'utf8')).toBe('base');
     }
+  });
+
+  it('two bootstraps of different package sets take turns on the shared package archive (apt-get refuses a held one)', async () => {
+    const debs = join(dir, 'debs');
+    await mkdir(debs);
+    const events: string[] = [];
+    const install = (name: string) =>
+      withCacheLock(debs, async () => {
+        events.push(`${name} start`);
+        await new Promise((r) => setTimeout(r, 300));
+        events.push(`${name} end`);
+      });
+    await Promise.all([install('a'), install('b')]);
+    // Each install ends before the other starts.
+    const first = events[0]!.split(' ')[0]!;
+    const second = first === 'a' ? 'b' : 'a';
+    expect(events).toEqual([`${first} start`, `${first} end`, `${second} start`, `${second} end`]);
+    expect(await readdir(dir)).toEqual(['debs']);
   });
 });
