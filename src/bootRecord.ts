@@ -9,6 +9,8 @@ export interface BootRecord {
   /** The seal id of the state unpacked; empty after a clean boot. */
   stateId: string;
   fallback: string;
+  /** Identities (seal ids, or ino:<inode>) of the states the boot fell back past. */
+  skipped: string[];
   upper: string;
   upperSize: number | undefined;
   kernel: string;
@@ -31,6 +33,7 @@ export function parseBootRecord(text: string, source: string): BootRecord {
     used,
     stateId: map.get('state_id') ?? '',
     fallback: map.get('fallback') ?? '',
+    skipped: (map.get('skipped') ?? '').split(/\s+/).filter(Boolean),
     upper: map.get('upper') ?? '',
     upperSize: Number.isFinite(size) && size > 0 ? size : undefined,
     kernel: map.get('kernel') ?? '',

@@ -4,6 +4,7 @@ import { imageCommand } from './commands/image.js';
 import { vmCommand } from './commands/vm.js';
 import { saveCommand } from './commands/save.js';
 import { statusCommand } from './commands/status.js';
+import { releaseCommand } from './commands/release.js';
 import { verifyCommand } from './commands/verify.js';
 import { initramfsCommand } from './commands/initramfs.js';
 import { kernelCommand } from './commands/kernel.js';
@@ -27,6 +28,7 @@ export function buildProgram(): Command {
   const global = () => program.opts<{ config?: string }>();
   program.addCommand(saveCommand(global));
   program.addCommand(statusCommand(global));
+  program.addCommand(releaseCommand(global));
   program.addCommand(verifyCommand());
   program.addCommand(initramfsCommand());
   program.addCommand(grubCommand(global));

@@ -18,15 +18,20 @@ export const DATA = {
   temp: 'upperfs.squashfs.tmp',
   /** A second name for the state about to become the backup, renamed over it. */
   backupNext: 'upperfs-backup.squashfs.next',
-  /** The save lock: a directory proper-lockfile makes and removes. */
+  /** The save lock: a directory holding its owner's token (src/lib/lock.ts). */
   saveLock: '.cairn-save.lock',
-  /** Who holds the save lock: pid, boot session and start time. */
+  /** Where cairn before the shared lock kept the save lock's owner; the next save removes it. */
   saveLockOwner: '.cairn-save.owner',
   /**
    * Written when the shutdown save fails (when, and why), removed by the next
    * one that succeeds: every login and `cairn status` show it until then.
    */
   saveFailed: '.cairn-save-failed',
+  /**
+   * States a boot fell back past, held until the user acts: no save drops or
+   * prunes them (src/state/held.ts). The login and `cairn status` say so.
+   */
+  held: '.cairn-held',
   userDir: 'user',
   swapfile: 'swapfile',
 } as const;
@@ -91,4 +96,15 @@ export const RUNTIME = {
 export const SEAL = {
   size: 4096,
   magic: 'cairn-state 1',
+} as const;
+
+/** Inside every state image, beside the saved upper layer's own files. */
+export const STATE = {
+  /**
+   * The upper layer's POSIX ACLs, which squashfs cannot store, at the image's
+   * root (src/save/acl.ts). The boot puts them back and removes the file
+   * (initramfs/lib/acl.sh); a file of this name at the root of the upper
+   * layer is never saved.
+   */
+  aclDump: '.cairn-acls',
 } as const;

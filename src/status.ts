@@ -5,7 +5,8 @@ import type { Esp } from './esp/esp.js';
 import { DATA, modulesImageRelease } from './names.js';
 import type { BootRecord } from './bootRecord.js';
 import type { Context } from './context.js';
-import { bootName, listStates, nextDefaultBoot } from './state/states.js';
+import { readHeld } from './state/held.js';
+import { bootName, identity, listStates, nextDefaultBoot } from './state/states.js';
 
 export interface StateStatus {
   boot: string;
@@ -15,6 +16,8 @@ export interface StateStatus {
   intact: boolean;
   problem?: string;
   id?: string;
+  /** Why the state is held (a boot fell back past it), until the user acts. */
+  held?: string;
 }
 
 export interface Status {
@@ -66,6 +69,7 @@ export async function gatherKernels(esp: Esp, dataDir: string): Promise<KernelSt
 /** What `cairn status` shows. `full` checks every image's checksum (reads them whole). */
 export async function gatherStatus(ctx: Context, options: { full: boolean; esp?: Esp }): Promise<Status> {
   const states = await listStates(ctx.dataDir, { full: options.full });
+  const held = new Map((await readHeld(ctx.dataDir)).map((h) => [h.identity, h.reason]));
   const next = nextDefaultBoot(states);
   return {
     bootRecord: ctx.bootRecord,
@@ -79,6 +83,7 @@ export async function gatherStatus(ctx: Context, options: { full: boolean; esp?:
       intact: s.check.ok,
       ...(s.check.ok ? {} : { problem: s.check.problem }),
       id: s.check.seal?.id,
+      ...(held.has(identity(s)) ? { held: held.get(identity(s)) } : {}),
     })),
     nextDefaultBoot: next ? bootName(next) : 'clean',
     lastSaveFailed: (await readFile(join(ctx.dataDir, DATA.saveFailed), 'utf8').catch(() => undefined))?.trim(),

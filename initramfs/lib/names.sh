@@ -34,6 +34,9 @@ CAIRN_DATA_DIR=/persist
 CAIRN_SEAL_SIZE=4096
 CAIRN_SEAL_MAGIC='cairn-state 1'
 
+# The POSIX ACLs a save records at the root of a state (src/names.ts STATE).
+CAIRN_ACL_DUMP=.cairn-acls
+
 # The kernel modules image: modules-<kver>.squashfs (src/names.ts modulesImage).
 CAIRN_MODULES_PREFIX=modules-
 CAIRN_MODULES_SUFFIX=.squashfs

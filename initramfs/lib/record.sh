@@ -12,6 +12,7 @@ record_write() {
     echo "used=$cairn_used"
     echo "state_id=$cairn_state_id"
     echo "fallback=$(printf '%s' "$cairn_fallback" | tr '\n' ' ')"
+    echo "skipped=$cairn_skipped"
     echo "upper=$cairn_upper_used"
     echo "upper_size=$cairn_upper_bytes"
     echo "kernel=$(kernel_version)"

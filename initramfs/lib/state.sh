@@ -39,10 +39,14 @@ state_describe() {
 
 # seal_fields: read a seal on stdin; print its key=value lines when it starts
 # with the magic line and ends its fields with "end" followed by nothing but
-# newlines. Fails otherwise.
+# newlines. Fails otherwise: 2 when a key comes twice (which value counts
+# would be a guess that cairn status could make otherwise; src/state/seal.ts
+# decodeSeal refuses it too), 1 for anything else.
 seal_fields() {
   IFS= read -r _sf_line && [ "$_sf_line" = "$CAIRN_SEAL_MAGIC" ] || return 1
   _sf_end=
+  # Keys seen so far, each followed by "=", which no key holds.
+  _sf_keys="="
   while IFS= read -r _sf_line || [ -n "$_sf_line" ]; do
     if [ -n "$_sf_end" ]; then
       [ -z "$_sf_line" ] || return 1
@@ -50,7 +54,14 @@ seal_fields() {
     fi
     case $_sf_line in
       end) _sf_end=1 ;;
-      [a-z]*=*) printf '%s\n' "$_sf_line" ;;
+      [a-z]*=*)
+        _sf_key=${_sf_line%%=*}
+        case $_sf_keys in
+          *"=$_sf_key="*) return 2 ;;
+        esac
+        _sf_keys=$_sf_keys$_sf_key=
+        printf '%s\n' "$_sf_line"
+        ;;
       *) return 1 ;;
     esac
   done
@@ -66,14 +77,26 @@ seal_value() {
 # sealed size plus the seal, the seal is whole, the sha256 matches. On
 # failure print why, as words that follow the file's name.
 state_check() {
+  # A symbolic link is never followed: it would resolve here, in the
+  # initramfs, not on the data partition (and cairn status says the same).
+  [ ! -L "$1" ] || { echo "is a symbolic link, not a state image" && return 1; }
   [ -e "$1" ] || { echo "is missing" && return 1; }
-  [ -f "$1" ] || { echo "is not a regular file" && return 1; }
+  [ ! -d "$1" ] || { echo "is a directory, not a state image" && return 1; }
+  [ -f "$1" ] || { echo "is a special file, not a state image" && return 1; }
   _sc_total=$(stat -c %s "$1") || { echo "cannot be read" && return 1; }
-  if [ "$_sc_total" -le "$CAIRN_SEAL_SIZE" ] ||
-    ! _sc_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields); then
-    echo "has no intact seal at its end (truncated, damaged or not a cairn state)"
-    return 1
+  _sc_rc=1
+  if [ "$_sc_total" -gt "$CAIRN_SEAL_SIZE" ]; then
+    _sc_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields)
+    _sc_rc=$?
   fi
+  case $_sc_rc in
+    0) ;;
+    2) echo "has a seal with duplicate keys" && return 1 ;;
+    *)
+      echo "has no intact seal at its end (truncated, damaged or not a cairn state)"
+      return 1
+      ;;
+  esac
   _sc_size=$(echo "$_sc_fields" | seal_value size)
   _sc_sum=$(echo "$_sc_fields" | seal_value sha256)
   case $_sc_size in
@@ -107,11 +130,40 @@ fallback() {
   cairn_fallback=${cairn_fallback:+$cairn_fallback; }$1
 }
 
+# state_identity FILE: how the runtime tells a state apart whatever its name
+# (src/state/states.ts identity): its seal id, or ino:<inode> when the seal
+# cannot be read. Nothing for a file that is not there.
+state_identity() {
+  [ -f "$1" ] && [ ! -L "$1" ] || return 0
+  _si_id=$(state_id "$1" 2>/dev/null)
+  if [ -n "$_si_id" ]; then
+    echo "$_si_id"
+  else
+    echo "ino:$(stat -c %i "$1")"
+  fi
+}
+
+# state_skip FILE REASON NEXT: FILE could not be booted: fall back to NEXT and
+# record FILE in cairn_skipped, so that this session's saves keep it.
+state_skip() {
+  _sk_id=$(state_identity "$1")
+  [ -z "$_sk_id" ] || cairn_skipped=${cairn_skipped:+$cairn_skipped }$_sk_id
+  fallback "$2" "$3"
+}
+
 # state_select REQUESTED: walk the fallbacks from REQUESTED to the first
 # intact state. Sets cairn_used (default, backup, gen-<n> or clean),
-# cairn_state_file (empty for clean), cairn_state_id and cairn_fallback.
+# cairn_state_file (empty for clean), cairn_state_id, cairn_fallback and
+# cairn_skipped (the identities of the states passed over).
 state_select() {
   cairn_fallback=
+  cairn_skipped=
+  state_walk "$1"
+}
+
+# state_walk WHICH: state_select from WHICH on, adding to the fallbacks
+# already recorded.
+state_walk() {
   _ss_which=$1
   while [ "$_ss_which" != clean ]; do
     _ss_name=$(state_name "$_ss_which")
@@ -125,7 +177,7 @@ state_select() {
       return 0
     fi
     _ss_next=$(state_next "$_ss_which")
-    fallback "$_ss_name $_ss_why" "$_ss_next"
+    state_skip "$_ss_file" "$_ss_name $_ss_why" "$_ss_next"
     _ss_which=$_ss_next
   done
   cairn_used=clean

@@ -3,11 +3,17 @@
 # it keeps owners, the whiteouts (character devices 0/0) and the xattrs,
 # trusted.overlay.opaque among them. The data partition is only read.
 
-# state_need FILE: the bytes the files in FILE take at least (their sizes
-# added up), printed; 0 when the image cannot be listed.
+# state_need FILE: the bytes FILE's files took in the upper layer they were
+# saved from (the seal's space: blocks really used, so a sparse file counts
+# for its data only), printed; nothing when the seal does not say (states
+# saved before cairn recorded it), and then only unsquashfs running out of
+# space tells that a state does not fit.
 state_need() {
-  unsquashfs -lln "$1" 2>/dev/null |
-    awk '/^-/ { n += $3 } END { printf "%.0f\n", n }'
+  _sn_space=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields | seal_value space)
+  case $_sn_space in
+    '' | *[!0-9]*) ;;
+    *) [ "${#_sn_space}" -gt 18 ] || echo "$_sn_space" ;;
+  esac
 }
 
 # state_unpack FILE DIR: unpack FILE into DIR. On failure print why, as words
@@ -15,20 +21,21 @@ state_need() {
 state_unpack() {
   _su_need=$(state_need "$1")
   _su_free=$(fs_free_bytes "$2") || _su_free=
-  if [ -n "$_su_free" ] && [ "${_su_need:-0}" -gt "$_su_free" ]; then
+  if [ -n "$_su_free" ] && [ -n "$_su_need" ] && [ "$_su_need" -gt "$_su_free" ]; then
     echo "does not fit in the upper layer (needs $(mib "$_su_need") MiB," \
       "$(mib "$_su_free") MiB free; see cairn.upper_size)"
     return 2
   fi
-  info "unpacking ${1##*/} ($(mib "${_su_need:-0}") MiB of files)"
+  info "unpacking ${1##*/}${_su_need:+ ($(mib "$_su_need") MiB of files)}"
   if _su_out=$(unsquashfs -f -no-progress -d "$2" "$1" 2>&1); then
     debug "unsquashfs: $(echo "$_su_out" | grep '^created' | tr '\n' ' ')"
+    acl_restore "$2" || return 1
     return 0
   fi
   case $_su_out in
     *"No space left"*)
-      echo "does not fit in the upper layer (it ran out of space; the files" \
-        "need at least $(mib "${_su_need:-0}") MiB; see cairn.upper_size)"
+      echo "does not fit in the upper layer (it ran out of space;" \
+        "$(mib "${_su_free:-0}") MiB were free; see cairn.upper_size)"
       return 2
       ;;
   esac
@@ -36,16 +43,18 @@ state_unpack() {
   return 1
 }
 
-# state_fill: unpack the selected state (state_select) into the upperdir;
-# when that fails, empty the upper layer and fall back to clean.
+# state_fill: unpack the selected state (state_select) into the upperdir.
+# A state that does not unpack (it does not fit, or its files are damaged)
+# falls back like one that fails its check: the upper layer is emptied and
+# the walk goes on with the next state (default -> backup -> clean).
 state_fill() {
-  [ "$cairn_used" != clean ] || return 0
-  if _sf_why=$(state_unpack "$cairn_state_file" "$ROOT$CAIRN_UPPER_DIR"); then
-    return 0
-  fi
-  upper_reset || return 1
-  fallback "${cairn_state_file##*/} $_sf_why" clean
-  cairn_used=clean
-  cairn_state_file=
-  cairn_state_id=
+  while [ "$cairn_used" != clean ]; do
+    if _sf_why=$(state_unpack "$cairn_state_file" "$ROOT$CAIRN_UPPER_DIR"); then
+      return 0
+    fi
+    upper_reset || return 1
+    _sf_next=$(state_next "$cairn_used")
+    state_skip "$cairn_state_file" "${cairn_state_file##*/} $_sf_why" "$_sf_next"
+    state_walk "$_sf_next"
+  done
 }

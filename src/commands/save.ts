@@ -42,6 +42,7 @@ export function saveCommand(global: () => GlobalOptions): Command {
           onPhase: (phase) => progress.phase(phase),
           onProgress: (phase, f) => progress.fraction(phase, f),
           onWaitForLock: (holder) => process.stderr.write(`waiting for another save to finish (${holder})\n`),
+          onWarning: (line) => process.stderr.write(`warning: ${line}\n`),
         });
         progress.done();
         // The menu's marks and older-state entries follow the states; the
@@ -63,6 +64,7 @@ function summary(r: SaveReport): string {
   if (r.bootedFrom) lines.push(`backup: the state this session came from (${r.bootedFrom})`);
   for (const k of r.kept) lines.push(`kept ${k.state} as ${k.as}`);
   for (const p of r.pruned) lines.push(`removed ${p} (more older states than configured)`);
+  for (const h of r.held) lines.push(`held ${h.state}: ${h.reason}; no save removes it until you boot it or run cairn release`);
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return `${lines.join('\n')}\n`;
 }

@@ -53,6 +53,12 @@ function render(s: Status): string {
     const health = st.intact ? 'intact' : `DAMAGED: ${st.problem}`;
     out.push(`  ${st.boot.padEnd(8)} ${st.name.padEnd(28)} ${formatBytes(st.bytes).padStart(10)}  ${formatDate(st.created ?? 0)}  ${health}`);
   }
+  const held = s.states.filter((st) => st.held !== undefined);
+  if (held.length) {
+    out.push(`HELD: ${held.length === 1 ? 'this state was' : 'these states were'} not booted when asked for; no save removes ${held.length === 1 ? 'it' : 'them'} until you act:`);
+    for (const st of held) out.push(`  ${st.boot.padEnd(8)} ${st.held}`);
+    out.push('  boot one from the GRUB menu to see it, or run `cairn release <name>` (or --all) to let saves prune it as usual');
+  }
   out.push(`next default boot: ${s.nextDefaultBoot}`);
   const k = s.kernels;
   if (k) {

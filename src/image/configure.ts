@@ -109,9 +109,14 @@ export async function configureRoot(root: string, base: Base, o: ConfigureOption
 /** /etc/profile.d/cairn.sh: login shells of both bases read it. */
 export function loginNotice(): string {
   const record = `${RUNTIME.dataDir}/${DATA.saveFailed}`;
-  return `# cairn: a shutdown save that failed is said at every login until a save succeeds.
+  const held = `${RUNTIME.dataDir}/${DATA.held}`;
+  return `# cairn: a shutdown save that failed is said at every login until a save succeeds,
+# and states a boot fell back past until the user boots or releases them.
 if [ -r ${record} ]; then
 	printf '\n*** cairn: %s\n*** cairn save saves this session now; cairn status shows the saved states.\n\n' "$(cat ${record})" >&2
+fi
+if [ -s ${held} ]; then
+	printf '\n*** cairn: %s saved state(s) could not be booted and are held: no save removes them.\n*** cairn status lists them; boot one from the GRUB menu, or cairn release lets saves prune them.\n\n' "$(grep -c . ${held})" >&2
 fi
 `;
 }

@@ -1,5 +1,6 @@
 /**
- * Builds the initramfs: busybox and its applets, unsquashfs, cryptsetup for
+ * Builds the initramfs: busybox and its applets, unsquashfs, setfattr (the
+ * ACLs a state records, initramfs/lib/acl.sh), cryptsetup for
  * an encrypted data partition, util-linux's blkid when there is one (from
  * this machine, or from the image's root an image build gives), the
  * shared libraries they need, the kernel modules the boot needs with their
@@ -35,9 +36,9 @@ export interface InitramfsOptions {
   /** The busybox to carry (default: busybox on PATH, or in programRoot). */
   busybox?: string;
   /**
-   * Where busybox, unsquashfs, cryptsetup and blkid and their libraries come
-   * from: this machine (/, the default) or an image's root, so that an
-   * image's initramfs carries the image's own programs.
+   * Where busybox, unsquashfs, setfattr, cryptsetup and blkid and their
+   * libraries come from: this machine (/, the default) or an image's root,
+   * so that an image's initramfs carries the image's own programs.
    */
   programRoot?: string;
   /** The early-boot module: a directory with init and lib/*.sh (default: cairn's own). */
@@ -86,6 +87,7 @@ export async function buildInitramfs(opts: InitramfsOptions): Promise<InitramfsR
   const busybox = requireProgram('busybox', opts.busybox, root);
   const programs = [
     { name: 'unsquashfs', path: requireProgram('unsquashfs', undefined, root) },
+    { name: 'setfattr', path: requireProgram('setfattr', undefined, root) },
     ...(luks ? [{ name: 'cryptsetup', path: requireProgram('cryptsetup', undefined, root) }] : []),
     ...((b) => (b ? [{ name: 'blkid', path: b }] : []))(findUtilLinuxBlkid(root)),
   ];

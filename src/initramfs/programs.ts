@@ -14,6 +14,7 @@ const SYSTEM_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin
 const HINTS: Record<string, string> = {
   busybox: 'install a static busybox (apt-get install busybox-static / apk add busybox-static) or pass --busybox',
   unsquashfs: 'install squashfs-tools (apt-get install squashfs-tools / apk add squashfs-tools)',
+  setfattr: 'install attr (apt-get install attr / apk add attr)',
   cryptsetup: 'install cryptsetup (apt-get install cryptsetup-bin / apk add cryptsetup)',
 };
 

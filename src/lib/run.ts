@@ -19,8 +19,20 @@ export interface RunOptions {
   cwd?: string;
   env?: Record<string, string>;
   input?: string;
-  /** Called with each line the command prints on stdout, as it prints it. */
+  /**
+   * Called with each line the command prints on stdout, as it prints it.
+   * stdout is then not kept: `stdout` in the result is empty, and memory
+   * stays small however much the command prints.
+   */
   onStdoutLine?: (line: string) => void;
+  /** How onStdoutLine's lines are decoded: latin1 keeps every byte, for file names. */
+  lineEncoding?: 'utf8' | 'latin1';
+  /**
+   * stdout goes to /dev/null, unread: for output that only has to be made.
+   * A write there costs nothing, where through a pipe every byte is copied
+   * (unsquashfs -cat writes a sparse file's holes out as zeros).
+   */
+  discardStdout?: boolean;
   /** Exit statuses that are answers rather than failures (e.g. 1 for "not found"). */
   okExitCodes?: readonly number[];
   /**
@@ -60,19 +72,37 @@ export async function run(file: string, args: readonly string[], options: RunOpt
     // left", "busy", ...): every command runs in the C locale.
     env: { ...options.env, LC_ALL: 'C' },
     input: options.input,
+    buffer: { stdout: !options.onStdoutLine },
     stripFinalNewline: true,
     extendEnv: true,
     ...(options.input === undefined ? { stdin: 'ignore' as const } : {}),
+    ...(options.discardStdout ? { stdout: 'ignore' as const } : {}),
   });
   if (options.onStdoutLine) {
     const onLine = options.onStdoutLine;
-    let pending = '';
+    const encoding = options.lineEncoding ?? 'utf8';
+    // Split as bytes, decoded a whole line at a time: a chunk may end inside
+    // a UTF-8 character, and a line may span many chunks.
+    let pending: Buffer[] = [];
+    const emit = (line: Buffer) => {
+      if (line.length) onLine(line.toString(encoding));
+    };
     child.stdout?.on('data', (chunk: Buffer) => {
-      // Progress bars redraw with \r: treat it as a line end too.
-      const parts = (pending + chunk.toString('utf8')).split(/[\r\n]/);
-      pending = parts.pop() ?? '';
-      for (const p of parts) if (p) onLine(p);
+      // Progress bars redraw with \r: it ends a line too.
+      let start = 0;
+      let nl = chunk.indexOf(0x0a);
+      let cr = chunk.indexOf(0x0d);
+      while (nl >= 0 || cr >= 0) {
+        const end = nl < 0 ? cr : cr < 0 ? nl : Math.min(nl, cr);
+        emit(Buffer.concat([...pending, chunk.subarray(start, end)]));
+        pending = [];
+        start = end + 1;
+        if (nl >= 0 && nl < start) nl = chunk.indexOf(0x0a, start);
+        if (cr >= 0 && cr < start) cr = chunk.indexOf(0x0d, start);
+      }
+      if (start < chunk.length) pending.push(chunk.subarray(start));
     });
+    child.stdout?.on('end', () => emit(Buffer.concat(pending)));
   }
   const result = await child;
   const stdout = String(result.stdout ?? '');

@@ -1,6 +1,9 @@
-import { closeSync, openSync, readSync } from 'node:fs';
+import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
 import { log } from '../lib/log.js';
-import { displayPath, toFsPath, walkTree, type Entry, type Walk } from './tree.js';
+import { STATE } from '../names.js';
+import { compareImageAcls } from './acl.js';
+import { TreeReach } from './reach.js';
+import { displayPath, walkTree, type Entry, type Walk } from './tree.js';
 import { readXattrs } from './xattrs.js';
 
 export interface Difference {
@@ -37,18 +40,22 @@ const devName = (rdev: number) => `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0
 /**
  * Compares a mounted image with the upper layer it was made from: every path,
  * type, mode, owner, size, link target, device number, hard-link group,
- * xattr, and the contents of every regular file.
+ * xattr, POSIX ACL, and the contents of every regular file.
  */
 export async function compareTrees(options: CompareOptions): Promise<CompareResult> {
   const { upper, upperRoot, imageRoot, since } = options;
   const max = options.maxDifferences ?? 50;
   const t0 = Date.now();
   const image = walkTree(imageRoot);
+  // The ACL record is the save's own file, compared as ACLs below (acl.ts);
+  // a file of the user's at its name is never saved.
+  image.entries.delete(STATE.aclDump);
+  upper.entries.delete(STATE.aclDump);
   const t1 = Date.now();
   const differences: Difference[] = [];
-  const differ = (rel: string, what: string, expected: string, actual: string) => {
+  const differ: Differ = (rel, what, expected, actual, changed) => {
     const u = upper.entries.get(rel);
-    differences.push({ path: displayPath(rel), what, expected, actual, changedDuringSave: (u?.ctimeMs ?? since) >= since });
+    differences.push({ path: displayPath(rel), what, expected, actual, changedDuringSave: changed ?? (u?.ctimeMs ?? since) >= since });
   };
 
   for (const [rel, u] of upper.entries) {
@@ -60,14 +67,20 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
     if (!upper.entries.has(rel)) differ(rel, 'presence', 'absent', 'present in the image only');
   }
   compareLinkGroups(upper.entries, image.entries, differ);
-  await compareXattrs(upperRoot, imageRoot, upper.entries, differ);
+  // Both wait on getfattr walking the trees: side by side.
+  const [, acls] = await Promise.all([
+    compareXattrs(upperRoot, imageRoot, upper.entries, differ),
+    compareImageAcls(upperRoot, imageRoot, upper, image),
+  ]);
+  for (const d of acls) differ(d.rel, 'ACL', d.expected, d.actual);
   const t2 = Date.now();
   const bytesCompared = differences.length < max ? compareContents(options, image.entries, differ, max) : 0;
   log.debug({ walkMs: t1 - t0, metadataMs: t2 - t1, contentsMs: Date.now() - t2, bytesCompared }, 'compared');
   return { differences, entries: image.entries.size, bytesCompared };
 }
 
-type Differ = (rel: string, what: string, expected: string, actual: string) => void;
+/** `changed`: known to have changed after the save began, whatever its ctime says. */
+type Differ = (rel: string, what: string, expected: string, actual: string, changed?: boolean) => void;
 
 function compareEntry(rel: string, u: Entry, i: Entry, differ: Differ): void {
   if (u.type !== i.type) return differ(rel, 'type', u.type, i.type);
@@ -116,7 +129,23 @@ async function compareXattrs(upperRoot: string, imageRoot: string, upper: Map<st
     if (!upper.has(rel)) continue; // excluded from the save
     const a = show(u.get(rel));
     const b = show(i.get(rel));
-    if (a !== b) differ(rel, 'xattrs', a, b);
+    if (a === b) continue;
+    if (isGone(upperRoot, rel)) differ(rel, 'presence', 'removed while the save compared it', 'present', true);
+    else differ(rel, 'xattrs', a, b);
+  }
+}
+
+/** Whether an upper-layer entry the walk found is gone now. */
+function isGone(upperRoot: string, rel: string): boolean {
+  const reach = new TreeReach(upperRoot);
+  try {
+    lstatSync(reach.path(rel));
+    return false;
+  } catch (e) {
+    if (isGoneError(e)) return true;
+    throw e;
+  } finally {
+    reach.close();
   }
 }
 
@@ -131,23 +160,42 @@ function compareContents(options: CompareOptions, image: Map<string, Entry>, dif
   const seenInodes = new Set<number>();
   const a = Buffer.allocUnsafe(CHUNK);
   const b = Buffer.allocUnsafe(CHUNK);
+  const upperReach = new TreeReach(upperRoot);
+  const imageReach = new TreeReach(imageRoot);
   let done = 0;
   let failures = 0;
-  for (const [rel, u] of upper.entries) {
-    const i = image.get(rel);
-    if (u.type !== 'file' || i?.type !== 'file' || u.size !== i.size || u.size === 0) continue;
-    if (u.nlink > 1) {
-      if (seenInodes.has(u.ino)) continue;
-      seenInodes.add(u.ino);
+  try {
+    for (const [rel, u] of upper.entries) {
+      const i = image.get(rel);
+      if (u.type !== 'file' || i?.type !== 'file' || u.size !== i.size || u.size === 0) continue;
+      if (u.nlink > 1) {
+        if (seenInodes.has(u.ino)) continue;
+        seenInodes.add(u.ino);
+      }
+      const fd = openUpper(upperReach, rel);
+      if (fd === undefined) {
+        // Walked a moment ago, gone now: the user removed it while the save ran.
+        differ(rel, 'presence', 'removed while the save compared it', 'present', true);
+        if (++failures >= max) break;
+        continue;
+      }
+      let offset: number | undefined;
+      try {
+        offset = firstDifference(fd, imageReach.path(rel), a, b, (n) => {
+          done += n;
+          options.onProgress?.(done);
+        });
+      } finally {
+        closeSync(fd);
+      }
+      if (offset !== undefined) {
+        differ(rel, 'contents', 'other bytes', `different from byte ${offset} on`);
+        if (++failures >= max) break;
+      }
     }
-    const offset = firstDifference(toFsPath(upperRoot, rel), toFsPath(imageRoot, rel), a, b, (n) => {
-      done += n;
-      options.onProgress?.(done);
-    });
-    if (offset !== undefined) {
-      differ(rel, 'contents', 'other bytes', `different from byte ${offset} on`);
-      if (++failures >= max) break;
-    }
+  } finally {
+    upperReach.close();
+    imageReach.close();
   }
   return done;
 }
@@ -155,30 +203,41 @@ function compareContents(options: CompareOptions, image: Map<string, Entry>, dif
 const CHUNK = 1 << 20;
 
 /** Offset of the first differing byte of two files, or undefined if equal. */
-function firstDifference(pathA: Buffer, pathB: Buffer, a: Buffer, b: Buffer, progress: (n: number) => void): number | undefined {
-  const fa = openSync(pathA, 'r');
+function firstDifference(fa: number, pathB: Buffer, a: Buffer, b: Buffer, progress: (n: number) => void): number | undefined {
+  const fb = openSync(pathB, 'r');
   try {
-    const fb = openSync(pathB, 'r');
-    try {
-      for (let pos = 0; ; ) {
-        const ra = readFull(fa, a, pos);
-        const rb = readFull(fb, b, pos);
-        if (ra !== rb) return pos + Math.min(ra, rb);
-        if (ra === 0) return undefined;
-        if (a.compare(b, 0, rb, 0, ra) !== 0) {
-          let k = 0;
-          while (a[k] === b[k]) k++;
-          return pos + k;
-        }
-        pos += ra;
-        progress(ra);
+    for (let pos = 0; ; ) {
+      const ra = readFull(fa, a, pos);
+      const rb = readFull(fb, b, pos);
+      if (ra !== rb) return pos + Math.min(ra, rb);
+      if (ra === 0) return undefined;
+      if (a.compare(b, 0, rb, 0, ra) !== 0) {
+        let k = 0;
+        while (a[k] === b[k]) k++;
+        return pos + k;
       }
-    } finally {
-      closeSync(fb);
+      pos += ra;
+      progress(ra);
     }
   } finally {
-    closeSync(fa);
+    closeSync(fb);
   }
+}
+
+/** An upper-layer file opened for reading; undefined when it, or a directory above it, is gone. */
+function openUpper(reach: TreeReach, rel: string): number | undefined {
+  try {
+    return openSync(reach.path(rel), 'r');
+  } catch (e) {
+    if (isGoneError(e)) return undefined;
+    throw e;
+  }
+}
+
+/** The error of a path that, or a directory above which, no longer exists. */
+function isGoneError(e: unknown): boolean {
+  const code = (e as NodeJS.ErrnoException).code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
 /** Reads until the buffer is full or the file ends, so both sides stay in step. */

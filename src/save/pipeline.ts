@@ -1,11 +1,11 @@
 import { randomUUID } from 'node:crypto';
-import { access, chmod, constants, realpath, rm, stat, statfs, writeFile } from 'node:fs/promises';
+import { access, chmod, constants, lstat, readdir, realpath, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { BootRecord } from '../bootRecord.js';
 import type { Config } from '../config.js';
 import { appendDurably, fsyncFile } from '../lib/durable.js';
-import { IntegrityError, NoSpaceError, PathError, RefusedError, VerifyMismatchError } from '../lib/errors.js';
+import { IntegrityError, NameTakenError, NoSpaceError, PathError, RefusedError, VerifyMismatchError } from '../lib/errors.js';
 import { log } from '../lib/log.js';
 import {
   detachLoop,
@@ -19,14 +19,16 @@ import {
 } from '../lib/resources.js';
 import { run } from '../lib/run.js';
 import { DATA, MODES } from '../names.js';
-import { encodeSeal, readSeal } from '../state/seal.js';
-import { listStates, type StateFile } from '../state/states.js';
+import { heldName, holdSkippedStates, type HeldState } from '../state/held.js';
+import { encodeSeal, notAStateImage, readSeal } from '../state/seal.js';
+import { isStateName, listStates, type StateFile } from '../state/states.js';
 import { compareTrees } from './compare.js';
 import { compileExcludes, type ExcludeMatcher } from './exclude.js';
 import { withSaveLock } from './lock.js';
-import { applyOp, planRotation, resolveFrom, type RotationPlan } from './rotate.js';
+import { intactFrom, markDamaged } from './origin.js';
+import { applyOp, planRotation, type RotationPlan } from './rotate.js';
 import { squash } from './squash.js';
-import { walkTree, type Walk } from './tree.js';
+import { describeLeftOut, walkTree, type Walk } from './tree.js';
 
 export type SavePhase = 'locking' | 'preparing' | 'squashing' | 'verifying' | 'sealing' | 'rotating' | 'done';
 
@@ -44,6 +46,8 @@ export interface SaveOptions {
   /** Progress of the current phase, 0 to 1. */
   onProgress?: (phase: SavePhase, fraction: number) => void;
   onWaitForLock?: (holder: string) => void;
+  /** A warning the user must see before the save ends (the report repeats it). */
+  onWarning?: (line: string) => void;
   /**
    * Run only the first n steps, then return as a crash would leave things
    * (the lock is released, nothing is cleaned up). For crash-safety tests.
@@ -64,6 +68,8 @@ export interface SaveReport {
   kept: { state: string; as: string }[];
   pruned: string[];
   dropped: { state: string; reason: string }[];
+  /** States a boot fell back past, kept until the user acts (src/state/held.ts), by their names before the save. */
+  held: { state: string; reason: string }[];
   warnings: string[];
   /** Peak memory of the cairn process itself (mksquashfs runs apart, bounded by -mem). */
   maxRssKiB: number;
@@ -115,6 +121,10 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
       let imageBytes = 0;
       let files = 0;
       let plan: RotationPlan | undefined;
+      let held: HeldState[] = [];
+      /** Inodes of states whose checksum failed when read whole during this save. */
+      let damaged = new Map<number, string>();
+      let space = 0;
 
       const steps: Step[] = [
         {
@@ -125,7 +135,11 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
             // Only root reads the data partition's root (names.ts MODES).
             await chmod(dataDir, MODES.dataRoot);
             statesBefore = await listStates(dataDir);
-            from = resolveFrom(statesBefore, options.bootRecord?.used === 'clean' ? undefined : options.bootRecord?.stateId);
+            held = await holdSkippedStates(dataDir, statesBefore, options.bootRecord);
+            ({ from, damaged } = await intactFrom(
+              statesBefore,
+              options.bootRecord?.used === 'clean' ? undefined : options.bootRecord?.stateId,
+            ));
             upperEstimate = await estimateUpperBytes(upperDir, matcher);
             await checkFreeSpace(dataDir, upperEstimate);
           },
@@ -147,6 +161,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
                   config,
                   upperBytes: upperEstimate,
                   onProgress: (f) => options.onProgress?.('squashing', f),
+                  onWarning: options.onWarning,
                 },
                 () => freeBytes(dataDir),
               );
@@ -166,6 +181,8 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
             files = result.files;
             sha256 = result.sha256;
             upperSaved = result.upperBytes;
+            space = result.space;
+            warnings.push(...result.leftOut);
             if (!result.directIo) {
               warnings.push('the data partition does not allow direct I/O: the image was read back through the page cache');
             }
@@ -183,6 +200,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
               session: bootSession,
               created: Math.floor(Date.now() / 1000),
               files,
+              space,
             };
             await appendDurably(temp, encodeSeal(seal));
             const back = await readSeal(temp);
@@ -190,10 +208,11 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
               throw new IntegrityError(temp, `the seal did not read back: ${back.ok ? 'checksum differs' : back.problem}`);
             }
             plan = planRotation({
-              states: await listStates(dataDir),
+              states: markDamaged(await listStates(dataDir), damaged),
               fromId: from?.check.seal?.id,
               session: bootSession || undefined,
               generations: config.generations,
+              held: new Set(held.map((h) => h.identity)),
             });
             steps.push(
               ...plan.ops.map((op) => ({
@@ -228,7 +247,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
       } catch (e) {
         // The previous states are untouched until rotation, and rotation
         // never leaves them invalid; the temp image is only litter.
-        if (!plan || stepsRun < steps.length - plan.ops.length) await rm(temp, { force: true });
+        if (!plan || stepsRun < steps.length - plan.ops.length) await removeSaveFile(temp);
         throw e;
       }
       options.onPhase?.('done');
@@ -247,6 +266,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
           kept: plan?.kept.map((k) => ({ state: k.state.name, as: k.as })) ?? [],
           pruned: plan?.pruned.map((p) => p.name) ?? [],
           dropped: plan?.dropped.map((d) => ({ state: d.state.name, reason: d.reason })) ?? [],
+          held: held.map((h) => ({ state: heldName(h, statesBefore), reason: h.reason })),
           warnings,
           maxRssKiB: process.resourceUsage().maxRSS,
           stepsRun,
@@ -255,6 +275,12 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
       }
     },
   );
+}
+
+function spaceTaken(walk: Walk): number {
+  let n = 0;
+  for (const e of walk.entries.values()) n += e.allocated;
+  return n;
 }
 
 function upperBytes(walk: Walk): number {
@@ -318,10 +344,21 @@ async function checkDirs(upperDir: string, dataDir: string): Promise<void> {
  * A save interrupted by a crash or a kill can leave its temp image, a second
  * name from rotation, and the verify mount with its loop device. None of them
  * is a state; all go before a new save starts.
+ *
+ * The save only ever makes regular files under its names. Anything else
+ * there (a directory, a symbolic link, dangling or not) was put there by
+ * someone else: it is neither removed nor written or renamed through, and
+ * the save refuses to start, naming it, before it changes anything.
  */
 async function removeLeftovers(dataDir: string): Promise<void> {
+  for (const name of await readdir(dataDir)) {
+    if (!isStateName(name) && name !== DATA.temp && name !== DATA.backupNext) continue;
+    const path = join(dataDir, name);
+    const problem = notAStateImage(await lstat(path));
+    if (problem) throw new NameTakenError(path, problem);
+  }
   const temp = join(dataDir, DATA.temp);
-  if (await stat(temp).catch(() => undefined)) {
+  if (await lstat(temp).catch(() => undefined)) {
     const { stdout } = await run('losetup', ['--associated', temp, '--noheadings', '--output', 'NAME'], {
       timeoutMs: 30_000,
     }).catch(() => ({ stdout: '' }));
@@ -334,8 +371,17 @@ async function removeLeftovers(dataDir: string): Promise<void> {
     }
     log.info({ temp }, 'removing the temp image of an interrupted save');
   }
-  await rm(temp, { force: true });
-  await rm(join(dataDir, DATA.backupNext), { force: true });
+  await removeSaveFile(temp);
+  await removeSaveFile(join(dataDir, DATA.backupNext));
+}
+
+/** Removes a file the save made; leaves alone whatever else holds its name. */
+async function removeSaveFile(path: string): Promise<void> {
+  const st = await lstat(path).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw e;
+  });
+  if (st?.isFile()) await unlink(path);
 }
 
 interface VerifyResult {
@@ -343,7 +389,11 @@ interface VerifyResult {
   files: number;
   /** File bytes in the upper layer as saved (excludes applied, holes not counted). */
   upperBytes: number;
+  /** Bytes the saved entries take in the upper layer by their blocks: the seal's `space`. */
+  space: number;
   directIo: boolean;
+  /** What no state can hold, left out by the squash too, in words for the user. */
+  leftOut: string[];
 }
 
 /**
@@ -372,7 +422,7 @@ async function verifyAgainstUpper(
       withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
         // Walked now, not before squashing: excluded paths that appeared
         // meanwhile were left out by mksquashfs too.
-        const upper = walkTree(upperDir, matcher);
+        const upper = walkTree(upperDir, matcher, { forSave: true });
         const total = Math.max(1, upperBytes(upper));
         const result = await compareTrees({
           upper,
@@ -391,7 +441,7 @@ async function verifyAgainstUpper(
               : 'the image does not hold what the upper layer holds; the saved states were not changed',
           );
         }
-        return { files: result.entries, upperBytes: upperBytes(upper) };
+        return { files: result.entries, upperBytes: upperBytes(upper), space: spaceTaken(upper), leftOut: describeLeftOut(upper.leftOut) };
       }),
     );
     const [sha256, tree] = await Promise.all([checksum, compared]);

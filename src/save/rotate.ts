@@ -26,6 +26,12 @@ export interface RotationInput {
   session: string | undefined;
   /** Older generations to keep. */
   generations: number;
+  /**
+   * Identities of held states (src/state/held.ts): a boot fell back past
+   * them, so no save drops or prunes them, and they do not count against
+   * `generations`.
+   */
+  held?: ReadonlySet<string>;
 }
 
 export interface RotationPlan {
@@ -61,7 +67,7 @@ export function planRotation(input: RotationInput): RotationPlan {
     .filter((d): d is StateFile => d !== undefined && !(from && identity(d) === identity(from)))
     .sort((x, y) => (x.check.seal?.created ?? 0) - (y.check.seal?.created ?? 0));
   for (const displaced of displacedStates) {
-    const reason = seenReplaced(displaced, from, ancestors, input.session);
+    const reason = input.held?.has(identity(displaced)) ? undefined : seenReplaced(displaced, from, ancestors, input.session);
     if (reason) {
       dropped.push({ state: displaced, reason });
       continue;
@@ -89,9 +95,13 @@ export function planRotation(input: RotationInput): RotationPlan {
   for (const g of asBackup) ops.push({ op: 'unlink', path: g.name, why: `${g.name} is now the backup` });
 
   // 5. Prune the oldest generations past the configured number, oldest first.
-  //    A state this save just kept is never pruned by the same save.
-  const older = gens.filter((g) => !asBackup.includes(g)).sort((x, y) => (x.generation ?? 0) - (y.generation ?? 0));
-  const excess = Math.max(0, older.length + kept.length - Math.max(input.generations, kept.length));
+  //    A state this save just kept is never pruned by the same save, and a
+  //    held one never is.
+  const older = gens
+    .filter((g) => !asBackup.includes(g) && !input.held?.has(identity(g)))
+    .sort((x, y) => (x.generation ?? 0) - (y.generation ?? 0));
+  const newlyKept = kept.filter((k) => !input.held?.has(identity(k.state))).length;
+  const excess = Math.max(0, older.length + newlyKept - Math.max(input.generations, newlyKept));
   const pruned = older.slice(0, excess);
   for (const g of pruned) {
     ops.push({ op: 'unlink', path: g.name, why: `prune ${g.name}: more than ${input.generations} older states` });

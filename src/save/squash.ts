@@ -1,8 +1,13 @@
-import { writeFile } from 'node:fs/promises';
-import { dirname } from 'node:path';
+import { open, writeFile } from 'node:fs/promises';
+import { dirname, join } from 'node:path';
 import type { Config } from '../config.js';
 import { CommandFailedError, NoSpaceError } from '../lib/errors.js';
+import { log } from '../lib/log.js';
 import { run } from '../lib/run.js';
+import { STATE } from '../names.js';
+import { aclPseudoFile } from './acl.js';
+import { compileExcludes } from './exclude.js';
+import { describeLeftOut, walkTree, type LeftOut } from './tree.js';
 
 export interface SquashOptions {
   upperDir: string;
@@ -15,6 +20,8 @@ export interface SquashOptions {
   /** The upper layer's size before compression, for the message when space runs out. */
   upperBytes: number;
   onProgress?: (fraction: number) => void;
+  /** Said at once, before the squash: what is left out of the state and why. */
+  onWarning?: (line: string) => void;
 }
 
 /** The mksquashfs options every save uses; the benchmark runs the bare tool with the same. */
@@ -34,29 +41,90 @@ export function mksquashfsArgs(config: SquashOptions['config']): string[] {
  * Squashes the upper layer into `output`. Whiteouts are character devices
  * 0/0 and opaque directories carry trusted.overlay.opaque: squashfs stores
  * both as they are, with hard links, sparse files, owners and modes.
+ *
+ * What no state can hold (tree.ts walkTree forSave) is left out by name and
+ * said at once, before the squash; the verification finds the same and the
+ * report repeats it.
  */
-export async function squash(options: SquashOptions, freeBytes: () => Promise<number>): Promise<void> {
-  const args = [options.upperDir, options.output, ...mksquashfsArgs(options.config)];
-  if (options.excludes.length) {
-    // mksquashfs matches the patterns itself, so what appears in the upper
-    // layer while it runs (a new file in /tmp) is left out the same way.
-    await writeFile(options.excludeFile, options.excludes.map((p) => `${p}\n`).join(''));
-    args.push('-wildcards', '-ef', options.excludeFile);
+export async function squash(options: SquashOptions, freeBytes: () => Promise<number>): Promise<{ leftOut: LeftOut[] }> {
+  const saved = walkTree(options.upperDir, compileExcludes(options.excludes), { forSave: true });
+  const { leftOut } = saved;
+  for (const warning of describeLeftOut(leftOut)) {
+    log.warn(warning);
+    options.onWarning?.(warning);
   }
+  const args = [options.upperDir, options.output, ...mksquashfsArgs(options.config)];
+  // mksquashfs matches the patterns itself, so what appears in the upper
+  // layer while it runs (a new file in /tmp) is left out the same way.
+  // The ACL record's name at the root is the save's own (acl.ts).
+  const lines = [...options.excludes.map((p) => Buffer.from(`${p}\n`)), ...leftOut.map((l) => literalExclude(l.rel))];
+  await writeFile(options.excludeFile, Buffer.concat([...lines, literalExclude(STATE.aclDump)]));
+  args.push('-wildcards', '-ef', options.excludeFile);
+  // squashfs keeps no POSIX ACLs: they go into a file of their own (acl.ts).
+  args.push('-p', await aclPseudoFile(options.upperDir, join(dirname(options.excludeFile), 'acls'), saved));
   try {
-    await run('mksquashfs', args, {
+    const { stderr } = await run('mksquashfs', args, {
       timeoutMs: 6 * 3600_000,
       dieWithParent: true,
-      hint: 'mksquashfs failed: check that squashfs-tools is installed and works (mksquashfs -version), and the mksquashfs settings in /etc/cairn/cairn.conf',
+      hint: MKSQUASHFS_HINT,
       onStdoutLine: (line) => {
         const m = /\] +(\d+)\/(\d+) +\d+%/.exec(line);
         if (m && Number(m[2]) > 0) options.onProgress?.(Number(m[1]) / Number(m[2]));
       },
     });
+    await expectImage(options.output, stderr);
   } catch (e) {
     if (e instanceof CommandFailedError && /No space left|ENOSPC/i.test(e.stderrTail)) {
       throw new NoSpaceError(dirname(options.output), await freeBytes(), options.upperBytes);
     }
     throw e;
   }
+  return { leftOut };
+}
+
+const MKSQUASHFS_HINT =
+  'mksquashfs failed: check that squashfs-tools is installed and works (mksquashfs -version), and the mksquashfs settings in /etc/cairn/cairn.conf';
+
+/**
+ * A broken or stand-in mksquashfs can exit 0 and leave the temp image as
+ * the save made it, empty: say so here, rather than let the verification
+ * fail to mount it.
+ */
+async function expectImage(output: string, stderr: string): Promise<void> {
+  const head = Buffer.alloc(4);
+  let size = 0;
+  const fh = await open(output, 'r').catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw e;
+  });
+  if (fh) {
+    try {
+      size = (await fh.stat()).size;
+      await fh.read(head, 0, 4, 0);
+    } finally {
+      await fh.close();
+    }
+  }
+  if (size >= SQUASHFS_SUPERBLOCK && head.toString('latin1') === 'hsqs') return;
+  const found = fh ? `${output} holds ${size} bytes and no squashfs superblock` : `${output} is gone`;
+  const said = stderr.trim().split('\n').slice(-2).join('\n');
+  throw new CommandFailedError('mksquashfs', 0, `but wrote no image: ${found}${said ? `; it said: ${said}` : ''}`, {
+    hint: MKSQUASHFS_HINT,
+  });
+}
+
+/** A squashfs image begins with a superblock of this many bytes, its magic "hsqs" first. */
+const SQUASHFS_SUPERBLOCK = 96;
+
+/**
+ * A line of mksquashfs's exclude file (-wildcards: fnmatch per component)
+ * that matches exactly `rel`, latin1 form. A backslash makes the next
+ * character literal; a newline cannot be written in a line, so `?` stands
+ * for it, which can only match a sibling name of the same length. The
+ * leading backslash is for mksquashfs, which takes one off a line (its way
+ * to write a leading space or #).
+ */
+function literalExclude(rel: string): Buffer {
+  const escaped = rel.replace(/[\\*?[\]+@!().]/g, '\\$&').replace(/\n/g, '?');
+  return Buffer.from(`\\${escaped}\n`, 'latin1');
 }

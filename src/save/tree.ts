@@ -1,14 +1,10 @@
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import type { Stats } from 'node:fs';
+import { formatBytes } from '../lib/format.js';
+import { DATA, RUNTIME } from '../names.js';
 import type { ExcludeMatcher } from './exclude.js';
+import { PATH_MAX, TreeReach } from './reach.js';
 
-/**
- * File names are bytes on Linux, not always UTF-8. Paths are carried as
- * latin1 strings (one char per byte) and turned back into bytes for every
- * system call, so no name is mangled on the way.
- */
-export const toFsPath = (root: string, rel: string): Buffer =>
-  Buffer.concat([Buffer.from(root), Buffer.from(rel ? `/${rel}` : '', 'latin1')]);
 export const displayPath = (rel: string): string => `/${Buffer.from(rel, 'latin1').toString('utf8')}`;
 /** A pattern or user-given path, as the latin1 form used for paths here. */
 export const asBytePath = (utf8: string): string => Buffer.from(utf8, 'utf8').toString('latin1');
@@ -40,8 +36,36 @@ function typeOf(st: Stats): EntryType {
   return 'socket';
 }
 
+/** An entry a save leaves out with all it holds, and why, in words for the user. */
+export interface LeftOut {
+  rel: string;
+  reason: string;
+}
+
 export interface Walk {
   entries: Map<string, Entry>;
+  /** Only when walked for a save: what a saved state cannot hold. */
+  leftOut: LeftOut[];
+}
+
+export interface WalkOptions {
+  /**
+   * The tree is an upper layer to save: leave out, and list, what a saved
+   * state cannot hold. Both the squash and the verification walk this way,
+   * so they agree on it.
+   */
+  forSave?: boolean;
+}
+
+/**
+ * The longest relative path a saved state keeps below `root`. mksquashfs
+ * reaches each file as `root/rel`, and at boot unsquashfs creates it as
+ * `/run/cairn/rw/upper/rel`; both fail past PATH_MAX (mksquashfs skips the
+ * file, unsquashfs gives up on the whole state), so a state never holds a
+ * path either of them could not.
+ */
+export function longestSavedPath(root: string): number {
+  return PATH_MAX - 2 - Math.max(Buffer.byteLength(root), Buffer.byteLength(RUNTIME.upperDir));
 }
 
 /**
@@ -49,12 +73,16 @@ export interface Walk {
  * keep, in depth-first order with names sorted bytewise: the order in which
  * mksquashfs lays out files, so reading in it keeps the image's fragment
  * cache warm. Synchronous on purpose: the trees live in RAM, and a sync lstat
- * costs a tenth of a round trip through libuv's thread pool.
+ * costs a tenth of a round trip through libuv's thread pool. Entries deeper
+ * than PATH_MAX are reached all the same (reach.ts).
  */
-export function walkTree(root: string, exclude?: ExcludeMatcher): Walk {
+export function walkTree(root: string, exclude?: ExcludeMatcher, options: WalkOptions = {}): Walk {
   const entries = new Map<string, Entry>();
+  const leftOut: LeftOut[] = [];
+  const longest = options.forSave ? longestSavedPath(root) : Infinity;
+  const reach = new TreeReach(root);
   const visit = (rel: string): void => {
-    const path = toFsPath(root, rel);
+    const path = reach.path(rel);
     const st = lstatSync(path);
     const entry: Entry = {
       type: typeOf(st),
@@ -77,9 +105,82 @@ export function walkTree(root: string, exclude?: ExcludeMatcher): Walk {
     for (const name of names) {
       const child = rel ? `${rel}/${name}` : name;
       // An excluded path is left out with all it holds.
-      if (!exclude?.(child)) visit(child);
+      if (exclude?.(child)) continue;
+      if (child.length > longest) {
+        leftOut.push({ rel: child, reason: `its path is ${child.length} bytes long, more than the ${longest} a saved state can hold (PATH_MAX)` });
+      } else {
+        visit(child);
+      }
     }
   };
-  visit('');
-  return { entries };
+  try {
+    visit('');
+  } finally {
+    reach.close();
+  }
+  if (options.forSave) leaveOutHoles(entries, leftOut);
+  return { entries, leftOut };
+}
+
+/**
+ * The holes a save reads at most. mksquashfs finds a sparse file's holes by
+ * reading them, and the verification reads them back through the image:
+ * on the build machine (2 cores) 0.5 to 0.8 s per GiB when idle, ten times
+ * that under load. `truncate -s 1T` alone would keep a save busy from ten
+ * minutes to hours, past the shutdown's bound (cairn-save's save_timeout,
+ * 900 s); 32 GiB of holes cost half a minute, five under load.
+ */
+export const HOLE_BUDGET = 32 * 2 ** 30;
+
+/**
+ * Leaves out the sparse files with the largest holes until the holes left
+ * fit HOLE_BUDGET: a VM disk image of a few GiB is saved, a 1 TiB file of a
+ * few MiB is not, and everything else is. Hard links to a left-out file go
+ * with it, since mksquashfs would read it through them.
+ */
+function leaveOutHoles(entries: Map<string, Entry>, leftOut: LeftOut[]): void {
+  const inodes = new Map<number, { holes: number; size: number; allocated: number; rels: string[] }>();
+  let total = 0;
+  for (const [rel, e] of entries) {
+    const holes = e.size - e.allocated;
+    if (e.type !== 'file' || holes <= 0) continue;
+    const inode = inodes.get(e.ino);
+    if (inode) {
+      inode.rels.push(rel);
+      continue;
+    }
+    inodes.set(e.ino, { holes, size: e.size, allocated: e.allocated, rels: [rel] });
+    total += holes;
+  }
+  const largestFirst = [...inodes.values()].sort((a, b) => b.holes - a.holes);
+  for (const inode of largestFirst) {
+    if (total <= HOLE_BUDGET) break;
+    total -= inode.holes;
+    const reason =
+      `a sparse file of ${formatBytes(inode.size)} holding ${formatBytes(inode.allocated)} of data: squashing reads ` +
+      `its ${formatBytes(inode.holes)} of holes byte by byte, more than a save can read in time ` +
+      `(${formatBytes(HOLE_BUDGET)} of holes at most); keep it in ${RUNTIME.dataDir}/${DATA.userDir}, which is not squashed`;
+    for (const rel of inode.rels) {
+      entries.delete(rel);
+      leftOut.push({ rel, reason });
+    }
+  }
+}
+
+/** At most this many left-out paths are named; the rest are counted. */
+const NAMED_LEFT_OUT = 20;
+
+/**
+ * What was left out, a sentence each, for the console and the report. A path
+ * thousands of bytes long is shortened in its middle: its start says where
+ * it is, its end what it is.
+ */
+export function describeLeftOut(leftOut: readonly LeftOut[]): string[] {
+  const shown = (rel: string) => {
+    const p = displayPath(rel);
+    return p.length > 240 ? `${p.slice(0, 120)}...${p.slice(-100)}` : p;
+  };
+  const lines = leftOut.slice(0, NAMED_LEFT_OUT).map((l) => `not saved: ${shown(l.rel)}: ${l.reason}`);
+  if (leftOut.length > NAMED_LEFT_OUT) lines.push(`not saved: ${leftOut.length - NAMED_LEFT_OUT} more paths, for the same reasons`);
+  return lines;
 }

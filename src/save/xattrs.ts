@@ -1,48 +1,84 @@
+import { createHash } from 'node:crypto';
 import { CommandFailedError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
 
+/** Values up to this many hex digits are kept as they are, to be shown in a difference. */
+const SHOWN_HEX = 128;
+
 /**
  * Extended attributes of every entry below `root`, keyed by the same latin1
- * relative paths as walkTree. Node has no xattr API; getfattr reads a whole
- * tree in one process, which is also the fastest way.
+ * relative paths as walkTree: each name with its value in hex, or, for a
+ * value too long to show, its length and sha256. Node has no xattr API;
+ * getfattr reads a whole tree in one process, which is also the fastest way.
+ * Its output is taken a line at a time and not kept: any user may give a
+ * thousand files 64 KiB of xattrs each, and the digests stay small.
  *
  * Only the namespaces squashfs can store are read: user, trusted (overlayfs
  * keeps opaque dirs and redirects there) and security. POSIX ACLs live in
- * `system.` and are not kept by squashfs; docs/saving.md says so.
+ * `system.`, which squashfs cannot store: acl.ts keeps and compares them.
  */
-export async function readXattrs(root: string): Promise<Map<string, Map<string, string>>> {
-  const { stdout, stderr } = await run(
+export async function readXattrs(root: string): Promise<XattrMap> {
+  return dumpXattrs(root, '^(user|trusted|security)\\.', shownValue);
+}
+
+/** Per entry (latin1 relative path, "" for the root): xattr name -> value as getfattr's 0x-hex, or as `value` makes it. */
+export type XattrMap = Map<string, Map<string, string>>;
+
+/**
+ * The xattrs matching MATCH of every entry below `root`, by one getfattr
+ * pass. Run from inside the root, so getfattr's paths are relative and reach
+ * as deep as a saved state goes (tree.ts longestSavedPath); only paths left
+ * out of the save for their length are longer still, and their complaint is
+ * dropped below. latin1: names are bytes, not always UTF-8.
+ */
+export async function dumpXattrs(root: string, match: string, value?: (hex: string) => string): Promise<XattrMap> {
+  const parser = getfattrDumpParser(value);
+  const { stderr } = await run(
     'getfattr',
-    ['--absolute-names', '--recursive', '--physical', '--no-dereference', '--dump', '--encoding=hex', '--match=^(user|trusted|security)\\.', root],
-    { timeoutMs: 30 * 60_000, okExitCodes: [1] },
+    ['--recursive', '--physical', '--no-dereference', '--dump', '--encoding=hex', `--match=${match}`, '.'],
+    { timeoutMs: 30 * 60_000, okExitCodes: [1], cwd: root, onStdoutLine: parser.line, lineEncoding: 'latin1' },
   );
   // A squashfs image made without any xattr has no xattr table and answers
-  // "Operation not supported": that means none. Any other complaint fails.
-  const problems = stderr.split('\n').filter((l) => l && !/Operation not supported$/.test(l));
+  // "Operation not supported": that means none. A file the user removed
+  // meanwhile is gone from the map, and compare.ts says so. Any other
+  // complaint fails.
+  const problems = stderr
+    .split('\n')
+    .filter((l) => l && !/(Operation not supported|File name too long|No such file or directory)$/.test(l));
   if (problems.length) throw new CommandFailedError(`getfattr ${root}`, 1, problems.slice(0, 4).join('\n'));
-  const out = new Map<string, Map<string, string>>();
-  const prefix = Buffer.from(root).toString('latin1');
+  return parser.entries;
+}
+
+/**
+ * Reads a getfattr dump a line at a time (latin1): "# file: <name>" starts
+ * an entry, "<xattr>=<value>" lines follow, blank lines part them. Names are
+ * relative, "." the root.
+ */
+export function getfattrDumpParser(value: (hex: string) => string = (v) => v): { entries: XattrMap; line: (line: string) => void } {
+  const entries: XattrMap = new Map();
   let current: Map<string, string> | undefined;
-  for (const line of stdout.split('\n')) {
-    if (line.startsWith('# file: ')) {
-      const abs = unescapeGetfattr(line.slice('# file: '.length));
-      const rel = abs === prefix ? '' : abs.startsWith(`${prefix}/`) ? abs.slice(prefix.length + 1) : abs;
+  const line = (text: string) => {
+    if (text.startsWith('# file: ')) {
+      const path = unescapeGetfattr(text.slice('# file: '.length));
       current = new Map();
-      out.set(rel, current);
-    } else if (line && current) {
-      const eq = line.indexOf('=');
-      if (eq < 0) current.set(line, '');
-      else current.set(line.slice(0, eq), line.slice(eq + 1));
+      entries.set(path === '.' ? '' : path.startsWith('./') ? path.slice(2) : path, current);
+    } else if (text && !text.startsWith('#') && current) {
+      const eq = text.indexOf('=');
+      if (eq < 0) current.set(text, '');
+      else current.set(text.slice(0, eq), value(text.slice(eq + 1)));
     }
-  }
-  return out;
+  };
+  return { entries, line };
+}
+
+/** A getfattr hex value (0x...) as compared and shown: itself if short, else its length and digest. */
+function shownValue(hex: string): string {
+  if (hex.length <= SHOWN_HEX + 2) return hex;
+  const bytes = (hex.length - 2) / 2;
+  return `(${bytes} bytes, sha256 ${createHash('sha256').update(hex).digest('hex')})`;
 }
 
 /** getfattr writes unprintable bytes and backslashes as \ooo octal escapes. */
 function unescapeGetfattr(s: string): string {
-  // Names arrive as UTF-8 text; turn them into the latin1 byte form first.
-  const bytes = Buffer.from(s, 'utf8').toString('latin1');
-  return bytes.replace(/\\([0-7]{3}|\\)/g, (_, code: string) =>
-    code === '\\' ? '\\' : String.fromCharCode(parseInt(code, 8)),
-  );
+  return s.replace(/\\([0-7]{3}|\\)/g, (_, code: string) => (code === '\\' ? '\\' : String.fromCharCode(parseInt(code, 8))));
 }

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { createReadStream } from 'node:fs';
-import { open, stat } from 'node:fs/promises';
+import type { Stats } from 'node:fs';
+import { lstat, open } from 'node:fs/promises';
 import { SEAL } from '../names.js';
 
 /**
@@ -15,9 +16,15 @@ export interface Seal {
   session: string;
   created: number;
   files: number;
+  /**
+   * Bytes the files took in the upper layer they were saved from, by their
+   * blocks (a sparse file counts for its data): what the initramfs checks a
+   * state against before unpacking it. 0 when unknown (older states).
+   */
+  space: number;
 }
 
-const FIELDS = ['size', 'sha256', 'id', 'parent', 'session', 'created', 'files'] as const;
+const FIELDS = ['size', 'sha256', 'id', 'parent', 'session', 'created', 'files', 'space'] as const;
 
 export function encodeSeal(seal: Seal): Buffer {
   const lines = [SEAL.magic, ...FIELDS.map((k) => `${k}=${seal[k]}`), 'end', ''];
@@ -45,6 +52,8 @@ export function decodeSeal(block: Buffer): Seal | { problem: string } {
   for (const line of lines.slice(1, end)) {
     const m = /^([a-z][^=]*)=(.*)$/.exec(line);
     if (!m) return { problem: `the seal has a malformed line "${line.slice(0, 40)}"` };
+    // Which of two values counts is a guess one reader could make unlike the other.
+    if (map.has(m[1]!)) return { problem: 'the seal has duplicate keys' };
     map.set(m[1]!, m[2]!);
   }
   const num = (k: string) => (/^(0|[1-9][0-9]*)$/.test(map.get(k) ?? '') ? Number(map.get(k)) : NaN);
@@ -60,6 +69,7 @@ export function decodeSeal(block: Buffer): Seal | { problem: string } {
     session: map.get('session') ?? '',
     created: num('created') || 0,
     files: num('files') || 0,
+    space: num('space') || 0,
   };
 }
 
@@ -67,9 +77,25 @@ export type SealCheck =
   | { ok: true; seal: Seal; fileSize: number }
   | { ok: false; problem: string; seal?: Seal; fileSize: number };
 
+/**
+ * Why the entry at a state's name is not a state image, or undefined for a
+ * regular file. The initramfs says the same (state.sh state_check). A
+ * symbolic link is never followed: at boot it would resolve inside the
+ * initramfs, not on the data partition, and a save must not write or
+ * remove through it.
+ */
+export function notAStateImage(st: Stats): string | undefined {
+  if (st.isFile()) return undefined;
+  const kind = st.isDirectory() ? 'a directory' : st.isSymbolicLink() ? 'a symbolic link' : 'a special file';
+  return `${kind}, not a state image`;
+}
+
 /** Reads and parses the seal without reading the image: cheap enough for listings. */
 export async function readSeal(path: string): Promise<SealCheck> {
-  const fileSize = (await stat(path)).size;
+  const st = await lstat(path);
+  const fileSize = st.size;
+  const odd = notAStateImage(st);
+  if (odd) return { ok: false, problem: odd, fileSize };
   if (fileSize <= SEAL.size) return { ok: false, problem: `too short (${fileSize} bytes) to hold a state`, fileSize };
   const fh = await open(path, 'r');
   const block = Buffer.alloc(SEAL.size);

@@ -1,4 +1,4 @@
-import { readdir, stat } from 'node:fs/promises';
+import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DATA, generationNumber } from '../names.js';
 import { checkIntegrity, readSeal, type SealCheck } from './seal.js';
@@ -16,6 +16,11 @@ export interface StateFile {
   mtimeMs: number;
   ino: number;
   check: SealCheck;
+}
+
+/** Whether a state is kept under NAME: the newest, the backup or an older generation. */
+export function isStateName(name: string): boolean {
+  return name === DATA.newest || name === DATA.backup || generationNumber(name) !== undefined;
 }
 
 /** The boot name the GRUB menu and the boot record use for a state. */
@@ -44,10 +49,13 @@ export async function listStates(dataDir: string, options: { full?: boolean } = 
     .sort((a, b) => b.generation - a.generation);
   for (const g of gens) found.push({ role: 'generation', ...g });
 
+  // Whatever holds a state's name is listed, a directory or a symbolic link
+  // too (never followed), with a failed check: status shows it, no boot or
+  // rotation uses it, and the save refuses to start until it is moved away.
   return Promise.all(
     found.map(async (f) => {
       const path = join(dataDir, f.name);
-      const st = await stat(path);
+      const st = await lstat(path);
       const check = options.full ? await checkIntegrity(path) : await readSeal(path);
       return { ...f, path, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, check };
     }),

@@ -15,6 +15,7 @@
  * - squashfs-tools: the build machine's unsquashfs with its glibc libraries
  *   and loader at their paths there (the image's initramfs is made from the
  *   image root's own programs; Alpine's would be musl's);
+ * - attr: the build machine's setfattr, which needs no more libraries;
  * - one placeholder for every other package cairn installs (nodejs,
  *   squashfs-tools...), holding a README.
  * Everything is signed with a test key whose public half is in `keysDir`.
@@ -137,6 +138,15 @@ async function squashfsTools(key: KeyObject): Promise<RepoPackage> {
   return pkg(key, 'squashfs-tools', '4.6.1-r1', [...entries.values()]);
 }
 
+/**
+ * The build machine's setfattr alone: it needs only the C library and the
+ * loader, which squashfs-tools above brings (two packages may not own one
+ * file).
+ */
+function attr(key: KeyObject): RepoPackage {
+  return pkg(key, 'attr', '2.5.2-r0', [dir('usr'), dir('usr/bin'), file('usr/bin/setfattr', readFileSync('/usr/bin/setfattr'), 0o755)]);
+}
+
 function placeholder(key: KeyObject, name: string): RepoPackage {
   return pkg(key, name, '1.0-r0', [dir('usr'), dir('usr/share'), dir('usr/share/doc'), dir(`usr/share/doc/${name}`), file(`usr/share/doc/${name}/README`, `placeholder for ${name}\n`)]);
 }
@@ -147,12 +157,13 @@ export async function writeTestRepo(at: string, k: TestKernel, busybox: string, 
   const keysDir = join(at, 'keys');
   mkdirSync(keysDir, { recursive: true });
   writeFileSync(join(keysDir, REPO_KEY_NAME), publicKey.export({ type: 'spki', format: 'pem' }) as string);
-  const special = new Set(['alpine-base', 'linux-virt', 'squashfs-tools']);
+  const special = new Set(['alpine-base', 'linux-virt', 'squashfs-tools', 'attr']);
   const packages = [
     alpineBase(key, busybox),
     kernel(key, k, await bootModulesTree(k, join(at, 'kernel'))),
     firmware(key),
     await squashfsTools(key),
+    attr(key),
     ...alpinePackages({ kernelPackage: 'linux-virt', luks }).filter((n) => !special.has(n)).map((n) => placeholder(key, n)),
   ];
   const dirPath = join(at, 'repo');

@@ -4,6 +4,8 @@ import { existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, readlink
 import { mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { prelude } from '../system/initramfs/fixtures.js';
+import { BUSYBOX, busyboxSh } from './initramfs-env.js';
 
 export const CLI = resolve('dist/cairn.mjs');
 
@@ -12,6 +14,8 @@ const TOOL_PACKAGES: Record<string, string> = {
   unsquashfs: 'squashfs-tools',
   getfattr: 'attr',
   setfattr: 'attr',
+  setfacl: 'acl',
+  getfacl: 'acl',
   losetup: 'mount',
   'mkfs.ext4': 'e2fsprogs',
   busybox: 'busybox-static',
@@ -122,6 +126,20 @@ export async function manifest(root: string, skip: (rel: string) => boolean = ()
     else if (line && out.has(file)) out.set(file, `${out.get(file)} ${line}`);
   }
   return out;
+}
+
+/**
+ * Unpacks a saved state into DIR as the boot does: the initramfs's
+ * state_unpack in busybox sh (unsquashfs, then the ACLs the state records
+ * set again and the record removed).
+ */
+export async function unpackAsBoot(image: string, dir: string): Promise<void> {
+  if (!existsSync(BUSYBOX)) throw new Error(`unpacking as the boot does needs ${BUSYBOX}: apt-get install busybox-static`);
+  const r = await busyboxSh(`${prelude()}why=$(state_unpack "$IMAGE" "$DIR") || { echo "$IMAGE $why" >&2; exit 1; }`, {
+    env: { IMAGE: image, DIR: dir },
+    namespace: false,
+  });
+  if (r.exitCode !== 0) throw new Error(`unpacking as the boot does failed: ${r.stderr}`);
 }
 
 /** The contents of one file inside a state image, read with unsquashfs. */

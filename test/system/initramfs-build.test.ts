@@ -72,7 +72,7 @@ describe('cairn initramfs build', () => {
     }
   });
 
-  it('runs busybox, unsquashfs, cryptsetup and blkid in a chroot of itself: every library is there', async () => {
+  it('runs busybox, unsquashfs, setfattr, cryptsetup and blkid in a chroot of itself: every library is there', async () => {
     const run = (args: string[]) => execa('chroot', [tree, ...args], { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, reject: false });
     expect((await run(['/bin/busybox', 'true'])).exitCode).toBe(0);
     const version = await run(['unsquashfs', '-version']);
@@ -84,6 +84,14 @@ describe('cairn initramfs build', () => {
     const sq = await run(['unsquashfs', '-no-progress', '-d', '/tmp/out', '/tmp/t.squashfs']);
     expect(sq.exitCode, sq.stderr).toBe(0);
     expect(readFileSync(join(tree, 'tmp/out/etc/hostname'), 'utf8')).toBe('from squashfs\n');
+    // A state's ACL record set again as the boot does (initramfs/lib/acl.sh).
+    const deny = '0x0200000001000600ffffffff02000000e803000004000000ffffffff10000000ffffffff20000000ffffffff';
+    await writeFile(join(tree, 'tmp/secret'), 'only mine\n', { mode: 0o600 });
+    await writeFile(join(tree, 'tmp/acls'), `# file: secret\nsystem.posix_acl_access=${deny}\n\n`);
+    const sf = await run(['sh', '-c', 'cd /tmp && setfattr -h --restore=acls']);
+    expect(sf.exitCode, sf.stderr).toBe(0);
+    const acl = await execa('getfattr', ['-e', 'hex', '-n', 'system.posix_acl_access', join(tree, 'tmp/secret')]);
+    expect(acl.stdout).toContain(`system.posix_acl_access=${deny}`);
     const cs = await run(['cryptsetup', '--version']);
     expect(cs.exitCode, cs.stderr).toBe(0);
     expect(cs.stdout).toMatch(/^cryptsetup 2\./);

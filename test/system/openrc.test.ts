@@ -1,9 +1,10 @@
 import { execa } from 'execa';
 import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loginNotice } from '../../src/image/configure.js';
+import { writeHeld } from '../../src/state/held.js';
 import { DATA, RUNTIME } from '../../src/names.js';
 import { CLI, listDir, requireSystem, Scratch } from '../helpers/system.js';
 
@@ -164,6 +165,26 @@ describe('the login notice (/etc/profile.d/cairn.sh)', () => {
     expect(told.exitCode).toBe(0);
     expect(told.stderr).toMatch(/\*\*\* cairn: The save at the shutdown of 2026-12-06 16:40 failed \(cairn save exited 75\)/);
     expect(told.stderr).toMatch(/cairn save saves this session now/);
+  });
+
+  it('says at login, to an ordinary user, that states are held, and nothing once they are released', async () => {
+    const data = s.path('persist-held');
+    await mkdir(data, { mode: 0o711 });
+    // As on a stick: others may pass through to the data partition, not list or read it.
+    await chmod(dirname(data), 0o711);
+    await chmod(data, 0o711);
+    const script = loginNotice().replaceAll(`${RUNTIME.dataDir}/`, `${data}/`);
+    const asUser = () => execa('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', 'busybox', 'sh', '-c', script], { reject: false });
+    expect((await asUser()).stderr).toBe('');
+    await writeHeld(data, [
+      { identity: 'id-a', reason: 'a boot fell back past it: upperfs.squashfs does not fit' },
+      { identity: 'id-b', reason: 'a boot fell back past it: upperfs-backup.squashfs does not fit' },
+    ]);
+    const told = await asUser();
+    expect(told.exitCode).toBe(0);
+    expect(told.stderr).toMatch(/\*\*\* cairn: 2 saved state\(s\) could not be booted and are held/);
+    await writeHeld(data, []);
+    expect((await asUser()).stderr).toBe('');
   });
 });
 

@@ -3,7 +3,7 @@ import { chmod, chown, link, mkdir, open, rename, rm, rmdir, symlink, truncate, 
 import { existsSync, lstatSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cairn, catFromImage, manifest, requireSystem, Scratch } from '../helpers/system.js';
+import { cairn, catFromImage, manifest, requireSystem, Scratch, unpackAsBoot } from '../helpers/system.js';
 
 /**
  * The whole promise of a save: what the user saw in the merged root comes
@@ -105,7 +105,7 @@ describe('a saved state restores the merged root exactly', () => {
   it('unpacked into a fresh upper layer, the merged root is the same as before', async () => {
     restored = s.path('restored');
     await mkdir(restored);
-    await execa('unsquashfs', ['-f', '-d', join(restored, 'upper'), join(data, 'upperfs.squashfs')]);
+    await unpackAsBoot(join(data, 'upperfs.squashfs'), join(restored, 'upper'));
     const second = await s.overlay(lower, 'restored-ovl');
     await rmdir(second.upper);
     await s.unmount(second.merged);

@@ -12,7 +12,7 @@ import {
 } from '../../src/grub/menu.js';
 import type { Seal } from '../../src/state/seal.js';
 
-const seal = (created: number): Seal => ({ size: 1000, sha256: 'a'.repeat(64), id: `id-${created}`, parent: '', session: '', created, files: 3 });
+const seal = (created: number): Seal => ({ size: 1000, sha256: 'a'.repeat(64), id: `id-${created}`, parent: '', session: '', created, files: 3, space: 0 });
 const intact = (role: MenuState['role'], created = 1_700_000_000, generation?: number): MenuState => ({
   role,
   ...(generation === undefined ? {} : { generation }),

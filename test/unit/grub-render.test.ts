@@ -7,7 +7,7 @@ import { HOSTILE, readWords } from '../helpers/grub-words.js';
 const gen = (n: number): MenuState => ({
   role: 'generation',
   generation: n,
-  check: { ok: true, seal: { size: 1, sha256: 'a'.repeat(64), id: `g${n}`, parent: '', session: '', created: 1_700_000_000, files: 1 }, fileSize: 4097 },
+  check: { ok: true, seal: { size: 1, sha256: 'a'.repeat(64), id: `g${n}`, parent: '', session: '', created: 1_700_000_000, files: 1, space: 0 }, fileSize: 4097 },
 });
 const render = (settings: Partial<BootSettings> = {}, states: MenuState[] = [], timeoutSeconds = 3) =>
   renderGrubConfig(buildMenu(states, { ...DEFAULT_SETTINGS, ...settings }, { timeoutSeconds }));

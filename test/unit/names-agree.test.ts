@@ -2,7 +2,7 @@ import { describe, it, expect } from 'vitest';
 import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
-import { DATA, LABELS, MODES, RUNTIME, SEAL, modulesImage } from '../../src/names.js';
+import { DATA, LABELS, MODES, RUNTIME, SEAL, STATE, modulesImage } from '../../src/names.js';
 
 const NAMES_SH = fileURLToPath(new URL('../../initramfs/lib/names.sh', import.meta.url));
 
@@ -45,6 +45,7 @@ const COUNTERPARTS: Record<string, string | number> = {
 
   CAIRN_SEAL_SIZE: SEAL.size,
   CAIRN_SEAL_MAGIC: SEAL.magic,
+  CAIRN_ACL_DUMP: STATE.aclDump,
 
   CAIRN_MODULES_PREFIX: MODULES_PREFIX,
   CAIRN_MODULES_SUFFIX: MODULES_SUFFIX,

@@ -137,6 +137,7 @@ function stateFile(role: StateRole, name: string, ino: number, s: Inode, generat
     session: s.session,
     created: 1_700_000_000,
     files: 42,
+    space: 0,
   };
   const check: SealCheck = s.ok
     ? { ok: true, seal, fileSize: 8192 + 4096 }
@@ -221,6 +222,8 @@ interface SaveInput {
   session?: string;
   generations?: number;
   newId?: string;
+  /** Seal ids of held states. */
+  held?: string[];
 }
 
 /** One save as the pipeline runs it: a sealed temp image, a plan, its ops applied. */
@@ -237,6 +240,7 @@ function save(start: Disk, input: SaveInput = {}) {
     fromId: input.fromId,
     session: input.session,
     generations: input.generations ?? 2,
+    held: new Set(input.held ?? []),
   };
   const plan = planRotation(rotation);
   checkEveryCrashPoint(before, plan);
@@ -397,6 +401,38 @@ describe('planRotation', () => {
       d.put(DATA.newest, { id: 'N2', parent: 'B1', session: 'boot-2', ok: false });
       const { after } = save(d, { fromId: undefined, session: undefined });
       expect(after.layout()).toEqual({ [DATA.newest]: NEW, [DATA.backup]: 'B1', [gen(1)]: 'N2' });
+    });
+  });
+
+  describe('states a boot fell back past (held)', () => {
+    it('a session that fell back to clean past both states keeps both through any number of later saves', () => {
+      // Neither state fitted: the clean session's saves must not cost them.
+      const held = ['N2', 'B1'];
+      let d = save(twoStates(), { fromId: undefined, session: 'boot-3', generations: 0, held }).after;
+      for (let i = 4; i < 8; i++) {
+        d = save(d, { fromId: d.idAt(DATA.newest), session: `boot-${i}`, generations: 0, held, newId: `S${i}` }).after;
+      }
+      const kept = Object.values(d.layout());
+      expect(kept).toContain('N2');
+      expect(kept).toContain('B1');
+    });
+
+    it('without the hold the same saves drop them (what a fallback session did before)', () => {
+      let d = save(twoStates(), { fromId: undefined, session: 'boot-3', generations: 0 }).after;
+      d = save(d, { fromId: d.idAt(DATA.newest), session: 'boot-4', generations: 0, newId: 'S4' }).after;
+      expect(Object.values(d.layout())).not.toContain('B1');
+    });
+
+    it('a held generation is not pruned and does not count against the configured number', () => {
+      const d = new Disk();
+      d.put(gen(1), { id: 'G1', session: 'old-1' });
+      d.put(gen(2), { id: 'G2', session: 'old-2' });
+      d.put(DATA.backup, { id: 'B1', session: 'boot-1' });
+      d.put(DATA.newest, { id: 'N2', parent: 'B1', session: 'boot-2' });
+      const { plan, after } = save(d, { fromId: 'B1', session: 'boot-3', generations: 1, held: ['G1'] });
+      expect(ids(plan.pruned)).toEqual(['G2']);
+      expect(after.idAt(gen(1))).toBe('G1');
+      expect(after.idAt(gen(3))).toBe('N2');
     });
   });
 

@@ -16,6 +16,7 @@ const seal = (over: Partial<Seal> = {}): Seal => ({
   session: 'c1f0d7a2-1e0b-4b1a-9d5e-2f7b8a6c4d11',
   created: 1_700_000_000,
   files: 1234,
+  space: 5_000_000,
   ...over,
 });
 
@@ -40,6 +41,7 @@ describe('encodeSeal', () => {
       `session=${seal().session}`,
       'created=1700000000',
       'files=1234',
+      'space=5000000',
       'end',
     ]);
     // Everything after the fields is newlines.
@@ -270,7 +272,7 @@ exit 0
 
 describe('decodeSeal is as strict as the initramfs check', () => {
   const good = () =>
-    encodeSeal({ size: 8192, sha256: 'ab'.repeat(32), id: 'x', parent: '', session: '', created: 1, files: 2 }).toString('latin1');
+    encodeSeal({ size: 8192, sha256: 'ab'.repeat(32), id: 'x', parent: '', session: '', created: 1, files: 2, space: 0 }).toString('latin1');
   const decode = (text: string) => decodeSeal(Buffer.from(text.padEnd(4096, '\n'), 'latin1'));
 
   it.each([
@@ -278,6 +280,12 @@ describe('decodeSeal is as strict as the initramfs check', () => {
     ['a line that is not key=value', (t: string) => t.replace('id=x', 'id x'), /malformed line/],
     ['a size with a leading zero', (t: string) => t.replace('size=8192', 'size=08192'), /no valid size/],
     ['an upper-case checksum', (t: string) => t.replace('ab'.repeat(32), 'AB'.repeat(32)), /no valid checksum/],
+    // The initramfs would read the first of two values, a last-wins reader the
+    // other: a seal with a key twice is refused by both (state.test.ts).
+    ['the size twice, the first one wrong', (t: string) => t.replace('size=8192', 'size=4096\nsize=8192'), /^the seal has duplicate keys$/],
+    ['the size twice, the second one wrong', (t: string) => t.replace('size=8192', 'size=8192\nsize=4096'), /^the seal has duplicate keys$/],
+    ['the checksum twice, the same both times', (t: string) => t.replace(/^(sha256=.*)$/m, '$1\n$1'), /^the seal has duplicate keys$/],
+    ['an unknown key twice', (t: string) => t.replace('id=x', 'id=x\nfuture=1\nfuture=2'), /^the seal has duplicate keys$/],
   ])('rejects %s', (_, mutate, problem) => {
     const result = decode(mutate(good()).trimEnd() + '\n');
     expect('problem' in result && result.problem).toMatch(problem);

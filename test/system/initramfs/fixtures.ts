@@ -233,9 +233,15 @@ export async function writeStateTree(dir: string, tag: string, extraMiB = 0): Pr
 export async function buildState(sandbox: Sandbox, out: string, tag: string, extraMiB = 0): Promise<SealFields> {
   const tree = sandbox.path(`tree-${tag}-${randomBytes(3).toString('hex')}`);
   await writeStateTree(tree, tag, extraMiB);
+  return sealTree(tree, out, tag);
+}
+
+/** Squashes TREE into OUT and seals it as the runtime does, with the space its files take (du: blocks, not sizes). */
+export async function sealTree(tree: string, out: string, tag: string): Promise<SealFields> {
   await mksquashfs(tree, out);
+  const space = Number((await execa('du', ['-s', '-B1', tree])).stdout.split('\t')[0]);
   await rm(tree, { recursive: true, force: true });
-  return sealImage(out, { id: `id-${tag}` });
+  return sealImage(out, { id: `id-${tag}`, space });
 }
 
 /** A copy of a sealed image cut short: half of it. */

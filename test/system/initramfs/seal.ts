@@ -17,6 +17,8 @@ export interface SealFields {
   session: string;
   created: number;
   files: number;
+  /** Bytes the files took in the upper layer (blocks, not sizes); absent in states of older cairns. */
+  space?: number;
 }
 
 /** The 4096-byte seal: the magic line, key=value lines, end, newline padding. */
@@ -30,6 +32,7 @@ export function sealBlock(fields: SealFields): Buffer {
     `session=${fields.session}`,
     `created=${fields.created}`,
     `files=${fields.files}`,
+    ...(fields.space === undefined ? [] : [`space=${fields.space}`]),
     'end',
     '',
   ].join('\n');

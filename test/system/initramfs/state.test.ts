@@ -6,8 +6,10 @@
  * tmpfs upper layer and the boot record written, as at boot.
  */
 import { createHash } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { execa } from 'execa';
+import { mkdir, readFile, symlink, writeFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { checkIntegrity } from '../../../src/state/seal.js';
 import { keyValues, requireRoot, requireTools } from '../../helpers/initramfs-env.js';
 import { bitFlippedCopy, buildState, dataPartition, KVER, mksquashfs, Sandbox, truncatedCopy } from './fixtures.js';
 import { SEAL_MAGIC, SEAL_SIZE } from './seal.js';
@@ -239,6 +241,36 @@ describe('state_check', () => {
   });
 
   it('refuses a directory in place of a state', async () => {
-    expect(await check(sb.dir)).toBe('is not a regular file');
+    expect(await check(sb.dir)).toBe('is a directory, not a state image');
+  });
+
+  it('refuses a symbolic link, dangling or to an intact state, and a FIFO, as cairn status does', async () => {
+    const intact = await withSeal('link-target', [SEAL_MAGIC, `size=${squashfs.length}`, `sha256=${sum()}`, 'end']);
+    expect(await check(intact)).toBe('intact');
+    await symlink(intact, sb.path('link-to-intact'));
+    await symlink(sb.path('nowhere'), sb.path('link-dangling'));
+    await execa('mkfifo', [sb.path('fifo')]);
+    const expected = {
+      'link-to-intact': 'a symbolic link, not a state image',
+      'link-dangling': 'a symbolic link, not a state image',
+      fifo: 'a special file, not a state image',
+    };
+    for (const [name, problem] of Object.entries(expected)) {
+      expect(await check(sb.path(name)), name).toBe(`is ${problem}`);
+      expect(await checkIntegrity(sb.path(name)), name).toMatchObject({ ok: false, problem });
+    }
+  });
+
+  // A reader taking the first value and one taking the last would disagree
+  // about such a seal: whichever value is wrong, both readers refuse it.
+  it.each([
+    ['the size twice, the second one wrong', () => [`size=${squashfs.length}`, `size=${squashfs.length + 1}`, `sha256=${sum()}`]],
+    ['the size twice, the first one wrong', () => [`size=${squashfs.length + 1}`, `size=${squashfs.length}`, `sha256=${sum()}`]],
+    ['the sha256 twice, the second one wrong', () => [`size=${squashfs.length}`, `sha256=${sum()}`, `sha256=${'0'.repeat(64)}`]],
+    ['an id twice', () => [`size=${squashfs.length}`, `sha256=${sum()}`, 'id=a', 'id=b']],
+  ])('refuses a seal with %s, in the words cairn status uses', async (_what, fields) => {
+    const path = await withSeal(`dup-${rootCount}`, [SEAL_MAGIC, ...fields(), 'end']);
+    expect(await check(path)).toBe('has a seal with duplicate keys');
+    expect(await checkIntegrity(path)).toMatchObject({ ok: false, problem: 'the seal has duplicate keys' });
   });
 });

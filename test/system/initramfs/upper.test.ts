@@ -1,15 +1,15 @@
 /**
  * The upper layer on zram and on tmpfs, the state unpacked into it with its
  * whiteouts and opaque dirs, the real overlay over the base system showing
- * what the state deleted as deleted, and the fallback to clean when the
- * state does not fit. Real loop devices, zram, squashfs and overlayfs.
+ * what the state deleted as deleted, and the fallbacks (default -> backup ->
+ * clean) when a state does not fit. Real loop devices, zram, squashfs and overlayfs.
  */
 import { randomBytes } from 'node:crypto';
-import { mkdir, readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { keyValues, requireRoot, requireTools } from '../../helpers/initramfs-env.js';
-import { buildState, dataPartition, mksquashfs, requireZramAndOverlay, Sandbox, writeLowerTree } from './fixtures.js';
+import { buildState, dataPartition, mksquashfs, requireZramAndOverlay, Sandbox, sealTree, writeLowerTree, writeStateTree } from './fixtures.js';
 import { sealImage } from './seal.js';
 
 let sb: Sandbox;
@@ -38,6 +38,17 @@ beforeAll(async () => {
   await mksquashfs(many, img.many);
   await sealImage(img.many, { id: 'id-many' });
   // Sealed, so intact by its checksum, but not a squashfs image.
+  // A 4 GiB disk image holding 1 MiB of data: 4 GiB by its size, 1 MiB by its blocks.
+  const sparse = sb.path('sparse-tree');
+  await writeStateTree(sparse, 'sparse');
+  await writeFile(join(sparse, 'home/user/disk.img'), randomBytes(1 << 20));
+  await truncate(join(sparse, 'home/user/disk.img'), 4 * 1024 * MiB);
+  img.sparse = sb.path('sparse.squashfs');
+  await sealTree(sparse, img.sparse, 'sparse');
+  img.backup = sb.path('backup.squashfs');
+  await buildState(sb, img.backup, 'backup');
+  img.bigBackup = sb.path('big-backup.squashfs');
+  await buildState(sb, img.bigBackup, 'big-backup', 20);
   img.garbage = sb.path('garbage.squashfs');
   await writeFile(img.garbage, randomBytes(64 * 1024));
   await sealImage(img.garbage, { id: 'id-garbage' });
@@ -124,11 +135,15 @@ echo "dev=$n"
 echo "disksize=$(cat /sys/block/$n/disksize)"
 echo "algorithm=$(cat /sys/block/$n/comp_algorithm)"
 echo "label=$(blkid -o value -s LABEL "$dev")"
-ls -d "$ROOT$CAIRN_UPPER_DIR" "$ROOT$CAIRN_WORK_DIR" >/dev/null && echo dirs=yes`,
+ls -d "$ROOT$CAIRN_UPPER_DIR" "$ROOT$CAIRN_WORK_DIR" >/dev/null && echo dirs=yes
+# A 60,000-byte xattr, as a session on tmpfs may have saved one.
+: >"$ROOT$CAIRN_UPPER_DIR/big-xattr"
+setfattr -n user.big -v "0x$(head -c 60000 /dev/zero | od -An -v -tx1 | tr -d ' \\n')" "$ROOT$CAIRN_UPPER_DIR/big-xattr" && echo big_xattr=yes`,
       { root, binds: ['dev', 'sys'] },
     );
     expect(r.exitCode, r.stderr).toBe(0);
     const v = keyValues(r.stdout);
+    expect(v.big_xattr, r.stderr).toBe('yes');
     expect(v.used).toBe('zram');
     expect(v.dev).toMatch(/^zram[0-9]+$/);
     expect(v.mount).toMatch(/^ext4 rw,.*discard/);
@@ -191,13 +206,15 @@ describe.each(['zram', 'tmpfs'])('the state unpacked on %s under a real overlay'
 
 describe('a state that does not fit', () => {
   /** Boots FILE into a 16 MiB tmpfs: the outcome, the upper layer, the merged root. */
-  async function tooSmall(file: string) {
+  async function tooSmall(file: string, more = '', others: Record<string, string> = {}) {
     return bootToOverlay(
-      { 'upperfs.squashfs': file },
+      { 'upperfs.squashfs': file, ...others },
       'tmpfs',
       16 * MiB,
-      `echo "used=$cairn_used"
+      `${more}
+echo "used=$cairn_used"
 echo "fallback=$cairn_fallback"
+echo "skipped=$cairn_skipped"
 echo "upper_entries=$(ls -A "$ROOT$CAIRN_UPPER_DIR" | wc -l)"
 echo "work_exists=$(test -d "$ROOT$CAIRN_WORK_DIR" && echo yes)"
 echo "merged_hostname=$(cat "$ROOT$CAIRN_NEWROOT/etc/hostname")"`,
@@ -207,12 +224,42 @@ echo "merged_hostname=$(cat "$ROOT$CAIRN_NEWROOT/etc/hostname")"`,
   it('falls back to clean, saying so, when its files are larger than the upper layer', async () => {
     const v = await tooSmall(img.big!);
     expect(v.used).toBe('clean');
-    expect(v.fallback).toMatch(/^upperfs.squashfs does not fit in the upper layer \(needs 24 MiB, 1[0-9] MiB free; see cairn.upper_size\)$/);
-    expect(v.console).toContain('booting clean (no saved state) instead');
+    expect(v.fallback).toMatch(
+      /^upperfs.squashfs does not fit in the upper layer \(needs 24 MiB, 1[0-9] MiB free; see cairn.upper_size\); upperfs-backup.squashfs is missing$/,
+    );
+    expect(v.console).toContain('booting the backup (upperfs-backup.squashfs) instead');
     expect(v.upper_entries).toBe('0');
     expect(v.work_exists).toBe('yes');
     expect(v.merged_hostname).toBe('lower');
     expect(v.console).not.toContain('unpacking');
+    expect(v.skipped).toBe('id-big');
+  });
+
+  it('fits a state by the blocks its files take: a 4 GiB sparse file with 1 MiB of data boots in 16 MiB', async () => {
+    const v = await tooSmall(img.sparse!, `echo "disk=$(stat -c '%s %b %B' "$ROOT$CAIRN_UPPER_DIR/home/user/disk.img")"`);
+    expect(v.used).toBe('default');
+    expect(v.fallback).toBe('');
+    expect(v.merged_hostname).toBe('sparse');
+    const [size, blocks, unit] = v.disk!.split(' ').map(Number);
+    expect(size).toBe(4 * 1024 * MiB);
+    expect(blocks! * unit!).toBeLessThan(2 * MiB);
+  });
+
+  it('falls back to the backup, not to clean, when the newest state does not fit', async () => {
+    const v = await tooSmall(img.big!, '', { 'upperfs-backup.squashfs': img.backup! });
+    expect(v.used).toBe('backup');
+    expect(v.merged_hostname).toBe('backup');
+    expect(v.fallback).toMatch(/^upperfs.squashfs does not fit in the upper layer \(needs 24 MiB/);
+    expect(v.console).toContain('booting the backup (upperfs-backup.squashfs) instead');
+    expect(v.skipped).toBe('id-big');
+  });
+
+  it('falls back to the backup when the newest state runs out of space while unpacking, and records both states when neither fits', async () => {
+    const one = await tooSmall(img.many!, '', { 'upperfs-backup.squashfs': img.backup! });
+    expect(one).toMatchObject({ used: 'backup', merged_hostname: 'backup', skipped: 'id-many' });
+    const both = await tooSmall(img.big!, '', { 'upperfs-backup.squashfs': img.bigBackup! });
+    expect(both).toMatchObject({ used: 'clean', merged_hostname: 'lower', upper_entries: '0', skipped: 'id-big id-big-backup' });
+    expect(both.fallback).toMatch(/^upperfs.squashfs does not fit .*; upperfs-backup.squashfs does not fit /);
   });
 
   it('falls back to clean and empties the upper layer when it fills up while unpacking', async () => {

@@ -1,0 +1,136 @@
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { STATE } from '../names.js';
+import type { Walk } from './tree.js';
+import { dumpXattrs, getfattrDumpParser, type XattrMap } from './xattrs.js';
+
+/**
+ * POSIX ACLs live in system.posix_acl_access (and _default on directories),
+ * which squashfs cannot store: mksquashfs drops every system.* xattr. Without
+ * them a deny entry (user:1000:---) would vanish and a file's group bits,
+ * which hold the ACL's mask, would grant its owning group what the mask
+ * allowed the named entries. So a save records them in a file of its own at
+ * the image's root (STATE.aclDump), in the format `getfattr --dump -e hex`
+ * writes and `setfattr --restore` reads; the boot restores them after
+ * unsquashfs and removes the file (initramfs/lib/acl.sh). docs/state-format.md
+ * describes the file.
+ */
+
+/** Per entry (latin1 relative path, "" for the root): xattr name -> value as 0x-hex. */
+export type Acls = XattrMap;
+
+const ACL_XATTRS = '^system\\.posix_acl_(access|default)$';
+
+/**
+ * The ACLs of every entry below `root`, read by getfattr in one pass from
+ * inside it (xattrs.ts dumpXattrs).
+ */
+export function readAcls(root: string): Promise<Acls> {
+  return dumpXattrs(root, ACL_XATTRS);
+}
+
+/**
+ * Every byte but printable ASCII, and the backslash, as \ooo: setfattr reads
+ * it back whatever the bytes (a newline, a byte that is not UTF-8), and the
+ * line stays one line.
+ */
+const escapeName = (rel: string): string =>
+  rel ? rel.replace(/[^\x21-\x5b\x5d-\x7e]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`) : '.';
+
+/** ACLS as a dump `setfattr --restore` reads from the upper layer's root, in path order. */
+export function formatAclDump(acls: Acls): Buffer {
+  const text = [...acls]
+    .filter(([, attrs]) => attrs.size > 0)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([rel, attrs]) => `# file: ${escapeName(rel)}\n${[...attrs].sort().map(([k, v]) => `${k}=${v}\n`).join('')}\n`)
+    .join('');
+  return Buffer.from(text, 'latin1');
+}
+
+export function parseAclDump(data: Buffer): Acls {
+  const parser = getfattrDumpParser();
+  for (const line of data.toString('latin1').split('\n')) parser.line(line);
+  return parser.entries;
+}
+
+/**
+ * Records in FILE the ACLs of the entries of the upper layer the save keeps
+ * (SAVED, its walk), and returns the mksquashfs pseudo definition that puts
+ * FILE at the image's root: "l" refers to it (contents, mode and owner) with
+ * no shell command.
+ */
+export async function aclPseudoFile(upperDir: string, file: string, saved: Walk): Promise<string> {
+  const acls = await readAcls(upperDir);
+  for (const rel of acls.keys()) if (rel === STATE.aclDump || !saved.entries.has(rel)) acls.delete(rel);
+  await writeFile(file, formatAclDump(acls), { mode: 0o600 });
+  return `${STATE.aclDump} l ${file.replace(/[^A-Za-z0-9/._-]/g, '\\$&')}`;
+}
+
+export interface AclDifference {
+  rel: string;
+  expected: string;
+  actual: string;
+}
+
+/**
+ * The ACLs the image records against the upper layer's. Every entry the save
+ * keeps (`saved`) has the same ACL in the record, and the record names only
+ * entries the image holds (`inImage`): the boot sets them in the unpacked
+ * tree, where a path that is not the image's own (a directory swapped for a
+ * symbolic link while the save ran) could lead elsewhere.
+ */
+export function diffAcls(
+  upper: Acls,
+  recorded: Acls,
+  where: { saved: (rel: string) => boolean; inImage: (rel: string) => boolean },
+): AclDifference[] {
+  const raw = (m?: Map<string, string>) => [...(m ?? [])].sort().map(([k, v]) => `${k}=${v}`).join(' ');
+  const out: AclDifference[] = [];
+  for (const rel of new Set([...upper.keys(), ...recorded.keys()])) {
+    if (recorded.has(rel) && !where.inImage(rel)) {
+      out.push({ rel, expected: '(none: the image does not hold it)', actual: describeAcls(recorded.get(rel)) });
+    } else if ((where.saved(rel) || where.inImage(rel)) && raw(upper.get(rel)) !== raw(recorded.get(rel))) {
+      out.push({ rel, expected: describeAcls(upper.get(rel)), actual: describeAcls(recorded.get(rel)) });
+    }
+  }
+  return out;
+}
+
+/**
+ * Verification: the ACL record in the mounted image (its walk `image`)
+ * against the upper layer's ACLs (its walk `upper`, as saved). An image
+ * without a record records none.
+ */
+export async function compareImageAcls(upperRoot: string, imageRoot: string, upper: Walk, image: Walk): Promise<AclDifference[]> {
+  const recorded = readFile(join(imageRoot, STATE.aclDump)).then(parseAclDump, (e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return new Map() as Acls;
+    throw e;
+  });
+  const [live, record] = await Promise.all([readAcls(upperRoot), recorded]);
+  return diffAcls(live, record, { saved: (rel) => upper.entries.has(rel), inImage: (rel) => image.entries.has(rel) });
+}
+
+const TAGS: Record<number, string> = { 1: 'user:', 2: 'user:', 4: 'group:', 8: 'group:', 0x10: 'mask:', 0x20: 'other:' };
+
+/** An ACL xattr value as getfacl spells it (user::rw-,user:1000:---,...), or the hex when it is not one. */
+export function aclText(hex: string): string {
+  const b = Buffer.from(hex.replace(/^0x/, ''), 'hex');
+  if (b.length < 4 || (b.length - 4) % 8 !== 0 || b.readUInt32LE(0) !== 2) return hex;
+  const entries: string[] = [];
+  for (let at = 4; at < b.length; at += 8) {
+    const tag = b.readUInt16LE(at);
+    const perm = b.readUInt16LE(at + 2);
+    if (!TAGS[tag]) return hex;
+    const who = tag === 2 || tag === 8 ? String(b.readUInt32LE(at + 4)) : '';
+    entries.push(`${TAGS[tag]}${who}:${perm & 4 ? 'r' : '-'}${perm & 2 ? 'w' : '-'}${perm & 1 ? 'x' : '-'}`);
+  }
+  return entries.join(',');
+}
+
+function describeAcls(attrs?: Map<string, string>): string {
+  if (!attrs?.size) return '(none)';
+  return [...attrs]
+    .sort()
+    .map(([k, v]) => `${k.replace('system.posix_acl_', '')} ${aclText(v)}`)
+    .join('; ');
+}
