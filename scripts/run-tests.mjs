@@ -28,7 +28,7 @@ import { join } from 'node:path';
 const BUDGETS = {
   unit: 180,
   system: 900,
-  'test/vm/stick.test.ts': 1500,
+  'test/vm/stick.test.ts': 1800,
   'test/vm/stick-update.test.ts': 1200,
   'test/vm/usb-stick.test.ts': 900,
   'test/vm/luks-stick.test.ts': 600,
