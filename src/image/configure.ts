@@ -115,9 +115,11 @@ export function loginNotice(): string {
 if [ -r ${record} ]; then
 	printf '\n*** cairn: %s\n*** cairn save saves this session now; cairn status shows the saved states.\n\n' "$(cat ${record})" >&2
 fi
-if [ -s ${held} ]; then
-	printf '\n*** cairn: %s saved state(s) could not be booted and are held: no save removes them.\n*** cairn status lists them; boot one from the GRUB menu, or cairn release lets saves prune them.\n\n' "$(grep -c . ${held})" >&2
+cairn_held=$(grep -c '^[^#]' ${held} 2>/dev/null)
+if [ "\${cairn_held:-0}" -gt 0 ]; then
+	printf '\n*** cairn: %s saved state(s) could not be booted and are held: no save removes them.\n*** cairn status lists them; boot one from the GRUB menu, or cairn release lets saves prune them.\n\n' "$cairn_held" >&2
 fi
+unset cairn_held
 `;
 }
 

@@ -18,29 +18,50 @@ export interface HeldState {
   reason: string;
 }
 
-/** One state per line: identity, a tab, the reason. Missing file: none held. */
-export async function readHeld(dataDir: string): Promise<HeldState[]> {
+export interface HoldList {
+  held: HeldState[];
+  /**
+   * The boot session whose passed-over states were taken into the list: its
+   * later saves do not take them again, so a release within that session
+   * stays released.
+   */
+  taken: string;
+}
+
+const TAKEN = '#taken\t';
+
+/**
+ * One state per line: identity, a tab, the reason; a first line
+ * "#taken<tab><session>". Missing file: none held.
+ */
+export async function readHoldList(dataDir: string): Promise<HoldList> {
   const text = await readFile(join(dataDir, DATA.held), 'utf8').catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return '';
     throw e;
   });
-  const out: HeldState[] = [];
+  const out: HoldList = { held: [], taken: '' };
   for (const line of text.split('\n')) {
+    if (line.startsWith(TAKEN)) out.taken = line.slice(TAKEN.length).trim();
+    if (line.startsWith('#')) continue;
     const tab = line.indexOf('\t');
     const id = (tab < 0 ? line : line.slice(0, tab)).trim();
-    if (id && !out.some((h) => h.identity === id)) out.push({ identity: id, reason: tab < 0 ? '' : line.slice(tab + 1).trim() });
+    if (id && !out.held.some((h) => h.identity === id)) out.held.push({ identity: id, reason: tab < 0 ? '' : line.slice(tab + 1).trim() });
   }
   return out;
 }
 
+export async function readHeld(dataDir: string): Promise<HeldState[]> {
+  return (await readHoldList(dataDir)).held;
+}
+
 /**
- * Writes the list durably; an empty list removes the file, so the login
- * notice (which only tests that it exists) goes quiet. Readable by all: it
- * names states and reasons, nothing of their contents.
+ * Writes the list durably; nothing to say removes the file. Readable by all
+ * (the login notice counts its states): it names states and reasons, nothing
+ * of their contents.
  */
-export async function writeHeld(dataDir: string, held: readonly HeldState[]): Promise<void> {
+export async function writeHeld(dataDir: string, held: readonly HeldState[], taken = ''): Promise<void> {
   const path = join(dataDir, DATA.held);
-  if (!held.length) {
+  if (!held.length && !taken) {
     await unlinkDurably(path).catch((e: NodeJS.ErrnoException) => {
       if (e.code !== 'ENOENT') throw e;
     });
@@ -48,7 +69,8 @@ export async function writeHeld(dataDir: string, held: readonly HeldState[]): Pr
     return;
   }
   const clean = (s: string) => s.replace(/[\t\n]/g, ' ');
-  await writeFileDurably(path, held.map((h) => `${clean(h.identity)}\t${clean(h.reason)}\n`).join(''), 0o644);
+  const lines = [...(taken ? [`${TAKEN}${clean(taken)}`] : []), ...held.map((h) => `${clean(h.identity)}\t${clean(h.reason)}`)];
+  await writeFileDurably(path, lines.map((l) => `${l}\n`).join(''), 0o644);
 }
 
 /**
@@ -79,13 +101,19 @@ export function nextHeld(
 export async function holdSkippedStates(
   dataDir: string,
   states: readonly StateFile[],
-  record: { skipped: string[]; fallback: string; used: string; stateId: string } | undefined,
+  record: { skipped: string[]; fallback: string; used: string; stateId: string; session: string } | undefined,
 ): Promise<HeldState[]> {
-  const before = await readHeld(dataDir);
+  const before = await readHoldList(dataDir);
   const booted = record && record.used !== 'clean' ? record.stateId : undefined;
-  const after = nextHeld(before, record?.skipped ?? [], `a boot fell back past it: ${record?.fallback ?? ''}`, states, booted);
-  const same = after.length === before.length && after.every((h, i) => h.identity === before[i]!.identity);
-  if (!same) await writeHeld(dataDir, after);
+  // Only the first save of a session takes its passed-over states in: a
+  // release later in the same session must stay a release.
+  const take = record !== undefined && record.skipped.length > 0 && !(record.session && before.taken === record.session);
+  const skipped = take ? record.skipped : [];
+  const after = nextHeld(before.held, skipped, `a boot fell back past it: ${record?.fallback ?? ''}`, states, booted);
+  // The mark matters only within its session; a later one drops it.
+  const taken = take ? record.session : record?.session && before.taken === record.session ? before.taken : '';
+  const same = taken === before.taken && after.length === before.held.length && after.every((h, i) => h.identity === before.held[i]!.identity);
+  if (!same) await writeHeld(dataDir, after, taken);
   return after;
 }
 
@@ -101,7 +129,7 @@ export function heldName(h: HeldState, states: readonly StateFile[]): string {
  * never passes for a release. Returns the names released.
  */
 export async function releaseHeld(dataDir: string, which: { names: readonly string[] } | { all: true }): Promise<string[]> {
-  const held = await readHeld(dataDir);
+  const { held, taken } = await readHoldList(dataDir);
   const states = await listStates(dataDir);
   const nameOf = (h: HeldState) => states.find((s) => identity(s) === h.identity);
   let release: HeldState[];
@@ -121,6 +149,6 @@ export async function releaseHeld(dataDir: string, which: { names: readonly stri
       release.push(h);
     }
   }
-  await writeHeld(dataDir, held.filter((h) => !release.includes(h)));
+  await writeHeld(dataDir, held.filter((h) => !release.includes(h)), taken);
   return release.map((h) => (nameOf(h) ? bootName(nameOf(h)!) : h.identity));
 }

@@ -183,7 +183,9 @@ describe('the login notice (/etc/profile.d/cairn.sh)', () => {
     const told = await asUser();
     expect(told.exitCode).toBe(0);
     expect(told.stderr).toMatch(/\*\*\* cairn: 2 saved state\(s\) could not be booted and are held/);
-    await writeHeld(data, []);
+    // Released within the session: only the session's mark is left, and nothing is said.
+    await writeHeld(data, [], 'boot-1');
+    expect(readFileSync(join(data, DATA.held), 'utf8')).toMatch(/boot-1/);
     expect((await asUser()).stderr).toBe('');
   });
 });

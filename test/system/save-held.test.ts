@@ -93,6 +93,28 @@ describe('states a boot fell back past are held', () => {
     expect(listDir(data).filter((n) => n.startsWith('upperfs-gen-'))).toHaveLength(1);
   });
 
+  it('a release stays a release for the rest of the session that fell back: its next save does not hold them again', async () => {
+    await save('P');
+    const pId = await idOf('upperfs.squashfs');
+    const fellBack = await record({
+      requested: 'default',
+      used: 'backup',
+      state_id: await idOf('upperfs-backup.squashfs'),
+      fallback: 'upperfs.squashfs fails its checksum (sha256 mismatch)',
+      skipped: pId,
+      session: 'boot-release',
+    });
+    expect((await save('Q', ['--boot-record', fellBack])).held).toHaveLength(1);
+    const r = await cairn(['release', '--data', data, '--all']);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect((await save('R', ['--boot-record', fellBack])).held).toEqual([]);
+    expect(JSON.parse((await cairn(['status', '--data', data, '--quick', '--json'])).stdout).states.some((x: { held?: string }) => x.held)).toBe(false);
+    // The next session drops the session's mark: nothing is left on the stick.
+    const later = await record({ requested: 'default', used: 'default', state_id: await idOf('upperfs.squashfs'), session: 'boot-after-release' });
+    await save('S', ['--boot-record', later]);
+    expect(listDir(data)).not.toContain('.cairn-held');
+  });
+
   it('booting a held state releases it: the user has seen it', async () => {
     await save('X');
     const xId = await idOf('upperfs.squashfs');
