@@ -107,4 +107,11 @@ export const STATE = {
    * layer is never saved.
    */
   aclDump: '.cairn-acls',
+  /**
+   * Sparse files too large to squash as they are (src/save/sparse.ts): a
+   * directory at the image's root holding each one's data without its holes,
+   * a map of where that data goes, and their xattrs. The boot rebuilds the
+   * files and removes the directory (initramfs/lib/sparse.sh).
+   */
+  sparseDir: '.cairn-sparse',
 } as const;

@@ -34,8 +34,10 @@ CAIRN_DATA_DIR=/persist
 CAIRN_SEAL_SIZE=4096
 CAIRN_SEAL_MAGIC='cairn-state 1'
 
-# The POSIX ACLs a save records at the root of a state (src/names.ts STATE).
+# What a save records at the root of a state (src/names.ts STATE): the POSIX
+# ACLs, and the sparse files too large to squash as they are.
 CAIRN_ACL_DUMP=.cairn-acls
+CAIRN_SPARSE_DIR=.cairn-sparse
 
 # The kernel modules image: modules-<kver>.squashfs (src/names.ts modulesImage).
 CAIRN_MODULES_PREFIX=modules-

@@ -29,6 +29,8 @@ state_unpack() {
   info "unpacking ${1##*/}${_su_need:+ ($(mib "$_su_need") MiB of files)}"
   if _su_out=$(unsquashfs -f -no-progress -d "$2" "$1" 2>&1); then
     debug "unsquashfs: $(echo "$_su_out" | grep '^created' | tr '\n' ' ')"
+    # Sparse files first: the ACL record may name them.
+    sparse_expand "$2" || return
     acl_restore "$2" || return 1
     return 0
   fi

@@ -102,7 +102,7 @@ export const REQUIRED_APPLETS = [
   'sh', 'mount', 'umount', 'switch_root', 'modprobe', 'findfs', 'mke2fs', 'awk', 'sed', 'grep',
   'sha256sum', 'stat', 'setsid', 'cttyhack', 'sleep', 'cat', 'echo', 'printf', 'test', 'mkdir',
   'rm', 'mv', 'tr', 'head', 'tail', 'sort', 'xargs', 'find', 'date', 'stty', 'sync', 'poweroff',
-  'uname', 'ls', 'chmod',
+  'uname', 'ls', 'chmod', 'chown', 'dd', 'touch', 'ln',
 ] as const;
 
 /**

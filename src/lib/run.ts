@@ -18,7 +18,7 @@ export interface RunOptions {
   timeoutMs: number;
   cwd?: string;
   env?: Record<string, string>;
-  input?: string;
+  input?: string | Buffer;
   /**
    * Called with each line the command prints on stdout, as it prints it.
    * stdout is then not kept: `stdout` in the result is empty, and memory

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { STATE } from '../names.js';
 import type { Walk } from './tree.js';
-import { dumpXattrs, getfattrDumpParser, type XattrMap } from './xattrs.js';
+import { dumpXattrs, formatXattrDump, parseXattrDump, type XattrMap } from './xattrs.js';
 
 /**
  * POSIX ACLs live in system.posix_acl_access (and _default on directories),
@@ -30,30 +30,6 @@ export function readAcls(root: string): Promise<Acls> {
 }
 
 /**
- * Every byte but printable ASCII, and the backslash, as \ooo: setfattr reads
- * it back whatever the bytes (a newline, a byte that is not UTF-8), and the
- * line stays one line.
- */
-const escapeName = (rel: string): string =>
-  rel ? rel.replace(/[^\x21-\x5b\x5d-\x7e]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`) : '.';
-
-/** ACLS as a dump `setfattr --restore` reads from the upper layer's root, in path order. */
-export function formatAclDump(acls: Acls): Buffer {
-  const text = [...acls]
-    .filter(([, attrs]) => attrs.size > 0)
-    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-    .map(([rel, attrs]) => `# file: ${escapeName(rel)}\n${[...attrs].sort().map(([k, v]) => `${k}=${v}\n`).join('')}\n`)
-    .join('');
-  return Buffer.from(text, 'latin1');
-}
-
-export function parseAclDump(data: Buffer): Acls {
-  const parser = getfattrDumpParser();
-  for (const line of data.toString('latin1').split('\n')) parser.line(line);
-  return parser.entries;
-}
-
-/**
  * Records in FILE the ACLs of the entries of the upper layer the save keeps
  * (SAVED, its walk), and returns the mksquashfs pseudo definition that puts
  * FILE at the image's root: "l" refers to it (contents, mode and owner) with
@@ -62,7 +38,7 @@ export function parseAclDump(data: Buffer): Acls {
 export async function aclPseudoFile(upperDir: string, file: string, saved: Walk): Promise<string> {
   const acls = await readAcls(upperDir);
   for (const rel of acls.keys()) if (rel === STATE.aclDump || !saved.entries.has(rel)) acls.delete(rel);
-  await writeFile(file, formatAclDump(acls), { mode: 0o600 });
+  await writeFile(file, formatXattrDump(acls), { mode: 0o600 });
   return `${STATE.aclDump} l ${file.replace(/[^A-Za-z0-9/._-]/g, '\\$&')}`;
 }
 
@@ -102,7 +78,7 @@ export function diffAcls(
  * without a record records none.
  */
 export async function compareImageAcls(upperRoot: string, imageRoot: string, upper: Walk, image: Walk): Promise<AclDifference[]> {
-  const recorded = readFile(join(imageRoot, STATE.aclDump)).then(parseAclDump, (e: NodeJS.ErrnoException) => {
+  const recorded = readFile(join(imageRoot, STATE.aclDump)).then(parseXattrDump, (e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return new Map() as Acls;
     throw e;
   });

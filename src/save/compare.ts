@@ -3,6 +3,7 @@ import { log } from '../lib/log.js';
 import { STATE } from '../names.js';
 import { compareImageAcls } from './acl.js';
 import { TreeReach } from './reach.js';
+import { compareSparse } from './sparse.js';
 import { displayPath, walkTree, type Entry, type Walk } from './tree.js';
 import { readXattrs } from './xattrs.js';
 
@@ -47,10 +48,12 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
   const max = options.maxDifferences ?? 50;
   const t0 = Date.now();
   const image = walkTree(imageRoot);
-  // The ACL record is the save's own file, compared as ACLs below (acl.ts);
-  // a file of the user's at its name is never saved.
-  image.entries.delete(STATE.aclDump);
-  upper.entries.delete(STATE.aclDump);
+  // The records are the save's own, compared as ACLs and sparse files below
+  // (acl.ts, sparse.ts); the upper layer's walk for a save leaves out
+  // whatever of the user's has their names.
+  for (const rel of image.entries.keys()) {
+    if (rel === STATE.aclDump || rel === STATE.sparseDir || rel.startsWith(`${STATE.sparseDir}/`)) image.entries.delete(rel);
+  }
   const t1 = Date.now();
   const differences: Difference[] = [];
   const differ: Differ = (rel, what, expected, actual, changed) => {
@@ -74,9 +77,12 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
   ]);
   for (const d of acls) differ(d.rel, 'ACL', d.expected, d.actual);
   const t2 = Date.now();
-  const bytesCompared = differences.length < max ? compareContents(options, image.entries, differ, max) : 0;
+  let bytesCompared = differences.length < max ? compareContents(options, image.entries, differ, max) : 0;
+  const progress = (n: number) => options.onProgress?.((bytesCompared += n));
+  for (const d of await compareSparse(upperRoot, imageRoot, upper, progress)) differ(d.rel, d.what, d.expected, d.actual);
   log.debug({ walkMs: t1 - t0, metadataMs: t2 - t1, contentsMs: Date.now() - t2, bytesCompared }, 'compared');
-  return { differences, entries: image.entries.size, bytesCompared };
+  const packedPaths = upper.packed.reduce((n, p) => n + p.rels.length, 0);
+  return { differences, entries: image.entries.size + packedPaths, bytesCompared };
 }
 
 /** `changed`: known to have changed after the save began, whatever its ctime says. */

@@ -7,7 +7,8 @@ import { run } from '../lib/run.js';
 import { STATE } from '../names.js';
 import { aclPseudoFile } from './acl.js';
 import { compileExcludes } from './exclude.js';
-import { describeLeftOut, walkTree, type LeftOut } from './tree.js';
+import { sparsePseudoFiles } from './sparse.js';
+import { describeLeftOut, displayPath, walkTree, type LeftOut } from './tree.js';
 
 export interface SquashOptions {
   upperDir: string;
@@ -48,20 +49,30 @@ export function mksquashfsArgs(config: SquashOptions['config']): string[] {
  */
 export async function squash(options: SquashOptions, freeBytes: () => Promise<number>): Promise<{ leftOut: LeftOut[] }> {
   const saved = walkTree(options.upperDir, compileExcludes(options.excludes), { forSave: true });
-  const { leftOut } = saved;
+  const { leftOut, packed } = saved;
   for (const warning of describeLeftOut(leftOut)) {
     log.warn(warning);
     options.onWarning?.(warning);
   }
+  for (const p of packed) log.info({ paths: p.rels.map(displayPath), size: p.entry.size, data: p.entry.allocated }, 'kept without its holes');
   const args = [options.upperDir, options.output, ...mksquashfsArgs(options.config)];
   // mksquashfs matches the patterns itself, so what appears in the upper
   // layer while it runs (a new file in /tmp) is left out the same way.
-  // The ACL record's name at the root is the save's own (acl.ts).
-  const lines = [...options.excludes.map((p) => Buffer.from(`${p}\n`)), ...leftOut.map((l) => literalExclude(l.rel))];
-  await writeFile(options.excludeFile, Buffer.concat([...lines, literalExclude(STATE.aclDump)]));
+  // The records' names at the root are the save's own (acl.ts, sparse.ts);
+  // a packed sparse file is in the image as its record only.
+  const lines = [
+    ...options.excludes.map((p) => Buffer.from(`${p}\n`)),
+    ...leftOut.map((l) => literalExclude(l.rel)),
+    ...packed.flatMap((p) => p.rels.map(literalExclude)),
+    literalExclude(STATE.aclDump),
+    literalExclude(STATE.sparseDir),
+  ];
+  await writeFile(options.excludeFile, Buffer.concat(lines));
   args.push('-wildcards', '-ef', options.excludeFile);
   // squashfs keeps no POSIX ACLs: they go into a file of their own (acl.ts).
-  args.push('-p', await aclPseudoFile(options.upperDir, join(dirname(options.excludeFile), 'acls'), saved));
+  const work = dirname(options.excludeFile);
+  args.push('-p', await aclPseudoFile(options.upperDir, join(work, 'acls'), saved));
+  for (const def of await sparsePseudoFiles(options.upperDir, join(work, 'sparse'), saved)) args.push('-p', def);
   try {
     const { stderr } = await run('mksquashfs', args, {
       timeoutMs: 6 * 3600_000,

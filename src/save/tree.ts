@@ -1,9 +1,10 @@
 import { lstatSync, readdirSync, readlinkSync } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { formatBytes } from '../lib/format.js';
-import { DATA, RUNTIME } from '../names.js';
+import { DATA, RUNTIME, STATE } from '../names.js';
 import type { ExcludeMatcher } from './exclude.js';
 import { PATH_MAX, TreeReach } from './reach.js';
+import { canPackSparse } from './sparse.js';
 
 export const displayPath = (rel: string): string => `/${Buffer.from(rel, 'latin1').toString('utf8')}`;
 /** A pattern or user-given path, as the latin1 form used for paths here. */
@@ -23,6 +24,7 @@ export interface Entry {
   ino: number;
   nlink: number;
   ctimeMs: number;
+  mtimeMs: number;
   target?: string;
 }
 
@@ -42,10 +44,19 @@ export interface LeftOut {
   reason: string;
 }
 
+/** A sparse file a save keeps without its holes (sparse.ts): its paths (hard links) and what it is. */
+export interface PackedFile {
+  rels: string[];
+  entry: Entry;
+}
+
 export interface Walk {
+  /** What a state holds as it is. */
   entries: Map<string, Entry>;
   /** Only when walked for a save: what a saved state cannot hold. */
   leftOut: LeftOut[];
+  /** Only when walked for a save: the sparse files it holds without their holes, not among `entries`. */
+  packed: PackedFile[];
 }
 
 export interface WalkOptions {
@@ -79,6 +90,7 @@ export function longestSavedPath(root: string): number {
 export function walkTree(root: string, exclude?: ExcludeMatcher, options: WalkOptions = {}): Walk {
   const entries = new Map<string, Entry>();
   const leftOut: LeftOut[] = [];
+  const packed: PackedFile[] = [];
   const longest = options.forSave ? longestSavedPath(root) : Infinity;
   const reach = new TreeReach(root);
   const visit = (rel: string): void => {
@@ -95,6 +107,7 @@ export function walkTree(root: string, exclude?: ExcludeMatcher, options: WalkOp
       ino: st.ino,
       nlink: st.nlink,
       ctimeMs: st.ctimeMs,
+      mtimeMs: st.mtimeMs,
     };
     if (entry.type === 'symlink') entry.target = readlinkSync(path, { encoding: 'buffer' }).toString('latin1');
     entries.set(rel, entry);
@@ -104,8 +117,10 @@ export function walkTree(root: string, exclude?: ExcludeMatcher, options: WalkOp
       .sort();
     for (const name of names) {
       const child = rel ? `${rel}/${name}` : name;
-      // An excluded path is left out with all it holds.
+      // An excluded path is left out with all it holds; so is a user's
+      // entry at a name of the save's own records, which only root can make.
       if (exclude?.(child)) continue;
+      if (options.forSave && !rel && OWN_NAMES.has(name)) continue;
       if (child.length > longest) {
         leftOut.push({ rel: child, reason: `its path is ${child.length} bytes long, more than the ${longest} a saved state can hold (PATH_MAX)` });
       } else {
@@ -118,9 +133,12 @@ export function walkTree(root: string, exclude?: ExcludeMatcher, options: WalkOp
   } finally {
     reach.close();
   }
-  if (options.forSave) leaveOutHoles(entries, leftOut);
-  return { entries, leftOut };
+  if (options.forSave) packHoles(entries, leftOut, packed);
+  return { entries, leftOut, packed };
 }
+
+/** The save's own records at the root of a state. */
+const OWN_NAMES = new Set<string>([STATE.aclDump, STATE.sparseDir]);
 
 /**
  * The holes a save reads at most. mksquashfs finds a sparse file's holes by
@@ -133,13 +151,15 @@ export function walkTree(root: string, exclude?: ExcludeMatcher, options: WalkOp
 export const HOLE_BUDGET = 32 * 2 ** 30;
 
 /**
- * Leaves out the sparse files with the largest holes until the holes left
- * fit HOLE_BUDGET: a VM disk image of a few GiB is saved, a 1 TiB file of a
- * few MiB is not, and everything else is. Hard links to a left-out file go
- * with it, since mksquashfs would read it through them.
+ * Takes the sparse files with the largest holes out of what mksquashfs reads
+ * until the holes left fit HOLE_BUDGET: a VM disk image of a few GiB is
+ * squashed as it is, a 1 TiB file of a few MiB is kept without its holes
+ * (sparse.ts), and where that cannot be (no perl) it is left out and named.
+ * Hard links to such a file go with it, since mksquashfs would read it
+ * through them.
  */
-function leaveOutHoles(entries: Map<string, Entry>, leftOut: LeftOut[]): void {
-  const inodes = new Map<number, { holes: number; size: number; allocated: number; rels: string[] }>();
+function packHoles(entries: Map<string, Entry>, leftOut: LeftOut[], packed: PackedFile[]): void {
+  const inodes = new Map<number, PackedFile & { holes: number }>();
   let total = 0;
   for (const [rel, e] of entries) {
     const holes = e.size - e.allocated;
@@ -149,21 +169,26 @@ function leaveOutHoles(entries: Map<string, Entry>, leftOut: LeftOut[]): void {
       inode.rels.push(rel);
       continue;
     }
-    inodes.set(e.ino, { holes, size: e.size, allocated: e.allocated, rels: [rel] });
+    inodes.set(e.ino, { holes, entry: e, rels: [rel] });
     total += holes;
   }
   const largestFirst = [...inodes.values()].sort((a, b) => b.holes - a.holes);
+  const packable = canPackSparse();
   for (const inode of largestFirst) {
     if (total <= HOLE_BUDGET) break;
     total -= inode.holes;
-    const reason =
-      `a sparse file of ${formatBytes(inode.size)} holding ${formatBytes(inode.allocated)} of data: squashing reads ` +
-      `its ${formatBytes(inode.holes)} of holes byte by byte, more than a save can read in time ` +
-      `(${formatBytes(HOLE_BUDGET)} of holes at most); keep it in ${RUNTIME.dataDir}/${DATA.userDir}, which is not squashed`;
-    for (const rel of inode.rels) {
-      entries.delete(rel);
-      leftOut.push({ rel, reason });
+    for (const rel of inode.rels) entries.delete(rel);
+    if (packable) {
+      packed.push({ rels: inode.rels, entry: inode.entry });
+      continue;
     }
+    const { size, allocated } = inode.entry;
+    const reason =
+      `a sparse file of ${formatBytes(size)} holding ${formatBytes(allocated)} of data: squashing reads ` +
+      `its ${formatBytes(inode.holes)} of holes byte by byte, more than a save can read in time ` +
+      `(${formatBytes(HOLE_BUDGET)} of holes at most), and perl, which finds its data without reading them, is missing ` +
+      `(apk add perl); keep it in ${RUNTIME.dataDir}/${DATA.userDir}, which is not squashed`;
+    for (const rel of inode.rels) leftOut.push({ rel, reason });
   }
 }
 

@@ -82,3 +82,27 @@ function shownValue(hex: string): string {
 function unescapeGetfattr(s: string): string {
   return s.replace(/\\([0-7]{3}|\\)/g, (_, code: string) => (code === '\\' ? '\\' : String.fromCharCode(parseInt(code, 8))));
 }
+
+/**
+ * Every byte but printable ASCII, and the backslash, as \ooo: setfattr reads
+ * it back whatever the bytes (a newline, a byte that is not UTF-8), and the
+ * line stays one line.
+ */
+const escapeName = (rel: string): string =>
+  rel ? rel.replace(/[^\x21-\x5b\x5d-\x7e]/g, (c) => `\\${c.charCodeAt(0).toString(8).padStart(3, '0')}`) : '.';
+
+/** XATTRS as a dump `setfattr --restore` reads from the upper layer's root, in path order. */
+export function formatXattrDump(xattrs: XattrMap): Buffer {
+  const text = [...xattrs]
+    .filter(([, attrs]) => attrs.size > 0)
+    .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
+    .map(([rel, attrs]) => `# file: ${escapeName(rel)}\n${[...attrs].sort().map(([k, v]) => `${k}=${v}\n`).join('')}\n`)
+    .join('');
+  return Buffer.from(text, 'latin1');
+}
+
+export function parseXattrDump(data: Buffer): XattrMap {
+  const parser = getfattrDumpParser();
+  for (const line of data.toString('latin1').split('\n')) parser.line(line);
+  return parser.entries;
+}

@@ -5,7 +5,8 @@
  * layer's ACLs.
  */
 import { describe, expect, it } from 'vitest';
-import { aclText, diffAcls, formatAclDump, parseAclDump, type Acls } from '../../src/save/acl.js';
+import { aclText, diffAcls, type Acls } from '../../src/save/acl.js';
+import { formatXattrDump as formatAclDump, parseXattrDump as parseAclDump } from '../../src/save/xattrs.js';
 
 // getfacl: user::rw-,user:1000:---,group::---,mask::---,other::--- (a 0600 file denying uid 1000)
 const DENY = '0x0200000001000600ffffffff02000000e803000004000000ffffffff10000000ffffffff20000000ffffffff';

@@ -23,16 +23,33 @@ describe('walkTree for a save', () => {
       await writeFile(join(root, 'plain'), 'data');
     });
 
-    it('leaves out the largest holes until the rest fit, hard links with them, and says why', () => {
+    it('keeps the largest holes out of the squash until the rest fit, hard links with them', () => {
       const walk = walkTree(root, undefined, { forSave: true });
-      expect(walk.leftOut.map((l) => l.rel).sort()).toEqual(['a-link.img', 'a.img', 'b.img']);
+      expect(walk.packed.map((p) => p.rels.sort())).toEqual([['a-link.img', 'a.img'], ['b.img']]);
+      expect(walk.leftOut).toEqual([]);
       expect([...walk.entries.keys()].sort()).toEqual(['', 'c.img', 'plain', 'small.img']);
-      expect(walk.leftOut.find((l) => l.rel === 'a.img')?.reason).toMatch(/^a sparse file of 40\.0 GiB holding 0 B of data: squashing reads its 40\.0 GiB of holes/);
+    });
+
+    it('without perl to find their data, leaves them out and says why', () => {
+      const path = process.env.PATH;
+      process.env.PATH = '/nonexistent';
+      try {
+        const walk = walkTree(root, undefined, { forSave: true });
+        expect(walk.packed).toEqual([]);
+        expect(walk.leftOut.map((l) => l.rel).sort()).toEqual(['a-link.img', 'a.img', 'b.img']);
+        expect([...walk.entries.keys()].sort()).toEqual(['', 'c.img', 'plain', 'small.img']);
+        expect(walk.leftOut.find((l) => l.rel === 'a.img')?.reason).toMatch(
+          /^a sparse file of 40\.0 GiB holding 0 B of data: squashing reads its 40\.0 GiB of holes.*perl, which finds its data without reading them, is missing \(apk add perl\)/,
+        );
+      } finally {
+        process.env.PATH = path;
+      }
     });
 
     it('leaves nothing out when not walking for a save', () => {
       const walk = walkTree(root);
       expect(walk.leftOut).toEqual([]);
+      expect(walk.packed).toEqual([]);
       expect(walk.entries.size).toBe(7);
     });
   });
