@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import { constants, existsSync } from 'node:fs';
 import { access, copyFile, mkdir, readdir, readFile } from 'node:fs/promises';
 import { delimiter, join, resolve } from 'node:path';
@@ -6,6 +7,7 @@ import { SHIM_MARKER } from '../apk/shim.js';
 import { trustedIndexKey } from '../apk/repo.js';
 import { ToolMissingError, UsageError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
+import { servedDigest } from './repoDigest.js';
 import { cachedRoot } from './rootCache.js';
 
 /** The architecture cairn's images are built for (GRUB's x86_64-efi and i386-pc). */
@@ -60,8 +62,10 @@ export function alpinePackages(o: Pick<AlpineRootOptions, 'kernelPackage' | 'luk
  * An Alpine root made by apk itself, as Alpine's alpine-make-rootfs does: a
  * new database in an empty root (`--initdb`), only the given repositories,
  * the trusted keys copied into the root first so every package and index is
- * checked against them. Kept in the cache (rootCache.ts); packages apk
- * downloads stay in `<cache>/apk` for the next bootstrap.
+ * checked against them. Kept in the cache (rootCache.ts) under what it is
+ * made from: the repositories' indexes and the keys' contents, so a
+ * repository whose packages changed (or a key replaced) gets a new root;
+ * packages apk downloads stay in `<cache>/apk` for the next bootstrap.
  */
 export async function alpineRoot(o: AlpineRootOptions, target: string): Promise<void> {
   const packages = alpinePackages(o);
@@ -70,7 +74,8 @@ export async function alpineRoot(o: AlpineRootOptions, target: string): Promise<
     {
       cacheDir: o.cacheDir,
       name: `alpine-${ALPINE_ARCH}`,
-      key: [o.repositories, packages, await keyNames(o.keysDir)],
+      key: [o.repositories, packages, await keyDigests(o.keysDir)],
+      served: await Promise.all(o.repositories.map((r) => servedDigest([repositoryIndex(r)]))),
       bootstrap: async (partial) => {
         const keys = join(partial, 'etc/apk/keys');
         await mkdir(keys, { recursive: true });
@@ -100,6 +105,10 @@ export function bootstrapArgs(o: { root: string; keysDir: string; cacheDir: stri
     '--repositories-file', '/dev/null',
     ...o.repositories.flatMap((r) => ['--repository', r]),
     '--cache-dir', o.cacheDir,
+    // The indexes as they are now, which the root's key was made from, not
+    // apk's cached copy of a remote one (apk 2.14.4: --update-cache still
+    // takes a copy under a minute old; packages still come from the cache).
+    '--force-refresh',
     '--no-interactive',
     '--no-progress',
     '--',
@@ -142,7 +151,7 @@ export async function checkAlpineSources(o: { repositories: readonly string[]; k
   }
   if (!o.repositories.length) throw new UsageError('no Alpine repository given', { hint: 'pass --repository URL|DIR' });
   for (const r of o.repositories) {
-    const index = `${r.replace(/\/+$/, '')}/${ALPINE_ARCH}/APKINDEX.tar.gz`;
+    const index = repositoryIndex(r);
     if (isUrl(r)) {
       const problem = await fetch(index, { method: 'HEAD', signal: AbortSignal.timeout(20_000) }).then(
         (res) => (res.ok ? undefined : `HTTP ${res.status}`),
@@ -166,12 +175,23 @@ export async function checkAlpineSources(o: { repositories: readonly string[]; k
   }
 }
 
+/** The index apk reads first from a repository (a URL or a local directory). */
+function repositoryIndex(r: string): string {
+  return `${r.replace(/\/+$/, '')}/${ALPINE_ARCH}/APKINDEX.tar.gz`;
+}
+
 function isUrl(r: string): boolean {
   return /^[a-z]+:\/\//.test(r);
 }
 
 async function keyNames(dir: string): Promise<string[]> {
   return existsSync(dir) ? (await readdir(dir)).filter((f) => f.endsWith('.pub')).sort() : [];
+}
+
+/** Each trusted key's name (apk finds a key by the name a signature gives) and a digest of its content. */
+async function keyDigests(dir: string): Promise<[string, string][]> {
+  const digest = async (k: string): Promise<[string, string]> => [k, createHash('sha256').update(await readFile(join(dir, k))).digest('hex')];
+  return Promise.all((await keyNames(dir)).map(digest));
 }
 
 async function executable(path: string): Promise<boolean> {

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { UsageError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
 import { inChroot, withChroot } from './chroot.js';
+import { servedDigest } from './repoDigest.js';
 import { cachedRoot, withCacheLock } from './rootCache.js';
 
 export interface DebianRootOptions {
@@ -32,23 +33,29 @@ export function debianPackages(o: Pick<DebianRootOptions, 'kernelPackage' | 'luk
  * its own, per release and mirror, so another package set (another kernel,
  * cryptsetup for an encrypted stick) only installs its packages onto a copy
  * of it; the downloaded .deb files are kept too, so even a new package set
- * fetches only what it lacks.
+ * fetches only what it lacks. Both are kept under the suite's Release file
+ * as the mirror serves it now (debootstrap reads it first, and apt in the
+ * chroot installs from the lists debootstrap left): a mirror that changed
+ * gets new roots.
  */
 export async function debianRoot(o: DebianRootOptions, target: string): Promise<void> {
   const packages = debianPackages(o);
   const mirror = o.mirror ?? (await hostDebianMirror());
   const debs = join(o.cacheDir, 'debs');
+  const served = [await servedDigest(releaseFiles(mirror, o.suite))];
   await cachedRoot(
     {
       cacheDir: o.cacheDir,
       name: `debian-${o.suite}`,
       key: [o.suite, mirror, packages],
+      served,
       bootstrap: async (partial) => {
         await cachedRoot(
           {
             cacheDir: o.cacheDir,
             name: `debian-${o.suite}-minbase`,
             key: [o.suite, mirror],
+            served,
             bootstrap: async (base) => {
               await mkdir(debs, { recursive: true });
               await run('debootstrap', ['--variant=minbase', `--cache-dir=${debs}`, o.suite, base, mirror], {
@@ -74,6 +81,12 @@ export async function debianRoot(o: DebianRootOptions, target: string): Promise<
     },
     target,
   );
+}
+
+/** The suite's Release file on a mirror (URL or file: URL), in debootstrap's order: signed inline, then plain. */
+function releaseFiles(mirror: string, suite: string): string[] {
+  const dists = `${mirror.replace(/\/+$/, '')}/dists/${suite}`;
+  return [`${dists}/InRelease`, `${dists}/Release`];
 }
 
 /** The first Debian archive the build machine's apt uses (deb822 or one-line sources). */

@@ -5,6 +5,7 @@ import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { log } from '../lib/log.js';
 import { run } from '../lib/run.js';
+import type { Served } from './repoDigest.js';
 
 /** Marks a cached root whose bootstrap ran to its end; a root without it is never used. */
 const COMPLETE = '.cairn-complete';
@@ -13,22 +14,38 @@ export interface CachedRootOptions {
   cacheDir: string;
   /** The first part of the cached root's name, e.g. `debian-bookworm`. */
   name: string;
-  /** Everything the root depends on (release, mirror, packages): another value, another root. */
+  /** What the root is asked to be (release, mirror, packages, keys): another value, another root. */
   key: unknown;
+  /**
+   * What the repositories serve (their indexes, repoDigest.ts): another
+   * content, another root. One that could not be read gives a root made
+   * afresh for this build alone, neither taken from the cache nor kept.
+   */
+  served?: readonly Served[];
   /** Makes the root in `partial` (a fresh, empty path). */
   bootstrap: (partial: string) => Promise<void>;
 }
 
 /**
- * A bootstrapped root, made once per key and kept under `<cache>/roots`: a
- * second build copies it instead of downloading and installing again. A
- * bootstrap that fails or is killed leaves a `.partial` directory that the
- * next build removes, never a root that looks complete. Builds that share a
- * cache take turns on each root (a lock per root, held while it is made and
- * copied): the second waits and then reuses what the first made.
+ * A bootstrapped root, made once per key and content of its repositories
+ * and kept under `<cache>/roots`: a second build copies it instead of
+ * downloading and installing again, and a repository that changed since
+ * gets a new root. A bootstrap that fails or is killed leaves a `.partial`
+ * directory that the next build removes, never a root that looks complete.
+ * Builds that share a cache take turns on each root (a lock per root, held
+ * while it is made and copied): the second waits and then reuses what the
+ * first made.
  */
-export async function cachedRoot(o: CachedRootOptions, target: string): Promise<{ cached: string; reused: boolean }> {
-  const digest = createHash('sha256').update(JSON.stringify(o.key)).digest('hex').slice(0, 16);
+export async function cachedRoot(o: CachedRootOptions, target: string): Promise<{ cached?: string; reused: boolean }> {
+  const served = o.served ?? [];
+  const unread = served.flatMap((s) => ('problem' in s ? [s.problem] : []));
+  if (unread.length) {
+    log.warn({ problems: unread }, `a repository's index could not be read, so no cached root is known to match it: bootstrapping the root (${o.name}) afresh for this build`);
+    await rm(target, { recursive: true, force: true });
+    await o.bootstrap(target);
+    return { reused: false };
+  }
+  const digest = createHash('sha256').update(JSON.stringify([o.key, served])).digest('hex').slice(0, 16);
   const cached = join(o.cacheDir, 'roots', `${o.name}-${digest}`);
   await mkdir(join(o.cacheDir, 'roots'), { recursive: true });
   return withCacheLock(cached, () => makeOrReuse(o, cached, target));
