@@ -158,7 +158,25 @@ state_skip() {
 state_select() {
   cairn_fallback=
   cairn_skipped=
+  # A new stick has nothing to fall back from: its clean boot is the plan.
+  if [ "$1" = default ] && state_none "$ROOT$CAIRN_DATA_DIR"; then
+    cairn_used=clean
+    cairn_state_file=
+    cairn_state_id=
+    info "no saved state on this stick yet (its first boot): booting $(state_describe clean)"
+    return 0
+  fi
   state_walk "$1"
+}
+
+# state_none DIR: whether DIR holds no state at all, not even a damaged or
+# odd entry at a state's name.
+state_none() {
+  for _so_f in "$1/$CAIRN_NEWEST" "$1/$CAIRN_BACKUP" "$1/$CAIRN_GENERATION_PREFIX"*"$CAIRN_STATE_SUFFIX"; do
+    if [ -e "$_so_f" ] || [ -L "$_so_f" ]; then
+      return 1
+    fi
+  done
 }
 
 # state_walk WHICH: state_select from WHICH on, adding to the fallbacks

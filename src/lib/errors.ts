@@ -25,8 +25,9 @@ export class UsageError extends CairnError {
 
 export class ToolMissingError extends CairnError {
   override readonly code = 'TOOL_MISSING';
-  constructor(readonly tool: string, hint: string) {
-    super(`${tool} was not found`, { hint });
+  /** `busybox`: the program found at that path is busybox's applet, which lacks what cairn uses. */
+  constructor(readonly tool: string, hint: string, busybox?: string) {
+    super(busybox ? `${tool} at ${busybox} is busybox's, which lacks the options cairn uses` : `${tool} was not found`, { hint });
   }
 }
 

@@ -2,16 +2,7 @@ import { execa } from 'execa';
 import { existsSync } from 'node:fs';
 import { CommandFailedError, ToolMissingError } from './errors.js';
 import { log } from './log.js';
-
-/** What to tell a user who lacks a tool: the package that brings it. */
-const TOOL_HINTS: Record<string, string> = {
-  mksquashfs: 'install squashfs-tools (apk add squashfs-tools / apt-get install squashfs-tools)',
-  unsquashfs: 'install squashfs-tools (apk add squashfs-tools / apt-get install squashfs-tools)',
-  getfattr: 'install attr (apk add attr / apt-get install attr)',
-  losetup: 'install util-linux (apk add losetup / apt-get install mount)',
-  mount: 'install util-linux (apk add util-linux / apt-get install mount)',
-  umount: 'install util-linux (apk add util-linux / apt-get install mount)',
-};
+import { busyboxStandIn, isBusybox, toolHint } from './toolPackages.js';
 
 export interface RunOptions {
   /** Milliseconds before the command is killed; every call says how long it may take. */
@@ -49,18 +40,28 @@ export interface RunResult {
   exitCode: number;
 }
 
-const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv'].find((p) => existsSync(p));
+/** util-linux's setpriv; busybox's has no --pdeathsig. */
+const SETPRIV = ['/usr/bin/setpriv', '/bin/setpriv', '/usr/sbin/setpriv', '/sbin/setpriv'].find((p) => existsSync(p) && !isBusybox(p));
+let setprivMissingSaid = false;
 
 /**
  * FILE and ARGS wrapped so the program is killed when cairn dies, even by
- * SIGKILL (setpriv --pdeathsig); as they are where setpriv is missing.
+ * SIGKILL (setpriv --pdeathsig); as they are where setpriv is missing, said
+ * once in the log.
  */
 export function dyingWithParent(file: string, args: readonly string[]): [string, string[]] {
-  return SETPRIV ? [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]] : [file, [...args]];
+  if (SETPRIV) return [SETPRIV, ['--pdeathsig', 'KILL', '--', file, ...args]];
+  if (!setprivMissingSaid) {
+    setprivMissingSaid = true;
+    log.warn(`util-linux's setpriv is missing: a command cairn started goes on if cairn is killed; ${toolHint('setpriv')}`);
+  }
+  return [file, [...args]];
 }
 
 /** Runs one program with an argv array (never a shell string), logged at debug level. */
 export async function run(file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
+  const standIn = busyboxStandIn(file);
+  if (standIn) throw new ToolMissingError(file, toolHint(file, options.hint), standIn);
   const [cmd, argv] = options.dieWithParent ? dyingWithParent(file, args) : [file, [...args]];
   const started = Date.now();
   log.debug({ argv: [file, ...args] }, 'run');
@@ -112,7 +113,7 @@ export async function run(file: string, args: readonly string[], options: RunOpt
   const spawnCode = (result as { code?: string }).code;
   const setprivFound = cmd !== file && result.exitCode === 127 && /^setpriv: failed to execute .*No such file/m.test(stderr);
   if (spawnCode === 'ENOENT' || setprivFound) {
-    throw new ToolMissingError(file, TOOL_HINTS[file] ?? options.hint ?? `install ${file}`);
+    throw new ToolMissingError(file, toolHint(file, options.hint));
   }
   const exitCode = result.exitCode;
   if (result.timedOut || exitCode === undefined || (exitCode !== 0 && !options.okExitCodes?.includes(exitCode))) {

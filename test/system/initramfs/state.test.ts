@@ -143,10 +143,18 @@ describe('state selection on a real data partition', () => {
     expect(b.console).toContain('booting clean (no saved state) instead');
   });
 
-  it('boots clean on a fresh stick with no state at all, and records why', async () => {
+  it('boots clean on a new stick with no state at all, says it is the first boot, and records no fallback', async () => {
     const b = await boot({}, 'default');
-    expect(b).toMatchObject({ used: 'clean', upper_entries: '0' });
+    expect(b).toMatchObject({ used: 'clean', upper_entries: '0', fallback: '', skipped: '' });
+    expect(b.console).toContain('no saved state on this stick yet (its first boot): booting clean (no saved state)');
+    expect(b.console).not.toMatch(/missing|warning/);
+  });
+
+  it('still falls back, naming what is missing, when only an older generation is left', async () => {
+    const b = await boot({ 'upperfs-gen-2.squashfs': img.gen2! }, 'default');
+    expect(b).toMatchObject({ used: 'clean' });
     expect(b.fallback).toBe('upperfs.squashfs is missing; upperfs-backup.squashfs is missing');
+    expect(b.console).not.toContain('first boot');
   });
 
   it('boots the backup when asked, even with an intact newest state', async () => {
