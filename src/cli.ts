@@ -5,6 +5,7 @@ import { vmCommand } from './commands/vm.js';
 import { saveCommand } from './commands/save.js';
 import { statusCommand } from './commands/status.js';
 import { releaseCommand } from './commands/release.js';
+import { resetCommand } from './commands/reset.js';
 import { verifyCommand } from './commands/verify.js';
 import { initramfsCommand } from './commands/initramfs.js';
 import { kernelCommand } from './commands/kernel.js';
@@ -29,6 +30,7 @@ export function buildProgram(): Command {
   program.addCommand(saveCommand(global));
   program.addCommand(statusCommand(global));
   program.addCommand(releaseCommand(global));
+  program.addCommand(resetCommand(global));
   program.addCommand(verifyCommand());
   program.addCommand(initramfsCommand());
   program.addCommand(grubCommand(global));

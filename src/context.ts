@@ -1,3 +1,4 @@
+import { dirname } from 'node:path';
 import { readBootRecord, currentSession, type BootRecord } from './bootRecord.js';
 import { loadConfig, type Config } from './config.js';
 import { UsageError } from './lib/errors.js';
@@ -21,6 +22,8 @@ export interface Context {
   session: string;
   /** Whether this runs against the booted system (no --upper/--data). */
   booted: boolean;
+  /** The directory of the boot record this session has: its own run directory. */
+  runDir: string | undefined;
 }
 
 /**
@@ -35,6 +38,7 @@ export async function resolveContext(global: GlobalOptions, opts: SystemOptions,
     throw new UsageError('--upper and --data go together: give both, or neither to use the running system');
   }
   const explicit = opts.data !== undefined;
+  const recordPath = opts.bootRecord ?? (explicit ? undefined : RUNTIME.bootRecord);
   const bootRecord = opts.bootRecord
     ? await requireRecord(opts.bootRecord)
     : explicit
@@ -52,6 +56,7 @@ export async function resolveContext(global: GlobalOptions, opts: SystemOptions,
     bootRecord,
     session,
     booted: !explicit,
+    runDir: bootRecord && recordPath ? dirname(recordPath) : undefined,
   };
 }
 

@@ -37,8 +37,8 @@ export function saveCommand(global: () => GlobalOptions): Command {
       try {
         const report = await runSave({
           ...ctx,
-          confirmCleanSave: async () =>
-            flags.yes === true || (await confirm('This session booted clean. Save it as the newest state?')),
+          confirmCleanSave: async (why) =>
+            flags.yes === true || (await confirm(`${why[0]!.toUpperCase()}${why.slice(1)}. Save it as the newest state?`)),
           onPhase: (phase) => progress.phase(phase),
           onProgress: (phase, f) => progress.fraction(phase, f),
           onWaitForLock: (holder) => process.stderr.write(`waiting for another save to finish (${holder})\n`),

@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { access, chmod, constants, lstat, readdir, realpath, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { join, sep } from 'node:path';
 import { Worker } from 'node:worker_threads';
@@ -20,6 +21,7 @@ import {
 import { run } from '../lib/run.js';
 import { DATA, MODES } from '../names.js';
 import { heldName, holdSkippedStates, type HeldState } from '../state/held.js';
+import { RESET_MARK } from '../state/reset.js';
 import { encodeSeal, notAStateImage, readSeal } from '../state/seal.js';
 import { isStateName, listStates, type StateFile } from '../state/states.js';
 import { compareTrees } from './compare.js';
@@ -40,8 +42,13 @@ export interface SaveOptions {
   /** The kernel's id for this boot: tells whether a lock's owner is still alive. */
   session: string;
   config: Config;
-  /** Asked only when the user booted clean on purpose, where saving is a deliberate act. */
-  confirmCleanSave: () => Promise<boolean>;
+  /**
+   * Asked only where saving is a deliberate act: the user booted clean on
+   * purpose, or reset the stick in this session. WHY says which.
+   */
+  confirmCleanSave: (why: string) => Promise<boolean>;
+  /** The session's run directory (the boot record's), where `cairn reset` leaves its mark. */
+  runDir?: string;
   onPhase?: (phase: SavePhase) => void;
   /** Progress of the current phase, 0 to 1. */
   onProgress?: (phase: SavePhase, fraction: number) => void;
@@ -97,10 +104,17 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
   // booted session has one, and only its own earlier saves are superseded.
   const bootSession = options.bootRecord?.session ?? '';
   await checkDirs(upperDir, dataDir);
-  // Only a clean boot the user picked is one not to save; a default boot that
-  // found no state (the first boot of a new stick) saves as usual.
-  if (options.bootRecord?.requested === 'clean' && !(await options.confirmCleanSave())) {
-    throw new RefusedError('this session booted clean: nothing is saved unless you confirm', {
+  // Only a clean boot the user picked, or a session that reset the stick,
+  // is one not to save; a default boot that found no state (the first boot
+  // of a new stick) saves as usual.
+  const why =
+    options.bootRecord?.requested === 'clean'
+      ? 'this session booted clean'
+      : options.runDir && existsSync(join(options.runDir, RESET_MARK))
+        ? 'this session reset the stick'
+        : undefined;
+  if (why && !(await options.confirmCleanSave(why))) {
+    throw new RefusedError(`${why}: nothing is saved unless you confirm`, {
       hint: 'run `cairn save --yes` to save this session as the newest state anyway',
     });
   }

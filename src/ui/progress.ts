@@ -47,11 +47,22 @@ export function lineProgress(stream: NodeJS.WritableStream = process.stderr): Pr
 
 /** Asks a yes/no question on the terminal; false without one. */
 export async function confirm(question: string): Promise<boolean> {
-  if (!process.stdin.isTTY || !process.stderr.isTTY) return false;
+  const answer = await ask(`${question} [y/N] `);
+  return answer !== undefined && /^y(es)?$/i.test(answer);
+}
+
+/** Asks for WORD to be typed, for what cannot be undone; false without a terminal. */
+export async function confirmTyped(question: string, word: string): Promise<boolean> {
+  return (await ask(`${question}\nType ${word} to go on: `)) === word;
+}
+
+/** The line typed on the terminal, trimmed; undefined without one. */
+async function ask(prompt: string): Promise<string | undefined> {
+  if (!process.stdin.isTTY || !process.stderr.isTTY) return undefined;
   const { createInterface } = await import('node:readline/promises');
   const rl = createInterface({ input: process.stdin, output: process.stderr });
   try {
-    return /^y(es)?$/i.test((await rl.question(`${question} [y/N] `)).trim());
+    return (await rl.question(prompt)).trim();
   } finally {
     rl.close();
   }

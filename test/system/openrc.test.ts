@@ -126,6 +126,23 @@ describe('cairn-save at shutdown', () => {
     expect(statSync(join(data, 'upperfs.squashfs')).ino).toBe(before);
   });
 
+  it('saves nothing after the user reset the stick in this session', async () => {
+    const resetData = await s.dataPartition('data-reset', 32);
+    const run = s.path('reset-session');
+    await mkdir(run, { recursive: true });
+    const rec = join(run, 'boot');
+    await writeFile(rec, 'requested=default\nused=default\nsession=x\n');
+    const reset = await execa(process.execPath, [CLI, 'reset', '--yes', '--data', resetData, '--boot-record', rec], { reject: false });
+    expect(reset.exitCode, reset.stderr).toBe(0);
+    const resetWrapper = s.path('cairn-reset-session');
+    await writeFile(resetWrapper, `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@" --upper ${upper} --data ${resetData} --boot-record ${rec}\n`);
+    await chmod(resetWrapper, 0o755);
+    const r = await service('cairn-save.initd', 'start', { cairn: resetWrapper, boot_record: rec, data_dir: resetData });
+    expect(r.exitCode).toBe(0);
+    expect(r.out).toMatch(/this session reset the stick: nothing is saved/);
+    expect(existsSync(join(resetData, 'upperfs.squashfs'))).toBe(false);
+  });
+
   it('saves nothing outside a booted cairn system', async () => {
     const r = await service('cairn-save.initd', 'start', { cairn: wrapper, boot_record: s.path('no-record'), data_dir: data });
     expect(r.exitCode).toBe(0);
