@@ -17,13 +17,15 @@ fatal() {
   power_off
 }
 
-# rescue_shell: an interactive shell on the console; as PID 1 it gets the
-# console as its controlling terminal, so that Ctrl-C works.
+# rescue_shell: an interactive shell on the console. The kernel gives PID 1
+# the console without making it a controlling terminal; the shell gets it as
+# one (setsid -c: a new session, the console on stdin as its terminal), so
+# that Ctrl-C and job control work. Not as PID 1 (a test) it would take the
+# caller's terminal away, so there the shell just runs.
 rescue_shell() {
   info "starting a rescue shell; exit it to power off"
-  if [ "$$" = 1 ] && command -v setsid >/dev/null 2>&1 &&
-    command -v cttyhack >/dev/null 2>&1; then
-    setsid cttyhack "$CAIRN_SHELL"
+  if [ "$$" = 1 ]; then
+    setsid -c "$CAIRN_SHELL"
   else
     "$CAIRN_SHELL"
   fi

@@ -111,16 +111,12 @@ dev_wait() {
 }
 
 # upper_mkfs DEV: ext4 without a journal (RAM needs none) and no reserved
-# blocks; busybox's mke2fs makes ext2, which the ext4 driver mounts as well.
+# blocks, made by e2fsprogs' mkfs.ext4, which the initramfs carries (not
+# every busybox has mke2fs, and its ext2 cannot hold big xattrs).
 # 4 KiB blocks: zram's sectors are 4 KiB, and the kernel refuses to mount
-# smaller blocks on it (busybox picks 1 KiB for small file systems).
-# ea_inode: an xattr value up to 64 KiB, as tmpfs takes; without it ext4
-# refuses any above a block, and a state saved from a tmpfs session would
-# not unpack.
+# smaller blocks on it. ea_inode: an xattr value up to 64 KiB, as tmpfs
+# takes; without it ext4 refuses any above a block, and a state saved from
+# a tmpfs session would not unpack.
 upper_mkfs() {
-  if command -v mkfs.ext4 >/dev/null 2>&1; then
-    mkfs.ext4 -q -F -b 4096 -m 0 -i 8192 -O ^has_journal,ea_inode -L cairn-upper "$ROOT$1"
-  else
-    mke2fs -F -b 4096 -m 0 -i 8192 -L cairn-upper "$ROOT$1" >/dev/null
-  fi
+  mkfs.ext4 -q -F -b 4096 -m 0 -i 8192 -O ^has_journal,ea_inode -L cairn-upper "$ROOT$1"
 }

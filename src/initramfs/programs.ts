@@ -12,11 +12,28 @@ const SYSTEM_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin
 
 /** Packages that bring each program, for the message when one is missing. */
 const HINTS: Record<string, string> = {
-  busybox: 'install a static busybox (apt-get install busybox-static / apk add busybox-static) or pass --busybox',
   unsquashfs: 'install squashfs-tools (apt-get install squashfs-tools / apk add squashfs-tools)',
   setfattr: 'install attr (apt-get install attr / apk add attr)',
+  'mkfs.ext4': 'install e2fsprogs (apt-get install e2fsprogs / apk add e2fsprogs)',
   cryptsetup: 'install cryptsetup (apt-get install cryptsetup-bin / apk add cryptsetup)',
 };
+
+/**
+ * What to do about a busybox that is missing (PROBLEM "missing") or lacks
+ * applets: on this machine another one can be given to `cairn initramfs
+ * build`; an image's comes from its base's package, so only the repository
+ * serving it can change it.
+ */
+export function busyboxHint(root: string, problem: 'missing' | 'applets'): string {
+  if (root === '/') {
+    return problem === 'missing'
+      ? 'install busybox (apt-get install busybox-static / apk add busybox), or give one with cairn initramfs build --busybox PATH'
+      : "give a busybox that has them with cairn initramfs build --busybox PATH (Debian's busybox-static and Alpine's busybox have them all)";
+  }
+  return problem === 'missing'
+    ? "the base's busybox package (Debian: busybox-static; Alpine: busybox) put none in the image: build from a --mirror (debian) or --repository (alpine) that serves it"
+    : "the image's busybox is its base's package (Debian: busybox-static; Alpine: busybox): build from a --mirror (debian) or --repository (alpine) whose busybox has them";
+}
 
 function isExecutable(path: string): boolean {
   try {
@@ -79,12 +96,13 @@ export function findProgram(name: string, path = process.env.PATH ?? '', root = 
 
 /** The program NAME (a path in ROOT), or a ToolMissingError saying what to install. */
 export function requireProgram(name: string, given?: string, root = '/'): string {
+  const hint = name === 'busybox' ? busyboxHint(root, 'missing') : (HINTS[name] ?? `install ${name}`);
   if (given !== undefined) {
-    if (!isExecutable(realpathIn(root, given))) throw new ToolMissingError(given, HINTS[name] ?? `install ${name}`);
+    if (!isExecutable(realpathIn(root, given))) throw new ToolMissingError(given, hint);
     return given;
   }
   const found = findProgram(name, undefined, root);
-  if (!found) throw new ToolMissingError(root === '/' ? name : `${name} in ${root}`, HINTS[name] ?? `install ${name}`);
+  if (!found) throw new ToolMissingError(root === '/' ? name : `${name} in ${root}`, hint);
   return found;
 }
 
@@ -96,11 +114,15 @@ export function findUtilLinuxBlkid(root = '/'): string | undefined {
 
 /**
  * The applets the early boot (initramfs/init and lib/*.sh) runs. The kernel
- * itself runs /sbin/modprobe for modules it asks for by alias.
+ * itself runs /sbin/modprobe for modules it asks for by alias. Only what
+ * every base's busybox has: Alpine's (busybox and busybox-static alike) has
+ * no mke2fs and no cttyhack, so the zram upper layer's ext4 comes from
+ * e2fsprogs' mkfs.ext4 (carried as a program) and the rescue shell takes
+ * the console as its terminal with setsid -c.
  */
 export const REQUIRED_APPLETS = [
-  'sh', 'mount', 'umount', 'switch_root', 'modprobe', 'findfs', 'mke2fs', 'awk', 'sed', 'grep',
-  'sha256sum', 'stat', 'setsid', 'cttyhack', 'sleep', 'cat', 'echo', 'printf', 'test', 'mkdir',
+  'sh', 'mount', 'umount', 'switch_root', 'modprobe', 'findfs', 'awk', 'sed', 'grep',
+  'sha256sum', 'stat', 'setsid', 'sleep', 'cat', 'echo', 'printf', 'test', 'mkdir',
   'rm', 'mv', 'tr', 'head', 'tail', 'sort', 'xargs', 'find', 'date', 'stty', 'sync', 'poweroff',
   'uname', 'ls', 'chmod', 'chown', 'dd', 'touch', 'ln',
 ] as const;
@@ -121,6 +143,6 @@ export async function busyboxApplets(busybox: string, root = '/'): Promise<strin
   }
   const have = new Set(paths.map((p) => basename(p)));
   const missing = REQUIRED_APPLETS.filter((a) => !have.has(a));
-  if (missing.length > 0) throw new AppletMissingError(busybox, missing);
+  if (missing.length > 0) throw new AppletMissingError(busybox, missing, busyboxHint(root, 'applets'));
   return paths.sort();
 }

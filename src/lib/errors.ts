@@ -196,9 +196,7 @@ export class LibraryMissingError extends CairnError {
 /** The busybox for an initramfs lacks applets the early boot runs. */
 export class AppletMissingError extends CairnError {
   override readonly code = 'APPLET_MISSING';
-  constructor(readonly busybox: string, readonly applets: readonly string[]) {
-    super(`${busybox} lacks the applet(s) the early boot needs: ${applets.join(', ')}`, {
-      hint: 'use a fuller busybox (Debian: busybox-static; Alpine: busybox-static) with --busybox',
-    });
+  constructor(readonly busybox: string, readonly applets: readonly string[], hint: string) {
+    super(`${busybox} lacks the applet(s) the early boot needs: ${applets.join(', ')}`, { hint });
   }
 }

@@ -167,6 +167,6 @@ describe('cairn initramfs build fails with the reason', () => {
     const r = await cairn(['initramfs', 'build', '--kver', kernel.version, '--modules-dir', kernel.root, '--output', scratch.path('x.gz'), '--busybox', '/nonexistent/busybox']);
     expect(r.exitCode).toBe(1);
     expect(r.stderr).toContain('cairn: /nonexistent/busybox was not found');
-    expect(r.stderr).toContain('hint: install a static busybox');
+    expect(r.stderr).toContain('hint: install busybox (apt-get install busybox-static / apk add busybox), or give one with cairn initramfs build --busybox PATH');
   });
 });

@@ -11,7 +11,9 @@ import { chmod, copyFile, mkdir, mkdtemp, open, readFile, rm, symlink, truncate,
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { busyboxSh, type ShResult } from '../../helpers/initramfs-env.js';
+import { buildInitramfs, type InitramfsReport } from '../../../src/initramfs/build.js';
+import { REQUIRED_MODULES } from '../../../src/initramfs/bootModules.js';
+import { busyboxSh, unpackAlpinePackages, type ShResult } from '../../helpers/initramfs-env.js';
 import { sealImage, type SealFields } from './seal.js';
 
 export const LIB = fileURLToPath(new URL('../../../initramfs/lib', import.meta.url));
@@ -20,13 +22,13 @@ export const INIT = fileURLToPath(new URL('../../../initramfs/init', import.meta
 /** The kernel release the tests pretend to run (modules-<it>.squashfs). */
 export const KVER = '9.9.9-cairn-test';
 
-/** The library, sourced as init sources it: names and tunables, then the functions. */
-export function prelude(): string {
+/** The library, sourced as init sources it: names and tunables, then the functions; from AT (an initramfs's /lib/cairn). */
+export function prelude(at = LIB): string {
   const first = ['names.sh', 'config.sh'];
   const rest = readdirSync(LIB)
     .filter((f) => f.endsWith('.sh') && !first.includes(f))
     .sort();
-  return [...first, ...rest].map((f) => `. '${join(LIB, f)}' || exit 99\n`).join('');
+  return [...first, ...rest].map((f) => `. '${join(at, f)}' || exit 99\n`).join('');
 }
 
 /** Tunables every test sets: nothing reaches the real kernel log, modprobe or power. */
@@ -58,6 +60,15 @@ export interface LibOptions {
   /** Mount a tmpfs on $ROOT/run, as mount_pseudo would (default true). */
   run?: boolean;
   input?: string;
+  /**
+   * Run in this unpacked initramfs (testInitramfs()) with its busybox and
+   * programs and its copy of the library, the sandbox bound in.
+   */
+  initramfs?: string;
+  /** As PID 1, as the kernel starts /init (see ShOptions). */
+  pid1?: boolean;
+  /** On a pseudo-terminal that is no controlling terminal, as /init's console (see ShOptions). */
+  console?: boolean;
 }
 
 /** One scratch directory with the loop devices and zram devices made in it. */
@@ -74,8 +85,9 @@ export class Sandbox {
 
   static async create(name: string): Promise<Sandbox> {
     const sb = new Sandbox(await mkdtemp(join(tmpdir(), `cairn-initramfs-${name}-`)));
-    await writeFile(sb.fakePoweroff, '#!/usr/bin/busybox sh\necho "FAKE-POWEROFF $*" >&2\n');
-    await writeFile(sb.fakeShell, '#!/usr/bin/busybox sh\necho "FAKE-RESCUE-SHELL" >&2\n');
+    // /bin/sh: there on this machine and in every initramfs the tests run in.
+    await writeFile(sb.fakePoweroff, '#!/bin/sh\necho "FAKE-POWEROFF $*" >&2\n');
+    await writeFile(sb.fakeShell, '#!/bin/sh\necho "FAKE-RESCUE-SHELL" >&2\n');
     await chmod(sb.fakePoweroff, 0o755);
     await chmod(sb.fakeShell, 0o755);
     return sb;
@@ -102,9 +114,13 @@ export class Sandbox {
   async lib(script: string, options: LibOptions): Promise<ShResult> {
     const setup = (options.binds ?? ['dev']).map((d) => `mount --bind /${d} "$ROOT/${d}" || exit 98\n`);
     if (options.run !== false) setup.push('mount -t tmpfs run "$ROOT/run" || exit 98\n');
-    return busyboxSh(prelude() + setup.join('') + script, {
+    const inInitramfs = options.initramfs !== undefined;
+    return busyboxSh(prelude(inInitramfs ? '/lib/cairn' : LIB) + setup.join('') + script, {
       env: { ROOT: options.root, ...testEnv(this), ...options.env },
       input: options.input,
+      initramfs: inInitramfs ? { tree: options.initramfs!, binds: [this.dir] } : undefined,
+      pid1: options.pid1,
+      console: options.console,
     });
   }
 
@@ -293,4 +309,48 @@ export async function dataPartition(
   await execa('mkfs.ext4', ['-q', '-F', '-L', label, '-d', stage, image]);
   await rm(stage, { recursive: true, force: true });
   return { image, dev: await sandbox.attach(image), label };
+}
+
+/**
+ * The packages of the alpine base the initramfs carries programs from, and
+ * what they need: Alpine's real busybox, e2fsprogs (mkfs.ext4) and musl.
+ */
+const ALPINE_INITRAMFS_PACKAGES = ['musl', 'busybox', 'e2fsprogs', 'e2fsprogs-libs', 'libcom_err', 'libblkid', 'libuuid'];
+
+/**
+ * An image root of the alpine base as far as the initramfs sees it, from
+ * Alpine's real packages (../shared/alpine). squashfs-tools and attr are
+ * not among them: unsquashfs and setfattr are STAND-INS, copies of Alpine's
+ * busybox (musl programs the build carries with their loader, never run by
+ * the tests that use this root). Alpine's busybox gets its applet links as
+ * its package's trigger gives them.
+ */
+export async function alpineRoot(dir: string): Promise<string> {
+  await unpackAlpinePackages(dir, ALPINE_INITRAMFS_PACKAGES);
+  // What alpine-baselayout would have made.
+  for (const d of ['usr/bin', 'usr/sbin']) await mkdir(join(dir, d), { recursive: true });
+  for (const standIn of ['usr/bin/unsquashfs', 'usr/bin/setfattr']) await copyFile(join(dir, 'bin/busybox'), join(dir, standIn));
+  await execa('chroot', [dir, '/bin/busybox', '--install', '-s']);
+  return dir;
+}
+
+/**
+ * The initramfs cairn builds from PROGRAMROOT's programs (busybox: BUSYBOX
+ * when given), unpacked with cpio into DIR: the tree tests run the library
+ * in. The kernel modules tree is an empty stand-in saying the modules the
+ * boot requires are built in, so no kernel is needed.
+ */
+export async function testInitramfs(dir: string, programRoot: string, busybox?: string): Promise<{ tree: string; report: InitramfsReport }> {
+  const kernel = join(dir, 'kernel');
+  const modules = join(kernel, 'lib/modules', KVER);
+  await mkdir(modules, { recursive: true });
+  await writeFile(join(modules, 'modules.dep'), '');
+  await writeFile(join(modules, 'modules.alias'), '');
+  await writeFile(join(modules, 'modules.builtin'), REQUIRED_MODULES.map((m) => `kernel/${m}.ko\n`).join(''));
+  const output = join(dir, 'initramfs.gz');
+  const report = await buildInitramfs({ kernelVersion: KVER, modulesDir: kernel, output, programRoot, busybox });
+  const tree = join(dir, 'tree');
+  await mkdir(tree);
+  await execa('sh', ['-c', `zcat '${output}' | cpio -i -d -m --quiet`], { cwd: tree });
+  return { tree, report };
 }
