@@ -11,6 +11,8 @@ export interface BootRecord {
   fallback: string;
   /** Identities (seal ids, or ino:<inode>) of the states the boot fell back past. */
   skipped: string[];
+  /** What the check before the data partition's mount found: `clean`, `repaired by ...`, `errors left (...); mounted read-only` or `not checked (...)`; empty from an older initramfs. */
+  dataCheck: string;
   upper: string;
   upperSize: number | undefined;
   kernel: string;
@@ -34,6 +36,7 @@ export function parseBootRecord(text: string, source: string): BootRecord {
     stateId: map.get('state_id') ?? '',
     fallback: map.get('fallback') ?? '',
     skipped: (map.get('skipped') ?? '').split(/\s+/).filter(Boolean),
+    dataCheck: map.get('data_check') ?? '',
     upper: map.get('upper') ?? '',
     upperSize: Number.isFinite(size) && size > 0 ? size : undefined,
     kernel: map.get('kernel') ?? '',

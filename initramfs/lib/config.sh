@@ -7,6 +7,9 @@
 
 # Seconds to wait for the data partition: USB sticks can take a while.
 : "${CAIRN_FIND_TIMEOUT:=10}"
+# Seconds e2fsck -p may take on the data partition before the boot goes on
+# without writing to it (a full check of a large, slow stick takes minutes).
+: "${CAIRN_FSCK_TIMEOUT:=600}"
 # Passphrase tries for an encrypted data partition.
 : "${CAIRN_LUKS_TRIES:=3}"
 # The device-mapper name of the unlocked data partition.

@@ -111,15 +111,60 @@ luks_ask() {
   return "$1"
 }
 
-# data_mount DEV: mount the data partition (ext4) read-write.
+# data_check DEV: before the data partition is mounted, the check a normal
+# boot gives its file systems: e2fsck -p, which checks only a file system
+# that was not cleanly unmounted (a power cut, a yanked stick) or is marked
+# with errors, and repairs what is safe to repair unattended. Bounded by
+# CAIRN_FSCK_TIMEOUT seconds (interrupted as Ctrl-C would, which e2fsck
+# stops at cleanly). Sets cairn_data_check, the boot record's words, and
+# cairn_data_ro when errors are left that need a person: such a partition
+# is mounted read-only, so that no save writes to it.
+data_check() {
+  cairn_data_ro=
+  if ! command -v e2fsck >/dev/null 2>&1; then
+    cairn_data_check="not checked (this initramfs has no e2fsck)"
+    warn "the data partition is $cairn_data_check"
+    return 0
+  fi
+  config_number CAIRN_FSCK_TIMEOUT 600
+  _dc_out=$(timeout -s INT "$CAIRN_FSCK_TIMEOUT" e2fsck -p "$ROOT$1" 2>&1)
+  _dc_rc=$?
+  _dc_said=$(echo "$_dc_out" | grep . | tr '\n\t' '  ' | sed 's/  */ /g; s/ $//')
+  case $_dc_rc in
+    0)
+      cairn_data_check=clean
+      debug "e2fsck -p $1: $_dc_said"
+      ;;
+    1 | 2 | 3)
+      cairn_data_check="repaired by e2fsck -p ($_dc_said)"
+      info "the data partition $1 was not cleanly unmounted or had errors: $cairn_data_check"
+      ;;
+    *)
+      case $_dc_rc in
+        130 | 32) _dc_why="e2fsck -p did not finish within ${CAIRN_FSCK_TIMEOUT}s" ;;
+        *) _dc_why="e2fsck -p exited $_dc_rc: $_dc_said" ;;
+      esac
+      cairn_data_check="errors left ($_dc_why); mounted read-only"
+      cairn_data_ro=1
+      err "the data partition $1 has errors that e2fsck -p does not repair by itself ($_dc_why)"
+      err "it is mounted read-only: this session boots, but nothing is saved until it is repaired"
+      err "to repair it: boot with cairn.debug=1 and run e2fsck -f $1 from the rescue shell, or run it on another machine"
+      ;;
+  esac
+}
+
+# data_mount DEV: mount the data partition (ext4), read-write unless
+# data_check left it read-only.
 data_mount() {
   mkdir -p "$ROOT$CAIRN_DATA_DIR" || return 1
-  if ! mount -t ext4 -o rw,noatime "$ROOT$1" "$ROOT$CAIRN_DATA_DIR"; then
+  _dm_mode=rw
+  [ -z "${cairn_data_ro:-}" ] || _dm_mode=ro
+  if ! mount -t ext4 -o "$_dm_mode,noatime" "$ROOT$1" "$ROOT$CAIRN_DATA_DIR"; then
     err "cannot mount $1 as ext4 on $CAIRN_DATA_DIR"
     return 1
   fi
-  info "mounted $1 on $CAIRN_DATA_DIR"
-  data_protect
+  info "mounted $1 on $CAIRN_DATA_DIR${cairn_data_ro:+ read-only}"
+  [ -n "${cairn_data_ro:-}" ] || data_protect
 }
 
 # data_protect: only root reads the data partition's root and the saved

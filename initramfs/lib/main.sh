@@ -11,6 +11,7 @@ main() {
     fatal "the data partition ($cairn_data) was not found"
   data_unlock "$cairn_data_dev" ||
     fatal "the data partition $cairn_data_dev could not be unlocked"
+  data_check "$cairn_data_dev"
   data_mount "$cairn_data_dev" ||
     fatal "the data partition $cairn_data_dev could not be mounted"
   root_mount_lower ||

@@ -13,6 +13,7 @@ record_write() {
     echo "state_id=$cairn_state_id"
     echo "fallback=$(printf '%s' "$cairn_fallback" | tr '\n' ' ')"
     echo "skipped=$cairn_skipped"
+    echo "data_check=$cairn_data_check"
     echo "upper=$cairn_upper_used"
     echo "upper_size=$cairn_upper_bytes"
     echo "kernel=$(kernel_version)"

@@ -35,6 +35,11 @@ function render(s: Status): string {
   const out: string[] = [];
   if (s.lastSaveFailed) out.push(`LAST SAVE FAILED: ${s.lastSaveFailed} (cairn save saves this session now)`);
   const r = s.bootRecord;
+  if (r?.dataCheck.startsWith('errors left')) {
+    out.push(`DATA PARTITION NEEDS REPAIR: ${r.dataCheck}; nothing is saved this session (boot with cairn.debug=1 and run e2fsck -f on it from the rescue shell)`);
+  } else if (r?.dataCheck && r.dataCheck !== 'clean') {
+    out.push(`data partition at boot: ${r.dataCheck}`);
+  }
   if (r && r.used === 'clean' && r.requested !== 'clean' && !s.states.length) {
     // A new stick: the default boot had nothing to load yet.
     out.push(`booted: ${r.requested}, nothing saved yet`);

@@ -7,16 +7,9 @@ import { accessSync, constants, readlinkSync, statSync } from 'node:fs';
 import { basename, join, posix } from 'node:path';
 import { AppletMissingError, ToolMissingError } from '../lib/errors.js';
 import { run, type RunOptions, type RunResult } from '../lib/run.js';
+import { toolHint } from '../lib/toolPackages.js';
 
 const SYSTEM_DIRS = ['/usr/local/sbin', '/usr/local/bin', '/usr/sbin', '/usr/bin', '/sbin', '/bin'];
-
-/** Packages that bring each program, for the message when one is missing. */
-const HINTS: Record<string, string> = {
-  unsquashfs: 'install squashfs-tools (apt-get install squashfs-tools / apk add squashfs-tools)',
-  setfattr: 'install attr (apt-get install attr / apk add attr)',
-  'mkfs.ext4': 'install e2fsprogs (apt-get install e2fsprogs / apk add e2fsprogs)',
-  cryptsetup: 'install cryptsetup (apt-get install cryptsetup-bin / apk add cryptsetup)',
-};
 
 /**
  * What to do about a busybox that is missing (PROBLEM "missing") or lacks
@@ -96,7 +89,7 @@ export function findProgram(name: string, path = process.env.PATH ?? '', root = 
 
 /** The program NAME (a path in ROOT), or a ToolMissingError saying what to install. */
 export function requireProgram(name: string, given?: string, root = '/'): string {
-  const hint = name === 'busybox' ? busyboxHint(root, 'missing') : (HINTS[name] ?? `install ${name}`);
+  const hint = name === 'busybox' ? busyboxHint(root, 'missing') : toolHint(name);
   if (given !== undefined) {
     if (!isExecutable(realpathIn(root, given))) throw new ToolMissingError(given, hint);
     return given;
@@ -124,7 +117,7 @@ export const REQUIRED_APPLETS = [
   'sh', 'mount', 'umount', 'switch_root', 'modprobe', 'findfs', 'awk', 'sed', 'grep',
   'sha256sum', 'stat', 'setsid', 'sleep', 'cat', 'echo', 'printf', 'test', 'mkdir',
   'rm', 'mv', 'tr', 'head', 'tail', 'sort', 'xargs', 'find', 'date', 'stty', 'sync', 'poweroff',
-  'uname', 'ls', 'chmod', 'chown', 'dd', 'touch', 'ln',
+  'uname', 'ls', 'chmod', 'chown', 'dd', 'touch', 'ln', 'timeout',
 ] as const;
 
 /**

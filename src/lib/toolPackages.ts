@@ -21,6 +21,7 @@ const PACKAGES: Record<string, { alpine: string; debian: string }> = {
   findmnt: { alpine: 'findmnt', debian: 'util-linux' },
   sfdisk: { alpine: 'sfdisk', debian: 'fdisk' },
   'mkfs.ext4': { alpine: 'e2fsprogs', debian: 'e2fsprogs' },
+  e2fsck: { alpine: 'e2fsprogs', debian: 'e2fsprogs' },
   debugfs: { alpine: 'e2fsprogs-extra', debian: 'e2fsprogs' },
   'mkfs.vfat': { alpine: 'dosfstools', debian: 'dosfstools' },
   mcopy: { alpine: 'mtools', debian: 'mtools' },

@@ -72,7 +72,7 @@ describe('cairn initramfs build', () => {
     }
   });
 
-  it('runs busybox, unsquashfs, setfattr, cryptsetup and blkid in a chroot of itself: every library is there', async () => {
+  it('runs busybox, unsquashfs, setfattr, e2fsck, cryptsetup and blkid in a chroot of itself: every library is there', async () => {
     const run = (args: string[]) => execa('chroot', [tree, ...args], { env: { PATH: '/usr/sbin:/usr/bin:/sbin:/bin' }, reject: false });
     expect((await run(['/bin/busybox', 'true'])).exitCode).toBe(0);
     const version = await run(['unsquashfs', '-version']);
@@ -95,6 +95,11 @@ describe('cairn initramfs build', () => {
     const cs = await run(['cryptsetup', '--version']);
     expect(cs.exitCode, cs.stderr).toBe(0);
     expect(cs.stdout).toMatch(/^cryptsetup 2\./);
+    // The data partition's check before the mount (initramfs/lib/data.sh), on an ext4 image.
+    await execa('mkfs.ext4', ['-q', '-F', join(tree, 'tmp/fs.img'), '8M']);
+    const fsck = await run(['e2fsck', '-p', '/tmp/fs.img']);
+    expect(fsck.exitCode, fsck.stderr).toBe(0);
+    expect(fsck.stdout).toMatch(/clean/);
     const bl = await run(['blkid', '--version']);
     expect(bl.exitCode, bl.stderr).toBe(0);
     expect(bl.stdout).toContain('util-linux');

@@ -268,3 +268,85 @@ echo "dev=$cairn_data_dev"
 function uuidOf(dev: string): string {
   return execFileSync('blkid', ['-o', 'value', '-s', 'UUID', dev], { encoding: 'utf8' }).trim();
 }
+
+/**
+ * The check before the mount (data_check): the real e2fsck -p on real ext4
+ * loop devices left as a power cut leaves them, marked with errors, or
+ * damaged beyond what e2fsck repairs unattended. Only the case of a check
+ * that runs past its time uses a stand-in e2fsck that sleeps.
+ */
+describe('data_check', () => {
+  const MOUNT = `awk -v d="$ROOT$CAIRN_DATA_DIR" '$2 == d { print "mount=" substr($4, 1, 2) }' /proc/self/mounts
+echo "check=$cairn_data_check"
+touch "$ROOT$CAIRN_DATA_DIR/written" 2>/dev/null && echo writable=yes || echo writable=no`;
+  /** A data partition whose file system debugfs then changes with REQUESTS (as root, unmounted). */
+  const partition = async (...requests: string[]) => {
+    const p = await dataPartition(sb, { 'user/hello': sb.path('hello') });
+    for (const r of requests) await execa('debugfs', ['-w', '-R', r, p.dev]);
+    return p;
+  };
+  const boot = async (dev: string, env: Record<string, string> = {}) => {
+    const r = await sb.lib(`data_check '${dev}'\ndata_mount '${dev}' || exit 2\n${MOUNT}`, { root: await sb.root(`root-${rootCount++}`), env });
+    return { ...r, v: keyValues(r.stdout) };
+  };
+
+  it('mounts a cleanly unmounted partition read-write, saying nothing', async () => {
+    const r = await boot(plain.dev);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.v).toMatchObject({ mount: 'rw', check: 'clean', writable: 'yes' });
+    expect(r.stderr).not.toMatch(/e2fsck|error|warning/);
+  });
+
+  it('checks and repairs a partition a power cut left not cleanly unmounted, says so, and mounts it read-write', async () => {
+    const p = await partition('ssv state 0');
+    const r = await boot(p.dev);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.v).toMatchObject({ mount: 'rw', writable: 'yes' });
+    expect(r.v.check).toMatch(/^repaired by e2fsck -p \(.*was not cleanly unmounted, check forced/);
+    expect(r.stderr).toMatch(/the data partition .* was not cleanly unmounted or had errors: repaired by e2fsck -p/);
+    expect((await execa('e2fsck', ['-n', p.dev], { reject: false })).exitCode).toBe(0);
+  });
+
+  it('mounts read-only a partition with errors e2fsck -p does not repair, and says what to do', async () => {
+    // Two files sharing a block, which e2fsck leaves to a person: block
+    // maps (no extents) so that debugfs can point one file at the other's.
+    const stage = sb.path('stage-shared');
+    await mkdir(join(stage, 'user'), { recursive: true });
+    await writeFile(join(stage, 'user/hello'), 'hello\n');
+    await writeFile(join(stage, 'user/other'), 'other\n');
+    const image = sb.path('shared-block.img');
+    await execa('truncate', ['-s', '32M', image]);
+    await execa('mkfs.ext4', ['-q', '-F', '-O', '^extent,^64bit', '-d', stage, image]);
+    const dev = await sb.attach(image);
+    const block = (await execa('debugfs', ['-R', 'bmap /user/other 0', dev])).stdout.trim();
+    await execa('debugfs', ['-w', '-R', `sif /user/hello block[0] ${block}`, dev]);
+    await execa('debugfs', ['-w', '-R', 'ssv state 2', dev]);
+    const p = { dev };
+    const r = await boot(p.dev);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.v).toMatchObject({ mount: 'ro', writable: 'no' });
+    expect(r.v.check).toMatch(/^errors left \(e2fsck -p exited 4: .*Multiply-claimed block.*UNEXPECTED INCONSISTENCY.*\); mounted read-only$/);
+    expect(r.stderr).toContain(`error: the data partition ${p.dev} has errors that e2fsck -p does not repair by itself`);
+    expect(r.stderr).toContain('nothing is saved until it is repaired');
+    expect(r.stderr).toContain(`run e2fsck -f ${p.dev} from the rescue shell`);
+  });
+
+  it('gives up on a check that runs past CAIRN_FSCK_TIMEOUT and mounts read-only (a stand-in e2fsck that sleeps)', async () => {
+    const bin = sb.path('slow-e2fsck');
+    await mkdir(bin, { recursive: true });
+    await writeFile(join(bin, 'e2fsck'), '#!/bin/sh\nexec sleep 30\n');
+    await chmod(join(bin, 'e2fsck'), 0o755);
+    const t0 = Date.now();
+    const r = await boot(plain.dev, { CAIRN_FSCK_TIMEOUT: '1', PATH: `${bin}:${SYSTEM_PATH}` });
+    expect(Date.now() - t0).toBeLessThan(15_000);
+    expect(r.v).toMatchObject({ mount: 'ro', check: 'errors left (e2fsck -p did not finish within 1s); mounted read-only' });
+  });
+
+  it('mounts without a check where the initramfs has no e2fsck, and says so', async () => {
+    const r = await sb.lib(`PATH=/nonexistent data_check '${plain.dev}'\ndata_mount '${plain.dev}' || exit 2\n${MOUNT}`, {
+      root: await sb.root(`root-${rootCount++}`),
+    });
+    expect(keyValues(r.stdout)).toMatchObject({ mount: 'rw', check: 'not checked (this initramfs has no e2fsck)' });
+    expect(r.stderr).toContain('warning: the data partition is not checked (this initramfs has no e2fsck)');
+  });
+});
