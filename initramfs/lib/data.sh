@@ -133,7 +133,14 @@ data_check() {
   case $_dc_rc in
     0)
       cairn_data_check=clean
-      debug "e2fsck -p $1: $_dc_said"
+      # A power cut leaves the journal to replay, which e2fsck does quietly.
+      case $_dc_out in
+        *"recovering journal"*)
+          cairn_data_check="journal replayed by e2fsck -p (it was not cleanly unmounted)"
+          info "the data partition $1: $cairn_data_check"
+          ;;
+        *) debug "e2fsck -p $1: $_dc_said" ;;
+      esac
       ;;
     1 | 2 | 3)
       cairn_data_check="repaired by e2fsck -p ($_dc_said)"

@@ -39,8 +39,12 @@ export interface Base {
   /** A login on the first serial port, as the base's inittab writes it. */
   serialGetty: string;
   loginShell: string;
-  /** The runlevel the shutdown save runs in, and conf.d lines placing it in the base's shutdown. */
-  save: { runlevel: string; order: string };
+  /**
+   * The runlevel the shutdown save runs in, and conf.d lines placing it and
+   * the step that leaves the data partition read-only (readOnlyOrder) in the
+   * base's shutdown.
+   */
+  save: { runlevel: string; order: string; readOnlyOrder: string };
   /** The base's own services a booting system needs; enabled when the root has them. */
   systemServices: Service[];
   /** Lines added to the base's own /etc/conf.d files. */
@@ -74,6 +78,11 @@ export const BASES: Record<BaseName, Base> = {
       // killed and file systems unmounted (openrc/cairn-save.initd).
       runlevel: 'off',
       order: '# Debian\'s OpenRC shuts down through the "off" runlevel.\nsave_after=\nsave_before=umountfs\n',
+      // umountfs passes over the data partition (mounted before the root).
+      // The "off" runlevel only starts services; the processes are killed,
+      // swap turned off and file systems unmounted when OpenRC then stops
+      // them all: started before umountfs, the step is stopped after it.
+      readOnlyOrder: '# Debian: when stopped, after umountfs (processes killed, swap off).\nreadonly_at=stop\nreadonly_after=\nreadonly_before=umountfs\n',
     },
     // Debian's openrc package enables its own services when it installs.
     systemServices: [],
@@ -112,6 +121,7 @@ export const BASES: Record<BaseName, Base> = {
     save: {
       runlevel: 'shutdown',
       order: '# Alpine\'s shutdown runlevel: killprocs, then the save, then mount-ro.\nsave_after=killprocs\nsave_before=mount-ro\n',
+      readOnlyOrder: '# Alpine: after the save, before mount-ro.\nreadonly_after="killprocs cairn-save"\nreadonly_before=mount-ro\n',
     },
     // What Alpine's own images enable (aports scripts/genapkovl-*.sh), less
     // modloop (cairn's initramfs mounts the modules image) and savecache

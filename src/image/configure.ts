@@ -38,6 +38,7 @@ export function runtimeBundle(): string {
 function cairnServices(base: Base): Service[] {
   return [
     { name: 'cairn-save', runlevel: base.save.runlevel },
+    { name: 'cairn-readonly', runlevel: base.save.runlevel },
     { name: 'cairn-userdirs', runlevel: 'default' },
     { name: 'cairn-swap', runlevel: 'default' },
     { name: 'cairn-kernel', runlevel: 'default' },
@@ -82,6 +83,7 @@ export async function configureRoot(root: string, base: Base, o: ConfigureOption
   await appendFile(join(root, 'etc/conf.d/cairn-userdirs'), `\nuser=${o.user}\n`);
   await appendFile(join(root, 'etc/conf.d/cairn-swap'), `\nswap_size_mib=${o.swapMiB}\n`);
   await appendFile(join(root, 'etc/conf.d/cairn-save'), `\n${base.save.order}`);
+  await appendFile(join(root, 'etc/conf.d/cairn-readonly'), `\n${base.save.readOnlyOrder}`);
   for (const [name, lines] of Object.entries(base.confd)) await appendFile(join(root, 'etc/conf.d', name), lines);
   for (const s of services) await enableService(root, s);
   for (const s of base.systemServices) {
@@ -111,7 +113,8 @@ export function loginNotice(): string {
   const record = `${RUNTIME.dataDir}/${DATA.saveFailed}`;
   const held = `${RUNTIME.dataDir}/${DATA.held}`;
   return `# cairn: a shutdown save that failed is said at every login until a save succeeds,
-# and states a boot fell back past until the user boots or releases them.
+# states a boot fell back past until the user boots or releases them, and a
+# data partition the boot's check left read-only.
 if [ -r ${record} ]; then
 	printf '\n*** cairn: %s\n*** cairn save saves this session now; cairn status shows the saved states.\n\n' "$(cat ${record})" >&2
 fi
@@ -120,6 +123,9 @@ if [ "\${cairn_held:-0}" -gt 0 ]; then
 	printf '\n*** cairn: %s saved state(s) could not be booted and are held: no save removes them.\n*** cairn status lists them; boot one from the GRUB menu, or cairn release lets saves prune them.\n\n' "$cairn_held" >&2
 fi
 unset cairn_held
+if grep -q '^data_check=errors left' ${RUNTIME.bootRecord} 2>/dev/null; then
+	printf '\n*** cairn: the data partition has errors the boot did not repair: it is mounted read-only and nothing is saved.\n*** cairn status says more; boot with cairn.debug=1 and run e2fsck -f on it from the rescue shell.\n\n' >&2
+fi
 `;
 }
 

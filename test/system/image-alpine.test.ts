@@ -174,12 +174,13 @@ describe('alpine base: an image from a local repository', () => {
       const profile = await cat(rootfs, 'etc/profile');
       expect(profile.indexOf('/usr/local/sbin')).toBeLessThan(profile.indexOf(':/sbin'));
       expect(await cat(rootfs, 'etc/profile.d/cairn-apk.sh')).toContain('PATH="/usr/local/sbin:$PATH"');
-      // Services in Alpine's runlevels, the save between killprocs and mount-ro.
+      // Services in Alpine's runlevels, the save between killprocs and mount-ro, then the data partition made read-only.
       const links = (await execa('unsquashfs', ['-lls', '-d', '', rootfs, 'etc/runlevels'])).stdout;
-      for (const [level, name] of [['shutdown', 'cairn-save'], ['default', 'cairn-userdirs'], ['default', 'cairn-swap'], ['default', 'cairn-kernel'], ['sysinit', 'devfs'], ['sysinit', 'mdev'], ['boot', 'bootmisc'], ['shutdown', 'killprocs'], ['shutdown', 'mount-ro']]) {
+      for (const [level, name] of [['shutdown', 'cairn-save'], ['shutdown', 'cairn-readonly'], ['default', 'cairn-userdirs'], ['default', 'cairn-swap'], ['default', 'cairn-kernel'], ['sysinit', 'devfs'], ['sysinit', 'mdev'], ['boot', 'bootmisc'], ['shutdown', 'killprocs'], ['shutdown', 'mount-ro']]) {
         expect(links).toContain(`/etc/runlevels/${level}/${name} -> /etc/init.d/${name}`);
       }
       expect(await cat(rootfs, 'etc/conf.d/cairn-save')).toMatch(/^save_after=killprocs\nsave_before=mount-ro$/m);
+      expect(await cat(rootfs, 'etc/conf.d/cairn-readonly')).toMatch(/^readonly_after="killprocs cairn-save"\nreadonly_before=mount-ro$/m);
       expect(await cat(rootfs, 'etc/conf.d/localmount')).toMatch(/^no_umounts="\/persist:/m);
       expect(await cat(rootfs, 'etc/inittab')).toMatch(/^ttyS0::respawn:\/sbin\/getty -L 115200 ttyS0 vt100$/m);
       // apk: the stick's repositories, its local key trusted, the packages recorded.

@@ -35,7 +35,7 @@ async function service(script: string, fn: string, vars: Record<string, string>,
 describe('openrc services pass shellcheck', () => {
   it('shellcheck -s sh and shfmt', async () => {
     const files = listDir('openrc').filter((f) => f.endsWith('.initd')).map((f) => join('openrc', f));
-    expect(files.length).toBe(4);
+    expect(files.length).toBe(5);
     const sc = await execa('shellcheck', ['-s', 'sh', ...files], { reject: false, cwd: '.' });
     expect(sc.stdout).toBe('');
     const fmt = await execa('shfmt', ['-d', '-p', ...files], { reject: false });
@@ -164,6 +164,91 @@ describe('cairn-save at shutdown', () => {
   });
 });
 
+describe('cairn-readonly at power-off', () => {
+  const s = new Scratch();
+  afterAll(() => s.cleanup());
+
+  /** The mount options of DIR, from /proc/self/mountinfo. */
+  const mountOptions = (dir: string) => readFileSync('/proc/self/mountinfo', 'utf8').split('\n').map((l) => l.split(' ')).find((f) => f[4] === dir)?.[5];
+  /** Whether ext4's journal must be replayed at the next mount: what the next boot would run as recovery. */
+  const needsRecovery = async (image: string) => /needs_recovery/.test((await execa('dumpe2fs', ['-h', image], { stderr: 'ignore' })).stdout);
+  /** The loop devices bound to a file under DIR. */
+  const loopsUnder = async (dir: string) => (await execa('losetup', ['--list', '--noheadings', '--output', 'NAME,BACK-FILE'])).stdout.split('\n').filter((l) => l.includes(`${dir}/`));
+
+  it('after a real shutdown save, leaves the data partition read-only with its journal clean, and the save leaves no loop device bound to it', async () => {
+    requireSystem(['mksquashfs', 'busybox', 'mkfs.ext4', 'losetup']);
+    const data = await s.dataPartition('after-save', 64);
+    const upper = s.path('upper');
+    await mkdir(upper);
+    await writeFile(join(upper, 'file'), 'saved at shutdown\n');
+    const rec = s.path('boot');
+    await writeFile(rec, 'requested=default\nused=default\nsession=x\n');
+    const wrapper = s.path('cairn');
+    await writeFile(wrapper, `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@" --upper ${upper} --data ${data} --boot-record ${rec}\n`);
+    await chmod(wrapper, 0o755);
+    const saved = await service('cairn-save.initd', 'start', { cairn: wrapper, boot_record: rec, data_dir: data });
+    expect(saved.exitCode, saved.out).toBe(0);
+    expect(await loopsUnder(data)).toEqual([]);
+    expect(await needsRecovery(s.path('after-save.img'))).toBe(true);
+    const r = await service('cairn-readonly.initd', 'start', { data_dir: data });
+    expect(r.exitCode, r.out).toBe(0);
+    expect(r.out).toMatch(/\* Making the data partition .* read-only\n\[ ok \]/);
+    expect(mountOptions(data)).toMatch(/^ro\b/);
+    expect(await needsRecovery(s.path('after-save.img'))).toBe(false);
+  });
+
+  it('on Debian acts when OpenRC stops it (after umountfs), not when its "off" runlevel starts it', async () => {
+    const data = await s.dataPartition('debian', 64);
+    const started = await service('cairn-readonly.initd', 'start', { data_dir: data, readonly_at: 'stop' });
+    expect(started.exitCode, started.out).toBe(0);
+    expect(mountOptions(data)).toMatch(/^rw\b/);
+    const stopped = await service('cairn-readonly.initd', 'stop', { data_dir: data, readonly_at: 'stop' });
+    expect(stopped.exitCode, stopped.out).toBe(0);
+    expect(mountOptions(data)).toMatch(/^ro\b/);
+    expect(await needsRecovery(s.path('debian.img'))).toBe(false);
+  });
+
+  it('releases a loop device left bound read-write to a file on it, which kept the kernel from making it read-only', async () => {
+    const data = await s.dataPartition('left-loop', 64);
+    await execa('truncate', ['-s', '4M', join(data, 'upperfs.squashfs.tmp')]);
+    const device = (await execa('losetup', ['--find', '--show', join(data, 'upperfs.squashfs.tmp')])).stdout.trim();
+    try {
+      // What OpenRC's mount-ro met: the kernel refuses, and no process holds a file there.
+      expect((await execa('mount', ['-o', 'remount,ro', data], { reject: false })).exitCode).not.toBe(0);
+      expect((await execa('busybox', ['fuser', '-m', data], { reject: false })).stdout.trim()).toBe('');
+      const r = await service('cairn-readonly.initd', 'start', { data_dir: data });
+      expect(r.exitCode, r.out).toBe(0);
+      expect(r.out).toContain(`Releasing ${device}, still bound to ${data}/upperfs.squashfs.tmp`);
+      expect(await loopsUnder(data)).toEqual([]);
+      expect(mountOptions(data)).toMatch(/^ro\b/);
+      expect(await needsRecovery(s.path('left-loop.img'))).toBe(false);
+    } finally {
+      await execa('losetup', ['--detach', device], { reject: false });
+    }
+  });
+
+  it('names what still holds the data partition when it cannot be made read-only, and fails without stopping the power-off', async () => {
+    const data = await s.dataPartition('held', 64);
+    const inner = join(data, 'inner.img');
+    await execa('truncate', ['-s', '8M', inner]);
+    await execa('mkfs.ext4', ['-q', '-F', inner]);
+    const mnt = s.path('inner');
+    await mkdir(mnt);
+    // A loop device in use (mounted read-write) is not the service's to release.
+    await execa('mount', ['-o', 'loop', inner, mnt]);
+    const device = (await execa('losetup', ['--associated', inner, '--noheadings', '--output', 'NAME'])).stdout.trim();
+    try {
+      const r = await service('cairn-readonly.initd', 'start', { data_dir: data });
+      expect(r.exitCode).not.toBe(0);
+      expect(r.out).toContain(`warning: ${device.replace('/dev/', '')} is bound read-write to ${inner}`);
+      expect(r.out).toMatch(/stays writable: the next boot replays its journal/);
+      expect(mountOptions(data)).toMatch(/^rw\b/);
+    } finally {
+      await execa('umount', [mnt]);
+    }
+  });
+});
+
 describe('the login notice (/etc/profile.d/cairn.sh)', () => {
   const s = new Scratch();
   afterAll(() => s.cleanup());
@@ -204,6 +289,27 @@ describe('the login notice (/etc/profile.d/cairn.sh)', () => {
     await writeHeld(data, [], 'boot-1');
     expect(readFileSync(join(data, DATA.held), 'utf8')).toMatch(/boot-1/);
     expect((await asUser()).stderr).toBe('');
+  });
+});
+
+describe('the login notice of a data partition left read-only', () => {
+  const s = new Scratch();
+  afterAll(() => s.cleanup());
+
+  it('says at login, to an ordinary user, that the data partition needs repair, and nothing after a clean check', async () => {
+    const run = s.path('run');
+    await mkdir(run, { recursive: true });
+    await chmod(s.dir, 0o755);
+    const record = join(run, 'boot');
+    const script = loginNotice().replaceAll(RUNTIME.bootRecord, record);
+    expect(script).toContain(record);
+    const asUser = () => execa('setpriv', ['--reuid=1000', '--regid=1000', '--clear-groups', 'busybox', 'sh', '-c', script], { reject: false });
+    await writeFile(record, 'requested=default\nused=default\ndata_check=clean\n', { mode: 0o644 });
+    expect((await asUser()).stderr).toBe('');
+    await writeFile(record, 'requested=default\nused=default\ndata_check=errors left (e2fsck -p exited 4: ...); mounted read-only\n');
+    const told = await asUser();
+    expect(told.exitCode).toBe(0);
+    expect(told.stderr).toMatch(/\*\*\* cairn: the data partition has errors the boot did not repair: it is mounted read-only and nothing is saved/);
   });
 });
 

@@ -307,6 +307,29 @@ touch "$ROOT$CAIRN_DATA_DIR/written" 2>/dev/null && echo writable=yes || echo wr
     expect((await execa('e2fsck', ['-n', p.dev], { reject: false })).exitCode).toBe(0);
   });
 
+  it('replays the journal of a partition cut off while mounted, says so, and mounts it read-write', async () => {
+    // The image as a power cut leaves it: copied while mounted, after a write.
+    const image = sb.path('cut.img');
+    await execa('truncate', ['-s', '32M', image]);
+    await execa('mkfs.ext4', ['-q', '-F', image]);
+    const mnt = sb.path('cut-mnt');
+    await mkdir(mnt, { recursive: true });
+    await execa('mount', ['-o', 'loop', image, mnt]);
+    try {
+      await writeFile(join(mnt, 'written'), 'before the cut\n');
+      await execa('sync');
+      await execa('cp', [image, sb.path('cut-copy.img')]);
+    } finally {
+      await execa('umount', [mnt]);
+    }
+    const dev = await sb.attach(sb.path('cut-copy.img'));
+    expect((await execa('dumpe2fs', ['-h', dev], { stderr: 'ignore' })).stdout).toMatch(/needs_recovery/);
+    const r = await boot(dev);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(r.v).toMatchObject({ mount: 'rw', writable: 'yes', check: 'journal replayed by e2fsck -p (it was not cleanly unmounted)' });
+    expect(r.stderr).toContain(`the data partition ${dev}: journal replayed by e2fsck -p`);
+  });
+
   it('mounts read-only a partition with errors e2fsck -p does not repair, and says what to do', async () => {
     // Two files sharing a block, which e2fsck leaves to a person: block
     // maps (no extents) so that debugfs can point one file at the other's.
