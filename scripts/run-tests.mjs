@@ -32,6 +32,7 @@ const BUDGETS = {
   'test/vm/stick-update.test.ts': 1200,
   'test/vm/usb-stick.test.ts': 900,
   'test/vm/luks-stick.test.ts': 600,
+  'test/vm/alpine.test.ts': 600,
   'test/vm/boot.test.ts': 240,
   'test/vm/grub-update.test.ts': 180,
 };

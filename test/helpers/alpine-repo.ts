@@ -12,12 +12,12 @@
  *   those cairn's initramfs carries, indexed again with depmod, so the
  *   package is a few MiB instead of 90;
  * - linux-firmware-intel: a small firmware file under lib/firmware;
- * - squashfs-tools: the build machine's unsquashfs with its glibc libraries
- *   and loader at their paths there (the image's initramfs is made from the
- *   image root's own programs; Alpine's would be musl's);
- * - attr: the build machine's setfattr, which needs no more libraries;
+ * - squashfs-tools, attr and e2fsprogs: the build machine's unsquashfs,
+ *   setfattr, mke2fs (and mkfs.ext4) and e2fsck, which the image's initramfs
+ *   carries from the image root, with cairn-test-glibc holding their glibc
+ *   libraries and loader at their paths there (Alpine's would be musl's);
  * - one placeholder for every other package cairn installs (nodejs,
- *   squashfs-tools...), holding a README.
+ *   kmod...), holding a README.
  * Everything is signed with a test key whose public half is in `keysDir`.
  */
 import { generateKeyPairSync, type KeyObject } from 'node:crypto';
@@ -60,14 +60,15 @@ tty1::respawn:/sbin/getty 38400 tty1
 
 const ALPINE_SERVICES = ['devfs', 'dmesg', 'mdev', 'hwdrivers', 'modules', 'sysctl', 'hostname', 'bootmisc', 'syslog', 'hwclock', 'killprocs', 'mount-ro', 'localmount'];
 
-function pkginfo(name: string, version: string, size: number, extra: string[] = []): string {
-  return [`pkgname = ${name}`, `pkgver = ${version}`, `pkgdesc = ${name} (cairn test placeholder)`, 'url = https://example.org/', 'builddate = 1700000000',
+function pkginfo(name: string, version: string, size: number, extra: string[] = [], what = 'placeholder'): string {
+  return [`pkgname = ${name}`, `pkgver = ${version}`, `pkgdesc = ${name} (cairn test ${what})`, 'url = https://example.org/', 'builddate = 1700000000',
     `size = ${size}`, 'arch = x86_64', `origin = ${name}`, 'license = GPL-2.0-only', ...extra, ''].join('\n');
 }
 
-function pkg(key: KeyObject, name: string, version: string, data: TarEntry[], extra: string[] = []): RepoPackage {
+/** A package signed with the test key; its description calls it a test WHAT. */
+export function pkg(key: KeyObject, name: string, version: string, data: TarEntry[], extra: string[] = [], what = 'placeholder'): RepoPackage {
   const size = data.reduce((n, e) => n + (e.content?.length ?? 0), 0);
-  const written = writeApk({ pkginfo: pkginfo(name, version, size, extra), data, signingKey: key, keyName: REPO_KEY_NAME });
+  const written = writeApk({ pkginfo: pkginfo(name, version, size, extra, what), data, signingKey: key, keyName: REPO_KEY_NAME });
   return { bytes: written.bytes, pkginfo: written.pkginfo, identity: packageIdentity(readApk(written.bytes).control.compressed) };
 }
 
@@ -89,7 +90,7 @@ function alpineBase(key: KeyObject, busybox: string): RepoPackage {
 }
 
 /** A modules tree holding only the modules cairn's initramfs carries, indexed with depmod. */
-async function bootModulesTree(k: TestKernel, at: string): Promise<string> {
+export async function bootModulesTree(k: TestKernel, at: string): Promise<string> {
   const from = join(k.root, 'lib/modules', k.version);
   const to = join(at, 'lib/modules', k.version);
   const selection = selectModules(await readModuleIndex(k.root, k.version), bootModules({ luks: true }));
@@ -102,7 +103,7 @@ async function bootModulesTree(k: TestKernel, at: string): Promise<string> {
   return join(at, 'lib/modules');
 }
 
-function kernel(key: KeyObject, k: TestKernel, modules: string): RepoPackage {
+export function kernel(key: KeyObject, k: TestKernel, modules: string): RepoPackage {
   const boot = join(k.root, 'boot');
   return pkg(key, 'linux-virt', '6.1.192-r0', [
     dir('boot'),
@@ -115,37 +116,82 @@ function kernel(key: KeyObject, k: TestKernel, modules: string): RepoPackage {
   ], ['depend = linux-firmware-intel']);
 }
 
-function firmware(key: KeyObject): RepoPackage {
+export function firmware(key: KeyObject): RepoPackage {
   return pkg(key, 'linux-firmware-intel', '20240811-r0', [
     dir('lib'), dir('lib/firmware'), dir('lib/firmware/intel'), file(`lib/firmware/${FIRMWARE_FILE}`, Buffer.alloc(3000, 0x22)),
   ]);
 }
 
-/** The build machine's unsquashfs and the libraries its loader lists, as they lie on the build machine. */
-async function squashfsTools(key: KeyObject): Promise<RepoPackage> {
-  const program = '/usr/bin/unsquashfs';
+/** The libraries and the loader the build machine's loader lists for PROGRAM, as absolute paths there. */
+async function hostLibraries(program: string): Promise<string[]> {
   const list = (await execa('ldd', [program])).stdout;
-  const paths = [program, ...[...list.matchAll(/(\/\S+) \(0x/g)].map((m) => m[1]!)];
+  return [...list.matchAll(/(\/\S+) \(0x/g)].map((m) => m[1]!);
+}
+
+/**
+ * Package entries for files of the build machine, each at PATH's place
+ * (or AT's, when given) with the directories above it.
+ */
+function hostFileEntries(files: readonly { path: string; at?: string; mode?: number }[]): TarEntry[] {
   const entries = new Map<string, TarEntry>();
-  for (const path of paths) {
-    const parts = path.slice(1).split('/');
+  for (const f of files) {
+    const name = (f.at ?? f.path).replace(/^\//, '');
+    const parts = name.split('/');
     for (let i = 1; i < parts.length; i++) {
       const d = parts.slice(0, i).join('/');
       if (!entries.has(d)) entries.set(d, dir(d));
     }
-    entries.set(path.slice(1), file(path.slice(1), readFileSync(path), 0o755));
+    entries.set(name, file(name, readFileSync(f.path), f.mode ?? 0o755));
   }
-  return pkg(key, 'squashfs-tools', '4.6.1-r1', [...entries.values()]);
+  return [...entries.values()];
+}
+
+/** A package of the build machine's programs: FILES (path there -> path in the package), LINKS (path -> target). */
+export interface HostProgramPackage {
+  version: string;
+  files: Record<string, string>;
+  links?: Record<string, string>;
+}
+
+export const GLIBC_PACKAGE = 'cairn-test-glibc';
+
+/**
+ * PACKAGES, each depending on cairn-test-glibc, which holds the libraries
+ * and the loader they all need at their paths on the build machine (two
+ * packages may not own one file), and EXTRA files of it; WHAT names them
+ * in their descriptions.
+ */
+export async function hostProgramPackages(
+  key: KeyObject,
+  packages: Record<string, HostProgramPackage>,
+  o: { extra?: { path: string; mode: number }[]; what?: string } = {},
+): Promise<RepoPackage[]> {
+  const libraries = new Set<string>();
+  for (const p of Object.values(packages)) for (const program of Object.keys(p.files)) for (const lib of await hostLibraries(program)) libraries.add(lib);
+  const glibc = hostFileEntries([...[...libraries].sort().map((path) => ({ path })), ...(o.extra ?? [])]);
+  const out = [pkg(key, GLIBC_PACKAGE, '2.36-r0', glibc, [], o.what)];
+  for (const [name, p] of Object.entries(packages)) {
+    const entries = hostFileEntries(Object.entries(p.files).map(([path, at]) => ({ path, at })));
+    for (const [at, target] of Object.entries(p.links ?? {})) {
+      const parent = at.split('/').slice(0, -1).join('/');
+      if (!entries.some((e) => e.name === parent)) entries.push(dir(parent));
+      entries.push(symlink(at, target));
+    }
+    out.push(pkg(key, name, p.version, entries, [`depend = ${GLIBC_PACKAGE}`], o.what));
+  }
+  return out;
 }
 
 /**
- * The build machine's setfattr alone: it needs only the C library and the
- * loader, which squashfs-tools above brings (two packages may not own one
- * file).
+ * The build machine's programs the image's initramfs carries from the image
+ * root (Alpine's would be musl's), by the package that brings each on
+ * Alpine, at their paths on the build machine.
  */
-function attr(key: KeyObject): RepoPackage {
-  return pkg(key, 'attr', '2.5.2-r0', [dir('usr'), dir('usr/bin'), file('usr/bin/setfattr', readFileSync('/usr/bin/setfattr'), 0o755)]);
-}
+const INITRAMFS_PROGRAMS: Record<string, HostProgramPackage> = {
+  'squashfs-tools': { version: '4.6.1-r1', files: { '/usr/bin/unsquashfs': 'usr/bin/unsquashfs' } },
+  attr: { version: '2.5.2-r0', files: { '/usr/bin/setfattr': 'usr/bin/setfattr' } },
+  e2fsprogs: { version: '1.47.0-r5', files: { '/usr/sbin/mke2fs': 'usr/sbin/mke2fs', '/usr/sbin/e2fsck': 'usr/sbin/e2fsck' }, links: { 'usr/sbin/mkfs.ext4': 'mke2fs' } },
+};
 
 function placeholder(key: KeyObject, name: string): RepoPackage {
   return pkg(key, name, '1.0-r0', [dir('usr'), dir('usr/share'), dir('usr/share/doc'), dir(`usr/share/doc/${name}`), file(`usr/share/doc/${name}/README`, `placeholder for ${name}\n`)]);
@@ -157,13 +203,12 @@ export async function writeTestRepo(at: string, k: TestKernel, busybox: string, 
   const keysDir = join(at, 'keys');
   mkdirSync(keysDir, { recursive: true });
   writeFileSync(join(keysDir, REPO_KEY_NAME), publicKey.export({ type: 'spki', format: 'pem' }) as string);
-  const special = new Set(['alpine-base', 'linux-virt', 'squashfs-tools', 'attr']);
+  const special = new Set(['alpine-base', 'linux-virt', ...Object.keys(INITRAMFS_PROGRAMS)]);
   const packages = [
     alpineBase(key, busybox),
     kernel(key, k, await bootModulesTree(k, join(at, 'kernel'))),
     firmware(key),
-    await squashfsTools(key),
-    attr(key),
+    ...(await hostProgramPackages(key, INITRAMFS_PROGRAMS)),
     ...alpinePackages({ kernelPackage: 'linux-virt', luks }).filter((n) => !special.has(n)).map((n) => placeholder(key, n)),
   ];
   const dirPath = join(at, 'repo');

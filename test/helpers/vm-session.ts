@@ -36,7 +36,8 @@ export class Session {
     this.vm.send(`${user}\r`);
     await this.vm.waitFor('Password:', 30_000);
     this.vm.send(`${password}\r`);
-    await this.vm.waitFor(/[#$] $/m, 60_000);
+    // busybox's ash (Alpine's login shell) asks the terminal for the cursor position after its prompt.
+    await this.vm.waitFor(/[#$] (?:\x1b\[6n)?$/m, 60_000);
     // Late kernel messages would land in the middle of command output.
     await this.run('dmesg -n 1');
   }
