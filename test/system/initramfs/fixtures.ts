@@ -182,9 +182,30 @@ export function zramDevices(): Map<string, string> {
 export function restoreZram(before: Map<string, string>): void {
   for (const [name, size] of zramDevices()) {
     const was = before.get(name);
-    if (size !== '0' && (was === undefined || was === '0')) writeFileSync(`/sys/block/${name}/reset`, '1');
+    if (size !== '0' && (was === undefined || was === '0')) resetZramDevice(name);
     if (was === undefined && existsSync('/sys/class/zram-control/hot_remove')) {
       writeFileSync('/sys/class/zram-control/hot_remove', name.slice('zram'.length));
+    }
+  }
+}
+
+/**
+ * Resets zram device NAME. The ext4 a test's boot mounted on it goes with
+ * the test's mount namespace, but the kernel can let the device go a moment
+ * after the namespace's last process has exited (seen in CI runs, with a
+ * guest beside them, since the upper layer's ext4 is made by mkfs.ext4):
+ * until then a reset is refused with EBUSY, so it is tried again for up to
+ * ten seconds.
+ */
+function resetZramDevice(name: string): void {
+  const until = Date.now() + 10_000;
+  for (;;) {
+    try {
+      writeFileSync(`/sys/block/${name}/reset`, '1');
+      return;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'EBUSY' || Date.now() > until) throw e;
+      Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, 100);
     }
   }
 }
