@@ -33,6 +33,7 @@ const BUDGETS = {
   'test/vm/usb-stick.test.ts': 900,
   'test/vm/luks-stick.test.ts': 600,
   'test/vm/alpine.test.ts': 600,
+  'test/vm/lifecycle.test.ts': 600,
   'test/vm/boot.test.ts': 240,
   'test/vm/grub-update.test.ts': 180,
 };

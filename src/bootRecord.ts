@@ -13,6 +13,8 @@ export interface BootRecord {
   skipped: string[];
   /** What the check before the data partition's mount found: `clean`, `repaired by ...`, `errors left (...); mounted read-only` or `not checked (...)`; empty from an older initramfs. */
   dataCheck: string;
+  /** What the data partition's growth to fill the stick did this boot (`partition grown from ... MiB to ... MiB`, `off (cairn.grow=0)`, ...); empty when there was nothing to grow. */
+  grow: string;
   upper: string;
   upperSize: number | undefined;
   kernel: string;
@@ -37,6 +39,7 @@ export function parseBootRecord(text: string, source: string): BootRecord {
     fallback: map.get('fallback') ?? '',
     skipped: (map.get('skipped') ?? '').split(/\s+/).filter(Boolean),
     dataCheck: map.get('data_check') ?? '',
+    grow: map.get('grow') ?? '',
     upper: map.get('upper') ?? '',
     upperSize: Number.isFinite(size) && size > 0 ? size : undefined,
     kernel: map.get('kernel') ?? '',

@@ -10,6 +10,7 @@ cmdline_defaults() {
   cairn_upper_size=$CAIRN_UPPER_SIZE_DEFAULT
   cairn_data=LABEL=$CAIRN_LABEL_DATA
   cairn_debug=0
+  cairn_grow=1
   cairn_init=/sbin/init
 }
 
@@ -46,7 +47,8 @@ cmdline_parse() {
 $_cp_words
 EOF_WORDS
   debug "cairn.boot=$cairn_boot cairn.upper=$cairn_upper" \
-    "cairn.upper_size=$cairn_upper_size cairn.data=$cairn_data init=$cairn_init"
+    "cairn.upper_size=$cairn_upper_size cairn.data=$cairn_data" \
+    "cairn.grow=$cairn_grow init=$cairn_init"
 }
 
 # cmdline_param WORD: one parameter; unknown ones that are not cairn.* are
@@ -58,6 +60,7 @@ cmdline_param() {
     cairn.upper_size=*) cmdline_upper_size "${1#*=}" ;;
     cairn.data=*) cmdline_data "${1#*=}" ;;
     cairn.debug | cairn.debug=*) cmdline_debug "$1" ;;
+    cairn.grow=*) cmdline_grow "${1#*=}" ;;
     init=*) cmdline_init "${1#*=}" ;;
     cairn.boot) cmdline_boot '' ;;
     cairn.upper) cmdline_upper '' ;;
@@ -126,6 +129,16 @@ cmdline_debug() {
     *)
       warn "$1 is not cairn.debug=1; using cairn.debug=0"
       cairn_debug=0
+      ;;
+  esac
+}
+
+cmdline_grow() {
+  case $1 in
+    0 | 1) cairn_grow=$1 ;;
+    *)
+      warn "cairn.grow=$1 is not 0 or 1; using 1 (the data partition grows to fill the stick)"
+      cairn_grow=1
       ;;
   esac
 }

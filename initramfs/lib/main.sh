@@ -9,11 +9,13 @@ main() {
   load_modules
   data_find "$cairn_data" ||
     fatal "the data partition ($cairn_data) was not found"
+  data_grow_table "$cairn_data_dev"
   data_unlock "$cairn_data_dev" ||
     fatal "the data partition $cairn_data_dev could not be unlocked"
   data_check "$cairn_data_dev"
   data_mount "$cairn_data_dev" ||
     fatal "the data partition $cairn_data_dev could not be mounted"
+  data_grow_fs "$cairn_data_dev"
   root_mount_lower ||
     fatal "the base system ($CAIRN_ROOTFS) could not be mounted"
   cairn_upper_bytes=$(upper_size_bytes "$cairn_upper_size")

@@ -14,6 +14,7 @@ record_write() {
     echo "fallback=$(printf '%s' "$cairn_fallback" | tr '\n' ' ')"
     echo "skipped=$cairn_skipped"
     echo "data_check=$cairn_data_check"
+    echo "grow=$cairn_grow_said"
     echo "upper=$cairn_upper_used"
     echo "upper_size=$cairn_upper_bytes"
     echo "kernel=$(kernel_version)"

@@ -19,6 +19,7 @@ interface GrubConfigFlags {
   dataSpec: string;
   upperType: UpperType;
   upperSize?: string;
+  grow: boolean;
   timeout: string;
   serialSpeed: string;
   primaryConsole: PrimaryConsole;
@@ -69,6 +70,7 @@ function configCommand(global: () => GlobalOptions): Command {
     .option('--data-spec <spec>', 'cairn.data: how the initramfs finds the data partition (LABEL=..., UUID=... or /dev/...)', DEFAULT_SETTINGS.dataSpec)
     .addOption(new Option('--upper-type <type>', 'cairn.upper: what the RAM layer lives on').choices(['zram', 'tmpfs']).default('zram'))
     .option('--upper-size <size>', 'cairn.upper_size: the RAM layer\'s limit, like 2G or 50% (default: the initramfs\'s, 50% of RAM)')
+    .option('--no-grow', 'cairn.grow=0: the data partition keeps its size on a larger stick (by default its first boot grows it to fill the stick)')
     .option('--timeout <seconds>', 'seconds the menu waits before it boots the default entry', '3')
     .addOption(new Option('--serial-speed <baud>', 'the first serial port\'s speed, for GRUB and the kernel').choices(SERIAL_SPEEDS).default('115200'))
     .addOption(
@@ -113,6 +115,7 @@ function settingsFrom(f: GrubConfigFlags): BootSettings {
     dataSpec: f.dataSpec,
     upper: f.upperType,
     upperSize: f.upperSize,
+    ...(f.grow ? {} : { grow: false }),
     serialSpeed: Number(f.serialSpeed),
     primaryConsole: f.primaryConsole,
   };

@@ -21,6 +21,7 @@ interface BuildFlags {
   lockAccounts?: boolean;
   hostname: string;
   upper: string;
+  grow: boolean;
   kernel?: string;
   suite: string;
   mirror?: string;
@@ -65,6 +66,7 @@ export function imageCommand(): Command {
     .option('--encrypt', 'encrypt the data partition (LUKS2, aes-xts-plain64, argon2id); the boot asks for the passphrase')
     .option('--passphrase-file <file>', "with --encrypt: the passphrase, the file's first line ('-': standard input)")
     .option('--luks-iter-time <ms>', 'with --encrypt: milliseconds this machine spends turning the passphrase into the key; a slower machine takes longer at every boot', String(STICK_KDF.iterTimeMs))
+    .option('--no-grow', 'the data partition keeps the image\'s size on a larger stick (cairn.grow=0); by default the first boot grows it to fill the stick')
     .option('--swap <MiB>', 'swap file made on the data partition at first boot (0: none)', '512')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', `
@@ -111,6 +113,7 @@ Building one needs cryptsetup on this machine, but no device-mapper.`)
         password: password ?? madeUp,
         hostname: f.hostname,
         upper: f.upper as ImageOptions['upper'],
+        grow: f.grow,
         kernelPackage: f.kernel ?? (f.base === 'alpine' ? 'linux-lts' : 'linux-image-amd64'),
         suite: f.suite,
         mirror: f.mirror,

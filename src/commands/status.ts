@@ -40,6 +40,7 @@ function render(s: Status): string {
   } else if (r?.dataCheck && r.dataCheck !== 'clean') {
     out.push(`data partition at boot: ${r.dataCheck}`);
   }
+  if (r?.grow && !r.grow.startsWith('off')) out.push(`data partition grown at boot: ${r.grow}`);
   if (r && r.used === 'clean' && r.requested !== 'clean' && !s.states.length) {
     // A new stick: the default boot had nothing to load yet.
     out.push(`booted: ${r.requested}, nothing saved yet`);

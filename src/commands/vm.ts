@@ -6,6 +6,7 @@ import { PathError, ToolMissingError, UsageError } from '../lib/errors.js';
 import { withTempDir } from '../lib/resources.js';
 import { log } from '../lib/log.js';
 import { dyingWithParent } from '../lib/run.js';
+import { grownCopy } from '../vm/diskSize.js';
 import { chooseAccel, OVMF, QEMU_BINARY, stickBootArgs } from '../vm/qemu.js';
 
 interface VmFlags {
@@ -16,13 +17,15 @@ interface VmFlags {
   bus: string;
   accel: string;
   network: boolean;
+  diskSize?: string;
 }
 
 /**
  * `cairn vm IMAGE`: boots a stick image in QEMU with its serial console on
  * this terminal, so anyone can try cairn without a stick. What the guest
  * saves stays in the image, as it would on a stick, unless --snapshot.
- * Ctrl-A X leaves QEMU.
+ * --disk-size boots a copy grown to that size instead, so that the first
+ * boot's growth of the data partition can be seen. Ctrl-A X leaves QEMU.
  */
 export function vmCommand(): Command {
   return new Command('vm')
@@ -34,15 +37,26 @@ export function vmCommand(): Command {
     .addOption(new Option('--persist', 'keep what the guest writes in the image (the default)').hideHelp())
     .option('--bus <bus>', 'attach the stick as usb or virtio', 'usb')
     .option('--accel <accel>', 'auto (KVM when a test guest runs under it), kvm or tcg (software emulation)', 'auto')
+    .option('--disk-size <size>', 'boot a copy of the image as a stick of this size (16G, 64000M), made beside it as <image>-<size>.img on the first run and reused after: its first boot grows the data partition to fill it')
     .option('--no-network', 'no network card (by default the guest reaches this machine\'s network through QEMU\'s user-mode NAT)')
-    .action(async (image: string, f: VmFlags) => {
-      const st = await stat(image).catch(() => undefined);
-      if (!st?.isFile()) throw new PathError(image, 'no such image file');
+    .action(async (given: string, f: VmFlags) => {
+      const st = await stat(given).catch(() => undefined);
+      if (!st?.isFile()) throw new PathError(given, 'no such image file');
       if (!/^[0-9]+$/.test(f.memory)) throw new UsageError(`--memory "${f.memory}" is not a number of MiB`);
       if (f.bus !== 'usb' && f.bus !== 'virtio') throw new UsageError(`--bus "${f.bus}" is not usb or virtio`);
       if (!['auto', 'kvm', 'tcg'].includes(f.accel)) throw new UsageError(`--accel "${f.accel}" is not auto, kvm or tcg`);
       if (f.snapshot && f.persist) throw new UsageError('--snapshot and --persist contradict each other');
       if (f.uefi && !existsSync(OVMF.code)) throw new ToolMissingError('OVMF', 'install ovmf (apt-get install ovmf)');
+      let image = given;
+      if (f.diskSize !== undefined) {
+        const copy = await grownCopy(given, f.diskSize);
+        image = copy.path;
+        process.stderr.write(
+          copy.made
+            ? `cairn vm: made ${image}, a copy of ${given} as a ${f.diskSize} stick; its first boot grows the data partition to fill it\n`
+            : `cairn vm: booting ${image}, the ${f.diskSize} copy of ${given} made earlier\n`,
+        );
+      }
       const { accel, why } = await chooseAccel(f.accel as 'auto' | 'kvm' | 'tcg');
       const firmware = f.uefi ? 'uefi' : 'bios';
       process.stderr.write(

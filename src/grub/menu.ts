@@ -25,6 +25,8 @@ export interface BootSettings {
   /** cairn.upper_size, when set; the initramfs's default otherwise. */
   upperSize?: string;
   serialSpeed: number;
+  /** false: cairn.grow=0, the data partition keeps its size on a larger stick (absent: it grows). */
+  grow?: boolean;
   /** Which console is /dev/console (the last console= wins): where init's output and prompts go. */
   primaryConsole: PrimaryConsole;
 }
@@ -168,6 +170,7 @@ export function kernelArgs(boot: string, settings: BootSettings): string[] {
     `cairn.upper=${settings.upper}`,
     ...(settings.upperSize ? [`cairn.upper_size=${settings.upperSize}`] : []),
     `cairn.data=${settings.dataSpec}`,
+    ...(settings.grow === false ? ['cairn.grow=0'] : []),
     ...consoles,
   ];
 }
@@ -196,6 +199,7 @@ export function checkSettings(s: BootSettings): void {
     if (/[\x00-\x1f\x7f]/.test(path)) throw new UsageError(`the ${what} path holds a control character`);
   }
   if (!s.esp.value || /[\x00-\x1f\x7f]/.test(s.esp.value)) throw new UsageError(`the ESP ${s.esp.by} "${s.esp.value}" is empty or holds a control character`);
+  if (s.grow !== undefined && typeof s.grow !== 'boolean') throw new UsageError(`grow "${String(s.grow)}" is not true or false`);
   if (!Number.isInteger(s.serialSpeed) || s.serialSpeed <= 0) throw new UsageError(`serial speed ${s.serialSpeed} is not a baud rate`);
 }
 

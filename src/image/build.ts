@@ -27,6 +27,8 @@ export interface ImageOptions {
   password?: string;
   hostname: string;
   upper: UpperType;
+  /** false: the data partition never grows to fill a larger stick (cairn.grow=0 on the menu's command lines). */
+  grow?: boolean;
   /**
    * The kernel package. debian: linux-image-amd64 for sticks,
    * linux-image-cloud-amd64 for VMs; alpine: linux-lts or linux-virt.
@@ -133,6 +135,7 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
     // builds its initramfs from them: the same cryptsetup unlocks at every boot.
     writeInitrd: (output) => buildInitramfs({ kernelVersion, modulesDir: root, output, luks: o.luks, initDir, programRoot: root }),
     upper: o.upper,
+    grow: o.grow,
     primaryConsole: o.primaryConsole,
     luks: o.luks,
   });
@@ -168,6 +171,7 @@ export interface BootFilesOptions {
   vmlinuz: string;
   writeInitrd: (output: string) => Promise<unknown>;
   upper: UpperType;
+  grow?: boolean;
   primaryConsole: PrimaryConsole;
   luks: boolean;
 }
@@ -193,6 +197,7 @@ export async function stageBootFiles(o: BootFilesOptions): Promise<{ files: Map<
       esp: { by: 'label', value: LABELS.esp },
       dataSpec: `LABEL=${LABELS.data}`,
       upper: o.upper,
+      ...(o.grow === false ? { grow: false } : {}),
       serialSpeed: 115200,
       primaryConsole: o.primaryConsole,
     },

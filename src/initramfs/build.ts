@@ -3,7 +3,7 @@
  * ACLs a state records, initramfs/lib/acl.sh), e2fsprogs' mkfs.ext4 (the
  * zram upper layer's ext4, with ea_inode; not every busybox has mke2fs,
  * and none makes ext4) and e2fsck (the data partition's check before it is
- * mounted), cryptsetup for
+ * mounted), sfdisk and resize2fs (it grows to fill the stick), cryptsetup for
  * an encrypted data partition, util-linux's blkid when there is one (from
  * this machine, or from the image's root an image build gives), the
  * shared libraries they need, the kernel modules the boot needs with their
@@ -39,7 +39,7 @@ export interface InitramfsOptions {
   /** The busybox to carry (default: busybox on PATH, or in programRoot). */
   busybox?: string;
   /**
-   * Where busybox, unsquashfs, setfattr, mkfs.ext4, e2fsck, cryptsetup and blkid and their
+   * Where busybox, unsquashfs, setfattr, mkfs.ext4, e2fsck, sfdisk, resize2fs, cryptsetup and blkid and their
    * libraries come from: this machine (/, the default) or an image's root,
    * so that an image's initramfs carries the image's own programs.
    */
@@ -94,6 +94,9 @@ export async function buildInitramfs(opts: InitramfsOptions): Promise<InitramfsR
     { name: 'mkfs.ext4', path: requireProgram('mkfs.ext4', undefined, root) },
     // The data partition's check before it is mounted (initramfs/lib/data.sh).
     { name: 'e2fsck', path: requireProgram('e2fsck', undefined, root) },
+    // The data partition grows to fill the stick (initramfs/lib/grow.sh).
+    { name: 'sfdisk', path: requireProgram('sfdisk', undefined, root) },
+    { name: 'resize2fs', path: requireProgram('resize2fs', undefined, root) },
     ...(luks ? [{ name: 'cryptsetup', path: requireProgram('cryptsetup', undefined, root) }] : []),
     ...((b) => (b ? [{ name: 'blkid', path: b }] : []))(findUtilLinuxBlkid(root)),
   ];

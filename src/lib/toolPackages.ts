@@ -23,6 +23,7 @@ const PACKAGES: Record<string, { alpine: string; debian: string }> = {
   'mkfs.ext4': { alpine: 'e2fsprogs', debian: 'e2fsprogs' },
   e2fsck: { alpine: 'e2fsprogs', debian: 'e2fsprogs' },
   debugfs: { alpine: 'e2fsprogs-extra', debian: 'e2fsprogs' },
+  resize2fs: { alpine: 'e2fsprogs-extra', debian: 'e2fsprogs' },
   'mkfs.vfat': { alpine: 'dosfstools', debian: 'dosfstools' },
   mcopy: { alpine: 'mtools', debian: 'mtools' },
   mmd: { alpine: 'mtools', debian: 'mtools' },

@@ -94,6 +94,7 @@ function glibcStandIns(): Record<string, HostProgramPackage> {
     setpriv: { version: UTIL_LINUX, files: { '/usr/bin/setpriv': 'usr/bin/setpriv' } },
     findmnt: { version: UTIL_LINUX, files: { '/usr/bin/findmnt': 'bin/findmnt' } },
     blkid: { version: UTIL_LINUX, files: { '/usr/sbin/blkid': 'sbin/blkid' } },
+    'e2fsprogs-extra': { version: '1.47.0-r5', files: { '/usr/sbin/resize2fs': 'usr/sbin/resize2fs' } },
   };
 }
 

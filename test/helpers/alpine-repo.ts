@@ -191,6 +191,8 @@ const INITRAMFS_PROGRAMS: Record<string, HostProgramPackage> = {
   'squashfs-tools': { version: '4.6.1-r1', files: { '/usr/bin/unsquashfs': 'usr/bin/unsquashfs' } },
   attr: { version: '2.5.2-r0', files: { '/usr/bin/setfattr': 'usr/bin/setfattr' } },
   e2fsprogs: { version: '1.47.0-r5', files: { '/usr/sbin/mke2fs': 'usr/sbin/mke2fs', '/usr/sbin/e2fsck': 'usr/sbin/e2fsck' }, links: { 'usr/sbin/mkfs.ext4': 'mke2fs' } },
+  'e2fsprogs-extra': { version: '1.47.0-r5', files: { '/usr/sbin/resize2fs': 'usr/sbin/resize2fs' } },
+  sfdisk: { version: '2.39.3-r0', files: { '/usr/sbin/sfdisk': 'sbin/sfdisk' } },
 };
 
 function placeholder(key: KeyObject, name: string): RepoPackage {

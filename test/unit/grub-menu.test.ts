@@ -120,6 +120,12 @@ describe('kernelArgs', () => {
       }),
     ).toEqual(['cairn.boot=backup', 'cairn.upper=tmpfs', 'cairn.upper_size=2G', 'cairn.data=UUID=0b7c3f7e-2d5e', 'console=ttyS0,9600', 'console=tty0']);
   });
+
+  it('adds cairn.grow=0 to every entry of a stick built with --no-grow, and nothing when it grows', () => {
+    expect(kernelArgs('default', { ...DEFAULT_SETTINGS, grow: false })).toContain('cairn.grow=0');
+    expect(kernelArgs('default', { ...DEFAULT_SETTINGS, grow: true }).join(' ')).not.toContain('cairn.grow');
+    for (const e of menu([intact('newest'), intact('backup')], { grow: false }).entries) expect(e.args).toContain('cairn.grow=0');
+  });
 });
 
 describe('settings that cannot be carried are refused', () => {
@@ -138,6 +144,7 @@ describe('settings that cannot be carried are refused', () => {
     [{ kernel: '/vmlinuz\n}' }, /control character/],
     [{ esp: { by: 'label' as const, value: '' } }, /ESP label/],
     [{ esp: { by: 'label' as const, value: 'A\nB' } }, /control character/],
+    [{ grow: 'no' as unknown as boolean }, /grow "no" is not true or false/],
   ])('%j', (over, message) => {
     expect(() => menu([], over)).toThrow(UsageError);
     expect(() => menu([], over)).toThrow(message);

@@ -8,6 +8,11 @@
  * unlock the same way through the same initramfs: the host read costs
  * seconds where a boot under emulation costs minutes.
  *
+ * The image is booted as a larger stick (a copy grown as `cairn vm
+ * --disk-size` grows it): the boot grows the partition before it asks for
+ * the passphrase, so the LUKS mapping covers the grown partition, and the
+ * ext4 inside once it is mounted.
+ *
  * The image's key derivation is argon2id with 200 ms on the build machine
  * instead of the 2 s a built stick gets: under software emulation each try
  * costs many times that.
@@ -17,8 +22,8 @@ import { existsSync, mkdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { TITLES } from '../../src/grub/menu.js';
-import { planLayout } from '../../src/image/layout.js';
 import { DATA } from '../../src/names.js';
+import { grownCopy } from '../../src/vm/diskSize.js';
 import { decryptPayload, extractHeader, volumeKey } from '../helpers/luks-read.js';
 import { CLI, requireSystem } from '../helpers/system.js';
 import { Vm } from '../helpers/vm-qemu.js';
@@ -29,6 +34,8 @@ const WORK = join(CACHE, 'luks-stick');
 const PASSWORD = 'cairn-test';
 const PASSPHRASE = 'correct horse battery';
 const SIZE_MIB = 1024;
+/** The stick the image is written to. */
+const STICK = '1536M';
 const MENU: string[] = [TITLES.default, TITLES.backup, TITLES.clean];
 
 const vms: Vm[] = [];
@@ -40,6 +47,7 @@ async function bootToPrompt(name: string): Promise<{ vm: Vm; s: Session }> {
   vms.push(vm);
   const s = new Session(vm);
   await s.pickEntry(MENU, 0);
+  if (name === 'first') await vm.waitFor(/cairn: the data partition \/dev\/vda2 now fills \/dev\/vda: 76\d MiB -> 127\d MiB/, 180_000);
   await vm.waitFor(/cairn: \/dev\/vda2 is encrypted \(LUKS\)/, 180_000);
   await vm.waitFor('Passphrase for /dev/vda2 (1 of 3): ', 30_000);
   timings.push(`  ${name}: passphrase asked at ${vm.seconds()} s`);
@@ -71,6 +79,8 @@ describe.sequential('an encrypted cairn stick (debian image, QEMU, BIOS)', () =>
     );
     if (r.exitCode !== 0) throw new Error(`cairn image build --encrypt failed: ${r.stderr}`);
     timings.push(`  image built in ${Math.round((Date.now() - started) / 1000)} s`);
+    rmSync(join(WORK, `cairn-${STICK}.img`), { force: true });
+    image = (await grownCopy(image, STICK)).path;
   }, 1800_000);
 
   afterAll(async () => {
@@ -89,6 +99,9 @@ describe.sequential('an encrypted cairn stick (debian image, QEMU, BIOS)', () =>
       await unlock(vm, 'first');
       await s.login('root', PASSWORD);
       expect(await s.ok("awk '$2 == \"/persist\" { print $1 }' /proc/mounts")).toBe('/dev/mapper/cairn-data');
+      // The ext4 inside the LUKS volume grew to fill the grown partition.
+      expect(vm.output).toMatch(/cairn: the file system on \/dev\/mapper\/cairn-data now fills it: 126\d MiB/);
+      expect(Number(await s.ok("df -k /persist | awk 'NR == 2 { print $2 }'"))).toBeGreaterThan(1150 * 1024);
       expect(await s.ok('cairn status')).toMatch(/booted: default, nothing saved yet/);
       await s.ok('echo written-while-encrypted > /root/secret.txt');
       const shutdown = await s.powerOff();
@@ -104,12 +117,15 @@ describe.sequential('an encrypted cairn stick (debian image, QEMU, BIOS)', () =>
   }, 900_000);
 
   it('the saved state on the stick holds the session\'s file: read from the host with the passphrase', async () => {
-    const layout = planLayout(SIZE_MIB * 1024 * 1024, 256);
+    // The grown partition, as the stick's table now says.
+    const table = JSON.parse((await execa('sfdisk', ['--json', image], { env: { LC_ALL: 'C' } })).stdout).partitiontable;
+    const data = (table.partitions as Array<{ node: string; start: number; size: number }>).find((p) => p.node.endsWith('2'))!;
+    expect(data.start + data.size - 1).toBe(table.lastlba);
     const header = join(WORK, 'header');
-    await extractHeader(image, layout.data.startSector * 512, header);
+    await extractHeader(image, data.start * 512, header);
     const ext4 = join(WORK, 'data.ext4');
     try {
-      await decryptPayload(image, layout.data.startSector * 512, layout.data.sectors * 512, await volumeKey(header, PASSPHRASE), ext4);
+      await decryptPayload(image, data.start * 512, data.size * 512, await volumeKey(header, PASSPHRASE), ext4);
       const state = join(WORK, 'upperfs.squashfs');
       await execa('debugfs', ['-R', `dump /${DATA.newest} ${state}`, ext4]);
       expect((await execa('unsquashfs', ['-cat', state, 'root/secret.txt'])).stdout).toBe('written-while-encrypted');

@@ -334,14 +334,17 @@ export async function dataPartition(
 
 /**
  * The packages of the alpine base the initramfs carries programs from, and
- * what they need: Alpine's real busybox, e2fsprogs (mkfs.ext4) and musl.
+ * what they need: Alpine's real busybox, e2fsprogs (mkfs.ext4), sfdisk and musl.
  */
-const ALPINE_INITRAMFS_PACKAGES = ['musl', 'busybox', 'e2fsprogs', 'e2fsprogs-libs', 'libcom_err', 'libblkid', 'libuuid'];
+const ALPINE_INITRAMFS_PACKAGES = [
+  'musl', 'busybox', 'e2fsprogs', 'e2fsprogs-libs', 'libcom_err', 'libblkid', 'libuuid', 'sfdisk', 'libfdisk', 'libsmartcols', 'libncursesw',
+];
 
 /**
  * An image root of the alpine base as far as the initramfs sees it, from
- * Alpine's real packages (../shared/alpine). squashfs-tools and attr are
- * not among them: unsquashfs and setfattr are STAND-INS, copies of Alpine's
+ * Alpine's real packages (../shared/alpine). squashfs-tools, attr and
+ * e2fsprogs-extra are not among them: unsquashfs, setfattr and resize2fs
+ * are STAND-INS, copies of Alpine's
  * busybox (musl programs the build carries with their loader, never run by
  * the tests that use this root). Alpine's busybox gets its applet links as
  * its package's trigger gives them.
@@ -350,7 +353,7 @@ export async function alpineRoot(dir: string): Promise<string> {
   await unpackAlpinePackages(dir, ALPINE_INITRAMFS_PACKAGES);
   // What alpine-baselayout would have made.
   for (const d of ['usr/bin', 'usr/sbin']) await mkdir(join(dir, d), { recursive: true });
-  for (const standIn of ['usr/bin/unsquashfs', 'usr/bin/setfattr']) await copyFile(join(dir, 'bin/busybox'), join(dir, standIn));
+  for (const standIn of ['usr/bin/unsquashfs', 'usr/bin/setfattr', 'usr/sbin/resize2fs']) await copyFile(join(dir, 'bin/busybox'), join(dir, standIn));
   await execa('chroot', [dir, '/bin/busybox', '--install', '-s']);
   return dir;
 }
