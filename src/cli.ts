@@ -6,6 +6,8 @@ import { saveCommand } from './commands/save.js';
 import { statusCommand } from './commands/status.js';
 import { releaseCommand } from './commands/release.js';
 import { resetCommand } from './commands/reset.js';
+import { backupCommand } from './commands/backup.js';
+import { restoreCommand } from './commands/restore.js';
 import { verifyCommand } from './commands/verify.js';
 import { initramfsCommand } from './commands/initramfs.js';
 import { kernelCommand } from './commands/kernel.js';
@@ -31,6 +33,8 @@ export function buildProgram(): Command {
   program.addCommand(statusCommand(global));
   program.addCommand(releaseCommand(global));
   program.addCommand(resetCommand(global));
+  program.addCommand(backupCommand(global));
+  program.addCommand(restoreCommand(global));
   program.addCommand(verifyCommand());
   program.addCommand(initramfsCommand());
   program.addCommand(grubCommand(global));

@@ -67,6 +67,28 @@ export const MODES = {
   state: 0o600,
 } as const;
 
+/**
+ * `cairn backup` and `cairn restore` (docs/backup.md): the backup file's
+ * magic lines and format, and the names a restore works under on the data
+ * partition, each a step of its crash-safe sequence.
+ */
+export const BACKUP = {
+  magic: 'cairn-backup',
+  endMagic: 'cairn-backup-end',
+  /** The format this cairn writes and the newest it reads. */
+  format: 1,
+  /** Beside FILE while a backup is written; renamed to FILE once read back and verified. */
+  partialSuffix: '.cairn-partial',
+  /** user/ as the backup holds it, unpacked here first; a leftover is removed. */
+  userPartial: '.cairn-restore-user.partial',
+  /** The restored user/, complete, waiting to be swapped in. */
+  userReady: '.cairn-restore-user.ready',
+  /** user/ as it was before a restore, removed once the new one is in place. */
+  userOld: '.cairn-restore-user.old',
+  /** The user folder's image copied out of the backup before unpacking. */
+  userImage: '.cairn-restore-user.squashfs',
+} as const;
+
 /** Labels the image builder gives the partitions and the initramfs looks for. */
 export const LABELS = {
   data: 'cairn-data',

@@ -200,3 +200,21 @@ export class AppletMissingError extends CairnError {
     super(`${busybox} lacks the applet(s) the early boot needs: ${applets.join(', ')}`, { hint });
   }
 }
+
+/**
+ * A file given to `cairn restore` (or read back by `cairn backup`) that is
+ * not a whole backup this cairn can read: not a backup at all, one from a
+ * newer cairn, or damaged or cut short. Nothing was changed.
+ */
+export class BackupFileError extends CairnError {
+  override readonly code = 'BACKUP_FILE';
+  override readonly exitCode = 65; // EX_DATAERR: the input is not what it must be
+  constructor(
+    readonly file: string,
+    readonly problem: string,
+    readonly kind: 'not-a-backup' | 'newer' | 'damaged',
+    hint?: string,
+  ) {
+    super(`${file}: ${problem}`, { hint });
+  }
+}

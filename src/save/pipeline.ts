@@ -21,7 +21,7 @@ import {
 import { run } from '../lib/run.js';
 import { DATA, MODES } from '../names.js';
 import { heldName, holdSkippedStates, type HeldState } from '../state/held.js';
-import { RESET_MARK } from '../state/reset.js';
+import { sessionMarkReason } from '../state/reset.js';
 import { encodeSeal, notAStateImage, readSeal } from '../state/seal.js';
 import { isStateName, listStates, type StateFile } from '../state/states.js';
 import { compareTrees } from './compare.js';
@@ -104,14 +104,14 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
   // booted session has one, and only its own earlier saves are superseded.
   const bootSession = options.bootRecord?.session ?? '';
   await checkDirs(upperDir, dataDir);
-  // Only a clean boot the user picked, or a session that reset the stick,
-  // is one not to save; a default boot that found no state (the first boot
+  // Only a clean boot the user picked, or a session that reset the stick or
+  // restored a backup onto it, is one not to save; a default boot that found no state (the first boot
   // of a new stick) saves as usual.
   const why =
     options.bootRecord?.requested === 'clean'
       ? 'this session booted clean'
-      : options.runDir && existsSync(join(options.runDir, RESET_MARK))
-        ? 'this session reset the stick'
+      : options.runDir
+        ? sessionMarkReason(options.runDir)
         : undefined;
   if (why && !(await options.confirmCleanSave(why))) {
     throw new RefusedError(`${why}: nothing is saved unless you confirm`, {

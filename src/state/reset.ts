@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { lstat, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { unlinkDurably } from '../lib/durable.js';
@@ -33,6 +34,31 @@ export interface ResetReport {
 export const RESET_MARK = 'reset';
 
 /**
+ * Why the session whose run directory is RUNDIR is not to be saved, from
+ * the mark markSessionNotToSave left there (the command it names), or
+ * undefined when there is none. openrc/cairn-save.initd reads it the same way.
+ */
+export function sessionMarkReason(runDir: string): string | undefined {
+  let text: string;
+  try {
+    text = readFileSync(join(runDir, RESET_MARK), 'utf8');
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+    return 'this session reset the stick';
+  }
+  return / cairn restore$/m.test(text) ? 'this session restored a backup onto the stick' : 'this session reset the stick';
+}
+
+/**
+ * Leaves RESET_MARK in the session's run directory: the session's saves, the
+ * shutdown's first, then refuse to write it back over what COMMAND put on
+ * the stick (`cairn reset`, `cairn restore`) unless the user confirms.
+ */
+export async function markSessionNotToSave(runDir: string, command: string): Promise<void> {
+  await writeFile(join(runDir, RESET_MARK), `${new Date().toISOString()} ${command}\n`, { mode: 0o644 });
+}
+
+/**
  * Back to the stick as built: every saved state goes, and what saves keep
  * beside them (the held list, the failed-save record, a save's leftovers).
  * Under the save lock, so no save runs meanwhile.
@@ -62,7 +88,7 @@ export async function resetStick(o: ResetOptions): Promise<ResetReport> {
     }
     // Marked first: a crash after a removal must not let this session's
     // shutdown save write it all back.
-    if (o.runDir) await writeFile(join(o.runDir, RESET_MARK), `${new Date().toISOString()} cairn reset\n`, { mode: 0o644 });
+    if (o.runDir) await markSessionNotToSave(o.runDir, 'cairn reset');
     let steps = 0;
     for (const name of files) {
       if (o.stopAfterSteps !== undefined && steps >= o.stopAfterSteps) return report;

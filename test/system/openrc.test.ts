@@ -1,5 +1,5 @@
 import { execa } from 'execa';
-import { existsSync, readFileSync, readlinkSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readlinkSync, rmSync, statSync } from 'node:fs';
 import { chmod, mkdir, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -126,20 +126,27 @@ describe('cairn-save at shutdown', () => {
     expect(statSync(join(data, 'upperfs.squashfs')).ino).toBe(before);
   });
 
-  it('saves nothing after the user reset the stick in this session', async () => {
-    const resetData = await s.dataPartition('data-reset', 32);
-    const run = s.path('reset-session');
+  it.each([
+    ['reset the stick', 'reset', 'this session reset the stick'],
+    ['restored a backup', 'restore', 'this session restored a backup onto the stick'],
+  ])('saves nothing after the user %s in this session', async (_what, command, said) => {
+    const resetData = await s.dataPartition(`data-${command}`, 32);
+    const run = s.path(`${command}-session`);
     await mkdir(run, { recursive: true });
     const rec = join(run, 'boot');
     await writeFile(rec, 'requested=default\nused=default\nsession=x\n');
-    const reset = await execa(process.execPath, [CLI, 'reset', '--yes', '--data', resetData, '--boot-record', rec], { reject: false });
-    expect(reset.exitCode, reset.stderr).toBe(0);
-    const resetWrapper = s.path('cairn-reset-session');
+    const before = s.path(`${command}.backup`);
+    rmSync(before, { force: true });
+    if (command === 'restore') expect((await execa(process.execPath, [CLI, 'backup', before, '--data', resetData], { reject: false })).exitCode).toBe(0);
+    const args = command === 'reset' ? ['reset', '--yes'] : ['restore', before, '--yes'];
+    const done = await execa(process.execPath, [CLI, ...args, '--data', resetData, '--boot-record', rec], { reject: false });
+    expect(done.exitCode, done.stderr).toBe(0);
+    const resetWrapper = s.path(`cairn-${command}-session`);
     await writeFile(resetWrapper, `#!/bin/sh\nexec ${process.execPath} ${CLI} "$@" --upper ${upper} --data ${resetData} --boot-record ${rec}\n`);
     await chmod(resetWrapper, 0o755);
     const r = await service('cairn-save.initd', 'start', { cairn: resetWrapper, boot_record: rec, data_dir: resetData });
     expect(r.exitCode).toBe(0);
-    expect(r.out).toMatch(/this session reset the stick: nothing is saved/);
+    expect(r.out).toContain(`${said}: nothing is saved`);
     expect(existsSync(join(resetData, 'upperfs.squashfs'))).toBe(false);
   });
 
