@@ -118,6 +118,11 @@ export const RUNTIME = {
 export const SEAL = {
   size: 4096,
   magic: 'cairn-state 1',
+  /**
+   * What `cksum` (POSIX CRC) prints for the whole file of a state sealed with
+   * a `cksum_fix` field, which is chosen to make it so (docs/state-format.md).
+   */
+  cksum: 0,
 } as const;
 
 /** Inside every state image, beside the saved upper layer's own files. */

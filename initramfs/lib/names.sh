@@ -33,6 +33,8 @@ CAIRN_DATA_DIR=/persist
 
 CAIRN_SEAL_SIZE=4096
 CAIRN_SEAL_MAGIC='cairn-state 1'
+# What cksum prints for the whole file of a state whose seal has cksum_fix.
+CAIRN_SEAL_CKSUM=0
 
 # What a save records at the root of a state (src/names.ts STATE): the POSIX
 # ACLs, and the sparse files too large to squash as they are.

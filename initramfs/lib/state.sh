@@ -1,7 +1,9 @@
 # shellcheck shell=sh
 # Saved states: which one to unpack, whether it is intact, and the fallback
-# when it is not. A state that is missing or fails its check is never
-# unpacked. The fallbacks (docs/state-format.md):
+# when it is not. A state that is missing or whose seal is not whole is
+# never unpacked; one whose bytes fail their check (state_verify, run while
+# it is unpacked) is thrown away with the upper layer. Either way the boot
+# goes on with the next state. The fallbacks (docs/state-format.md):
 #   default -> backup -> clean
 #   backup  -> clean
 #   gen-<n> -> clean   (an older generation is asked for on purpose, usually
@@ -44,16 +46,16 @@ state_describe() {
 # decodeSeal refuses it too), 1 for anything else.
 seal_fields() {
   IFS= read -r _sf_line && [ "$_sf_line" = "$CAIRN_SEAL_MAGIC" ] || return 1
-  _sf_end=
   # Keys seen so far, each followed by "=", which no key holds.
   _sf_keys="="
   while IFS= read -r _sf_line || [ -n "$_sf_line" ]; do
-    if [ -n "$_sf_end" ]; then
-      [ -z "$_sf_line" ] || return 1
-      continue
-    fi
     case $_sf_line in
-      end) _sf_end=1 ;;
+      end)
+        # The padding at once: the shell reads a pipe a byte at a time,
+        # and the seal is mostly padding.
+        [ "$(tr -d '\n' | wc -c)" -eq 0 ]
+        return
+        ;;
       [a-z]*=*)
         _sf_key=${_sf_line%%=*}
         case $_sf_keys in
@@ -65,17 +67,23 @@ seal_fields() {
       *) return 1 ;;
     esac
   done
-  [ -n "$_sf_end" ]
+  return 1
 }
 
-# seal_value KEY: the value of KEY in seal_fields output on stdin.
+# seal_value KEY: the value of KEY in seal_fields output on stdin. In the
+# shell alone: the boot reads the seal several times before it unpacks.
 seal_value() {
-  sed -n "s/^$1=//p" | head -n 1
+  while IFS= read -r _sl_line; do
+    case $_sl_line in
+      "$1="*) echo "${_sl_line#*=}" && return 0 ;;
+    esac
+  done
 }
 
-# state_check FILE: succeed when FILE is an intact state: its size is the
-# sealed size plus the seal, the seal is whole, the sha256 matches. On
-# failure print why, as words that follow the file's name.
+# state_check FILE: succeed when FILE may be an intact state: a regular
+# file whose size is the sealed size plus the seal, and whose seal is whole.
+# Its bytes are checked by state_verify. On failure print why, as words
+# that follow the file's name.
 state_check() {
   # A symbolic link is never followed: it would resolve here, in the
   # initramfs, not on the data partition (and cairn status says the same).
@@ -109,13 +117,39 @@ state_check() {
     echo "has a seal without a valid size or sha256"
     return 1
   fi
+  if echo "$_sc_fields" | grep -q '^cksum_fix='; then
+    _sc_fix=$(echo "$_sc_fields" | seal_value cksum_fix)
+    case $_sc_fix in
+      *[!01]*) _sc_fix= ;;
+    esac
+    [ "${#_sc_fix}" -eq 32 ] || { echo "has a seal without a valid cksum_fix" && return 1; }
+  fi
   if [ "$_sc_total" -ne $((_sc_size + CAIRN_SEAL_SIZE)) ]; then
     echo "is $_sc_total bytes where its seal says $((_sc_size + CAIRN_SEAL_SIZE))" \
       "(truncated or damaged)"
     return 1
   fi
-  _sc_have=$(head -c "$_sc_size" "$1" | sha256sum)
-  [ "${_sc_have%% *}" = "$_sc_sum" ] ||
+}
+
+# state_verify FILE: succeed when the bytes of FILE (state_check passed)
+# are what was sealed. A seal with cksum_fix (docs/state-format.md) makes
+# the POSIX cksum of the whole file, seal included, CAIRN_SEAL_CKSUM: one
+# read of the file by cksum, which runs at the speed of the device where
+# the base carries coreutils' cksum (busybox's is slower). An older seal
+# has the sha256 of the image only. On failure print why, as words that
+# follow the file's name.
+state_verify() {
+  _sv_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields) ||
+    { echo "has no intact seal at its end (truncated, damaged or not a cairn state)" && return 1; }
+  if echo "$_sv_fields" | grep -q '^cksum_fix='; then
+    _sv_have=$(cksum <"$1") || { echo "cannot be read" && return 1; }
+    [ "$_sv_have" = "$CAIRN_SEAL_CKSUM $(stat -c %s "$1")" ] ||
+      { echo "fails its checksum (cksum mismatch)" && return 1; }
+    return 0
+  fi
+  _sv_size=$(echo "$_sv_fields" | seal_value size)
+  _sv_have=$(head -c "$_sv_size" "$1" | sha256sum)
+  [ "${_sv_have%% *}" = "$(echo "$_sv_fields" | seal_value sha256)" ] ||
     { echo "fails its checksum (sha256 mismatch)" && return 1; }
 }
 

@@ -16,9 +16,15 @@ state_need() {
   esac
 }
 
-# state_unpack FILE DIR: unpack FILE into DIR. On failure print why, as words
-# that follow the file's name; the status is 2 when the state does not fit.
+# state_unpack FILE DIR: unpack FILE into DIR while state_verify checks its
+# bytes beside unsquashfs: both read the same file, so the device is read
+# once, and on two cores the check costs unsquashfs little. A failed check
+# stops unsquashfs and fails the unpack, whatever unsquashfs made of the
+# damaged image: the caller throws the upper layer away. On failure print
+# why, as words that follow the file's name; the status is 2 when the
+# state does not fit.
 state_unpack() {
+  _su_out=
   _su_need=$(state_need "$1")
   _su_free=$(fs_free_bytes "$2") || _su_free=
   if [ -n "$_su_free" ] && [ -n "$_su_need" ] && [ "$_su_need" -gt "$_su_free" ]; then
@@ -26,9 +32,30 @@ state_unpack() {
       "$(mib "$_su_free") MiB free; see cairn.upper_size)"
     return 2
   fi
+  if ! _su_check=$(mktemp) || ! _su_log=$(mktemp); then
+    echo "could not be unpacked: no temp file for its check" && return 1
+  fi
   info "unpacking ${1##*/}${_su_need:+ ($(mib "$_su_need") MiB of files)}"
-  if _su_out=$(unsquashfs -f -no-progress -d "$2" "$1" 2>&1); then
-    debug "unsquashfs: $(echo "$_su_out" | grep '^created' | tr '\n' ' ')"
+  state_verify "$1" >"$_su_check" &
+  _su_check_pid=$!
+  unsquashfs -f -no-progress -d "$2" "$1" >"$_su_log" 2>&1 &
+  _su_pid=$!
+  if ! wait "$_su_check_pid"; then
+    kill "$_su_pid" 2>/dev/null
+    wait "$_su_pid"
+    cat "$_su_check"
+    rm -f "$_su_check" "$_su_log"
+    return 1
+  fi
+  wait "$_su_pid"
+  _su_rc=$?
+  # Read only when it is said: every program run here is time the boot waits.
+  if [ "$_su_rc" -ne 0 ] || [ "${cairn_debug:-0}" = 1 ]; then
+    _su_out=$(cat "$_su_log")
+  fi
+  rm -f "$_su_check" "$_su_log"
+  if [ "$_su_rc" -eq 0 ]; then
+    [ -z "$_su_out" ] || debug "unsquashfs: $(echo "$_su_out" | grep '^created' | tr '\n' ' ')"
     # Sparse files first: the ACL record may name them.
     sparse_expand "$2" || return
     acl_restore "$2" || return 1
@@ -46,9 +73,9 @@ state_unpack() {
 }
 
 # state_fill: unpack the selected state (state_select) into the upperdir.
-# A state that does not unpack (it does not fit, or its files are damaged)
-# falls back like one that fails its check: the upper layer is emptied and
-# the walk goes on with the next state (default -> backup -> clean).
+# A state that fails its check, does not fit or does not unpack falls back:
+# the upper layer is emptied and the walk goes on with the next state
+# (default -> backup -> clean).
 state_fill() {
   while [ "$cairn_used" != clean ]; do
     if _sf_why=$(state_unpack "$cairn_state_file" "$ROOT$CAIRN_UPPER_DIR"); then

@@ -3,7 +3,8 @@
  * ACLs a state records, initramfs/lib/acl.sh), e2fsprogs' mkfs.ext4 (the
  * zram upper layer's ext4, with ea_inode; not every busybox has mke2fs,
  * and none makes ext4) and e2fsck (the data partition's check before it is
- * mounted), sfdisk and resize2fs (it grows to fill the stick), cryptsetup for
+ * mounted), sfdisk and resize2fs (it grows to fill the stick), coreutils'
+ * cksum where the root has it (the check of a state), cryptsetup for
  * an encrypted data partition, util-linux's blkid when there is one (from
  * this machine, or from the image's root an image build gives), the
  * shared libraries they need, the kernel modules the boot needs with their
@@ -26,7 +27,7 @@ import { bootModules } from './bootModules.js';
 import { writeNewc } from './cpio.js';
 import { sharedLibraries } from './elf.js';
 import { moduleIndexFiles, readModuleIndex, selectModules } from './modules.js';
-import { busyboxApplets, findUtilLinuxBlkid, realpathIn, requireProgram } from './programs.js';
+import { busyboxApplets, cksumFor, findUtilLinuxBlkid, realpathIn, requireProgram } from './programs.js';
 import { ArchiveTree } from './tree.js';
 
 export interface InitramfsOptions {
@@ -105,9 +106,12 @@ export async function buildInitramfs(opts: InitramfsOptions): Promise<InitramfsR
   addSkeleton(tree);
   const carried: InitramfsReport['programs'] = [];
   carried.push(await addProgram(tree, 'bin/busybox', busybox, root));
-  for (const applet of await busyboxApplets(busybox, root)) {
+  const applets = await busyboxApplets(busybox, root);
+  for (const applet of applets) {
     if (!tree.has(applet)) tree.symlink(applet, '/bin/busybox');
   }
+  const cksum = cksumFor(root, busybox, applets);
+  if (cksum) programs.push({ name: 'cksum', path: cksum });
   for (const p of programs) {
     // Real programs in /usr/sbin, first on the init's PATH, ahead of any applet of the same name.
     carried.push({ ...(await addProgram(tree, `usr/sbin/${p.name}`, p.path, root)), name: p.name });

@@ -99,10 +99,29 @@ export function requireProgram(name: string, given?: string, root = '/'): string
   return found;
 }
 
+/** The program NAME of ROOT when it is not busybox's applet, or undefined. */
+export function findNotBusybox(name: string, root = '/'): string | undefined {
+  const found = findProgram(name, undefined, root);
+  return found && basename(realpathIn(root, found)) !== 'busybox' ? found : undefined;
+}
+
 /** util-linux's blkid, if ROOT has it (busybox's knows less and is not it). */
 export function findUtilLinuxBlkid(root = '/'): string | undefined {
-  const found = findProgram('blkid', undefined, root);
-  return found && basename(realpathIn(root, found)) !== 'busybox' ? found : undefined;
+  return findNotBusybox('blkid', root);
+}
+
+/**
+ * The cksum the boot checks a state with (initramfs/lib/state.sh
+ * state_verify): coreutils' where ROOT has it (Debian's), about ten times
+ * faster than busybox's on a CPU with carry-less multiply, else busybox's
+ * applet (Alpine's busybox has one, Debian's busybox-static none), or a
+ * missing-applet error.
+ */
+export function cksumFor(root: string, busybox: string, applets: readonly string[]): string | undefined {
+  const real = findNotBusybox('cksum', root);
+  if (real) return real;
+  if (applets.some((a) => basename(a) === 'cksum')) return undefined;
+  throw new AppletMissingError(busybox, ['cksum'], `${busyboxHint(root, 'applets')}, or ${toolHint('cksum')}`);
 }
 
 /**
@@ -117,7 +136,7 @@ export const REQUIRED_APPLETS = [
   'sh', 'mount', 'umount', 'switch_root', 'modprobe', 'findfs', 'awk', 'sed', 'grep',
   'sha256sum', 'stat', 'setsid', 'sleep', 'cat', 'echo', 'printf', 'test', 'mkdir',
   'rm', 'mv', 'tr', 'head', 'tail', 'sort', 'xargs', 'find', 'date', 'stty', 'sync', 'poweroff',
-  'uname', 'ls', 'chmod', 'chown', 'dd', 'touch', 'ln', 'timeout', 'od', 'blockdev',
+  'uname', 'ls', 'chmod', 'chown', 'dd', 'touch', 'ln', 'timeout', 'od', 'blockdev', 'mktemp', 'kill',
 ] as const;
 
 /**

@@ -31,6 +31,7 @@ const PACKAGES: Record<string, { alpine: string; debian: string }> = {
   depmod: { alpine: 'kmod', debian: 'kmod' },
   perl: { alpine: 'perl', debian: 'perl-base' },
   openssl: { alpine: 'openssl', debian: 'openssl' },
+  cksum: { alpine: 'coreutils', debian: 'coreutils' },
 };
 
 /** What to tell a user who lacks PROGRAM: the package that brings it on each base, or FALLBACK. */

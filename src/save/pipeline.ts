@@ -19,6 +19,7 @@ import {
   withTempDir,
 } from '../lib/resources.js';
 import { run } from '../lib/run.js';
+import { toolHint } from '../lib/toolPackages.js';
 import { DATA, MODES } from '../names.js';
 import { heldName, holdSkippedStates, type HeldState } from '../state/held.js';
 import { sessionMarkReason } from '../state/reset.js';
@@ -194,6 +195,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
             );
             files = result.files;
             sha256 = result.sha256;
+            imageCksum = result.imageCksum;
             upperSaved = result.upperBytes;
             space = result.space;
             warnings.push(...result.leftOut);
@@ -216,7 +218,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
               files,
               space,
             };
-            await appendDurably(temp, encodeSeal(seal));
+            await appendDurably(temp, encodeSeal(seal, { imageCksum }));
             const back = await readSeal(temp);
             if (!back.ok || back.seal.sha256 !== sha256) {
               throw new IntegrityError(temp, `the seal did not read back: ${back.ok ? 'checksum differs' : back.problem}`);
@@ -243,6 +245,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
         },
       ];
       let sha256 = '';
+      let imageCksum = 0;
 
       let stepsRun = 0;
       try {
@@ -407,6 +410,8 @@ async function removeSaveFile(path: string): Promise<void> {
 
 interface VerifyResult {
   sha256: string;
+  /** What cksum prints for the image as read back: the seal's cksum_fix is made from it. */
+  imageCksum: number;
   files: number;
   /** File bytes in the upper layer as saved (excludes applied, holes not counted). */
   upperBytes: number;
@@ -439,6 +444,13 @@ async function verifyAgainstUpper(
       log.debug({ ms: Date.now() - t, bytes: size }, 'checksum read back');
       return sum;
     });
+    // The boot checks a state by this CRC (docs/state-format.md, cksum_fix): a
+    // misread figure would seal a state no boot accepts, so its form is checked.
+    const imageCksum = run('cksum', [device], { timeoutMs: 30 * 60_000, hint: toolHint('cksum') }).then((r) => {
+      const m = /^(\d+) (\d+) /.exec(r.stdout);
+      if (!m || Number(m[2]) !== size) throw new IntegrityError(device, `cksum printed "${r.stdout.trim()}", not the CRC and the ${size} bytes of the image`);
+      return Number(m[1]);
+    });
     const compared = withTempDir('cairn-verify-', (mnt) =>
       withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
         // Walked now, not before squashing: excluded paths that appeared
@@ -465,8 +477,8 @@ async function verifyAgainstUpper(
         return { files: result.entries, upperBytes: upperBytes(upper), space: spaceTaken(upper), leftOut: describeLeftOut(upper.leftOut) };
       }),
     );
-    const [sha256, tree] = await Promise.all([checksum, compared]);
-    return { sha256, ...tree, directIo };
+    const [sha256, cksum, tree] = await Promise.all([checksum, imageCksum, compared]);
+    return { sha256, imageCksum: cksum, ...tree, directIo };
   });
 }
 

@@ -22,19 +22,172 @@ export interface Seal {
    * state against before unpacking it. 0 when unknown (older states).
    */
   space: number;
+  /**
+   * 32 characters 0 or 1, chosen when sealing so that the POSIX CRC of the
+   * whole file, image and seal, is SEAL.cksum: the boot's check (one `cksum`
+   * of the file, which covers the seal too). Absent in states of older cairns.
+   */
+  cksumFix?: string;
 }
 
 const FIELDS = ['size', 'sha256', 'id', 'parent', 'session', 'created', 'files', 'space'] as const;
+const FIX_KEY = 'cksum_fix';
+const FIX_BITS = 32;
 
-export function encodeSeal(seal: Seal): Buffer {
-  const lines = [SEAL.magic, ...FIELDS.map((k) => `${k}=${seal[k]}`), 'end', ''];
-  const text = lines.join('\n');
+export interface EncodeOptions {
+  /**
+   * What `cksum` prints for the image (the seal.size bytes before the seal):
+   * with it the seal gets its cksum_fix field, without it none.
+   */
+  imageCksum?: number;
+}
+
+export function encodeSeal(seal: Seal, options: EncodeOptions = {}): Buffer {
   for (const k of FIELDS) {
     if (/[\n=]/.test(String(seal[k])) && k !== 'sha256') throw new Error(`seal field ${k} holds a newline or '='`);
   }
+  const fix = options.imageCksum === undefined ? [] : [`${FIX_KEY}=${'0'.repeat(FIX_BITS)}`];
+  const text = [SEAL.magic, ...FIELDS.map((k) => `${k}=${seal[k]}`), ...fix, 'end', ''].join('\n');
   if (Buffer.byteLength(text) > SEAL.size) throw new Error('seal too large');
   // Newline padding keeps the block plain text for busybox tools.
-  return Buffer.concat([Buffer.from(text), Buffer.alloc(SEAL.size - Buffer.byteLength(text), '\n')]);
+  const block = Buffer.concat([Buffer.from(text), Buffer.alloc(SEAL.size - Buffer.byteLength(text), '\n')]);
+  if (options.imageCksum !== undefined) fixSealCksum(block, options.imageCksum, seal.size);
+  return block;
+}
+
+/**
+ * Sets the cksum_fix field of BLOCK, a seal holding it (any 32 characters 0
+ * or 1), for an image of SIZE bytes whose cksum is IMAGECKSUM: the whole
+ * file then has the cksum SEAL.cksum.
+ */
+export function fixSealCksum(block: Buffer, imageCksum: number, size: number): void {
+  const key = Buffer.from(`\n${FIX_KEY}=`);
+  const at = block.indexOf(key) + key.length;
+  if (at < key.length || !/^[01]{32}\n$/.test(block.subarray(at, at + FIX_BITS + 1).toString('latin1'))) {
+    throw new Error(`the seal holds no ${FIX_KEY} field to set`);
+  }
+  forceCksum(block, at, cksumRegister(imageCksum, size), size + block.length);
+}
+
+/*
+ * POSIX cksum: CRC-32 with the polynomial 0x04C11DB7, most significant bit
+ * first, over the bytes and then the length (least significant byte first,
+ * as few bytes as it takes), complemented. GNU coreutils' cksum and
+ * busybox's compute the same.
+ */
+const POLY = 0x04c11db7;
+const TABLE = new Uint32Array(256);
+/** The index of the table entry with each low byte: the way back one step. */
+const BY_LOW_BYTE = new Uint8Array(256);
+for (let i = 0; i < 256; i++) {
+  let c = i << 24;
+  for (let k = 0; k < 8; k++) c = c & 0x80000000 ? (c << 1) ^ POLY : c << 1;
+  TABLE[i] = c >>> 0;
+  BY_LOW_BYTE[c & 0xff] = i;
+}
+/** Slicing by 8: SLICES[k] is the table for a byte followed by k more (a byte at a time runs at about 100 MB/s). */
+const SLICES = [TABLE];
+for (let k = 1; k < 8; k++) {
+  const prev = SLICES[k - 1]!;
+  SLICES.push(new Uint32Array(256).map((_, i) => ((prev[i]! << 8) ^ TABLE[prev[i]! >>> 24]!) >>> 0));
+}
+
+function crcStep(reg: number, byte: number): number {
+  return ((reg << 8) ^ TABLE[((reg >>> 24) ^ byte) & 0xff]!) >>> 0;
+}
+
+/** The CRC register before crcStep(_, BYTE) made NEXT. */
+function crcUnstep(next: number, byte: number): number {
+  const i = BY_LOW_BYTE[next & 0xff]!;
+  return (((i ^ byte) << 24) | ((next ^ TABLE[i]!) >>> 8)) >>> 0;
+}
+
+function lengthBytes(length: number): number[] {
+  const out: number[] = [];
+  for (let n = length; n > 0; n = Math.floor(n / 256)) out.push(n % 256);
+  return out;
+}
+
+/** The POSIX cksum of data fed in pieces, as `cksum` prints it. */
+export class Cksum {
+  private reg = 0;
+  private length = 0;
+
+  update(data: Uint8Array): this {
+    const [t0, t1, t2, t3, t4, t5, t6, t7] = SLICES as [Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array, Uint32Array];
+    let reg = this.reg;
+    let i = 0;
+    for (const end = data.length - 7; i < end; i += 8) {
+      reg ^= (data[i]! << 24) | (data[i + 1]! << 16) | (data[i + 2]! << 8) | data[i + 3]!;
+      reg =
+        t7[reg >>> 24]! ^ t6[(reg >>> 16) & 0xff]! ^ t5[(reg >>> 8) & 0xff]! ^ t4[reg & 0xff]! ^
+        t3[data[i + 4]!]! ^ t2[data[i + 5]!]! ^ t1[data[i + 6]!]! ^ t0[data[i + 7]!]!;
+    }
+    for (; i < data.length; i++) reg = crcStep(reg, data[i]!);
+    this.reg = reg >>> 0;
+    this.length += data.length;
+    return this;
+  }
+
+  digest(): number {
+    let reg = this.reg;
+    for (const b of lengthBytes(this.length)) reg = crcStep(reg, b);
+    return ~reg >>> 0;
+  }
+}
+
+/** The CRC register after the bytes of a file whose cksum is VALUE and whose length is LENGTH. */
+function cksumRegister(value: number, length: number): number {
+  let reg = ~value >>> 0;
+  for (const b of lengthBytes(length).reverse()) reg = crcUnstep(reg, b);
+  return reg;
+}
+
+/** cksum of a file whose bytes before BLOCK left REG in the CRC register, and whose length is TOTAL. */
+function cksumAfter(reg: number, block: Uint8Array, total: number): number {
+  for (const b of block) reg = crcStep(reg, b);
+  for (const b of lengthBytes(total)) reg = crcStep(reg, b);
+  return ~reg >>> 0;
+}
+
+/**
+ * Sets the FIX_BITS characters '0'/'1' at AT in BLOCK so that the file
+ * (bytes leaving REG in the register, then BLOCK; TOTAL bytes) has the cksum
+ * SEAL.cksum. The CRC is linear: flipping the low bit of one character
+ * changes the cksum by a fixed word whatever the rest holds, so the
+ * characters to flip are the solution of 32 equations over GF(2).
+ */
+function forceCksum(block: Buffer, at: number, reg: number, total: number): void {
+  const base = cksumAfter(reg, block, total);
+  const rows: { word: number; mask: number }[] = [];
+  for (let i = 0; i < FIX_BITS; i++) {
+    block[at + i]! ^= 1;
+    rows.push({ word: (cksumAfter(reg, block, total) ^ base) >>> 0, mask: 2 ** i });
+    block[at + i]! ^= 1;
+  }
+  // Gaussian elimination: for each bit of the word, one row holding it.
+  const basis: { word: number; mask: number }[] = [];
+  for (const row of rows) {
+    let { word, mask } = row;
+    for (const b of basis) {
+      if ((word ^ b.word) >>> 0 < word) {
+        word = (word ^ b.word) >>> 0;
+        mask = mask ^ b.mask;
+      }
+    }
+    if (word !== 0) basis.push({ word, mask });
+    basis.sort((x, y) => y.word - x.word);
+  }
+  let want = (base ^ SEAL.cksum) >>> 0;
+  let flip = 0;
+  for (const b of basis) {
+    if ((want ^ b.word) >>> 0 < want) {
+      want = (want ^ b.word) >>> 0;
+      flip ^= b.mask;
+    }
+  }
+  if (want !== 0) throw new Error('the seal cksum could not be fixed');
+  for (let i = 0; i < FIX_BITS; i++) if (flip & (2 ** i)) block[at + i]! ^= 1;
 }
 
 /**
@@ -61,6 +214,8 @@ export function decodeSeal(block: Buffer): Seal | { problem: string } {
   const sha256 = map.get('sha256') ?? '';
   if (!Number.isSafeInteger(size) || size <= 0) return { problem: 'the seal has no valid size' };
   if (!/^[0-9a-f]{64}$/.test(sha256)) return { problem: 'the seal has no valid checksum' };
+  const fix = map.get(FIX_KEY);
+  if (fix !== undefined && !/^[01]{32}$/.test(fix)) return { problem: `the seal has no valid ${FIX_KEY}` };
   return {
     size,
     sha256,
@@ -70,6 +225,7 @@ export function decodeSeal(block: Buffer): Seal | { problem: string } {
     created: num('created') || 0,
     files: num('files') || 0,
     space: num('space') || 0,
+    ...(fix === undefined ? {} : { cksumFix: fix }),
   };
 }
 
@@ -122,13 +278,27 @@ export async function sha256Of(path: string, size: number): Promise<string> {
   return hash.digest('hex');
 }
 
-/** Seal and checksum: whether the initramfs would accept this image. */
+/** The POSIX cksum of a whole file, as `cksum FILE` prints it. */
+export async function cksumOf(path: string): Promise<number> {
+  const sum = new Cksum();
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) sum.update(chunk as Buffer);
+  return sum.digest();
+}
+
+/**
+ * Seal and checksums: whether the initramfs would accept this image. The
+ * boot checks the cksum of the whole file when the seal has cksum_fix, the
+ * sha256 of the image otherwise; both are checked here, so a flipped bit
+ * in the seal, which the sha256 does not cover, is found as the boot finds it.
+ */
 export async function checkIntegrity(path: string): Promise<SealCheck> {
   const read = await readSeal(path);
   if (!read.ok) return read;
-  const actual = await sha256Of(path, read.seal.size);
-  if (actual !== read.seal.sha256) {
-    return { ok: false, problem: 'checksum mismatch: the image is corrupt', seal: read.seal, fileSize: read.fileSize };
+  const damaged = (problem: string): SealCheck => ({ ok: false, problem, seal: read.seal, fileSize: read.fileSize });
+  if (read.seal.cksumFix !== undefined && (await cksumOf(path)) !== SEAL.cksum) {
+    return damaged('cksum mismatch: the image or its seal is corrupt');
   }
+  const actual = await sha256Of(path, read.seal.size);
+  if (actual !== read.seal.sha256) return damaged('checksum mismatch: the image is corrupt');
   return read;
 }

@@ -133,6 +133,12 @@ describe('a saved state restores the merged root exactly', () => {
     }
   });
 
+  it('seals the state so that the boot\'s one-read check holds: cksum of the whole file is 0 and its size (docs/state-format.md, cksum_fix)', async () => {
+    const state = join(data, 'upperfs.squashfs');
+    expect((await execa('tail', ['-c', '4096', state])).stdout).toMatch(/^cksum_fix=[01]{32}$/m);
+    expect((await execa('cksum', [state])).stdout).toBe(`0 ${statSync(state).size} ${state}`);
+  });
+
   it('cairn verify accepts the saved image and cairn status lists it as intact', async () => {
     const v = await cairn(['verify', join(data, 'upperfs.squashfs')]);
     expect(v.exitCode).toBe(0);

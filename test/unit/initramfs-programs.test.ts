@@ -7,7 +7,8 @@ import { mkdirSync, mkdtempSync, rmSync, symlinkSync, writeFileSync } from 'node
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { findProgram, realpathIn } from '../../src/initramfs/programs.js';
+import { cksumFor, findProgram, realpathIn } from '../../src/initramfs/programs.js';
+import { AppletMissingError } from '../../src/lib/errors.js';
 
 const root = mkdtempSync(join(tmpdir(), 'cairn-root-'));
 mkdirSync(join(root, 'usr/lib/x86_64-linux-gnu'), { recursive: true });
@@ -38,5 +39,26 @@ describe('findProgram in a root', () => {
   it("finds the root's program by its path in the root, and not this machine's", () => {
     expect(findProgram('cryptsetup', '/usr/bin', root)).toBe('/usr/sbin/cryptsetup');
     expect(findProgram('ls', '/usr/bin', root)).toBeUndefined();
+  });
+});
+
+describe('cksumFor: the cksum the boot checks states with', () => {
+  const bbRoot = mkdtempSync(join(tmpdir(), 'cairn-root-cksum-'));
+  mkdirSync(join(bbRoot, 'bin'), { recursive: true });
+  mkdirSync(join(bbRoot, 'usr/bin'), { recursive: true });
+  writeFileSync(join(bbRoot, 'bin/busybox'), '#!/bin/sh\n', { mode: 0o755 });
+  afterAll(() => rmSync(bbRoot, { recursive: true, force: true }));
+
+  it("carries nothing where the root's cksum is busybox's applet (Alpine), and fails where busybox has none and coreutils is missing", () => {
+    symlinkSync('/bin/busybox', join(bbRoot, 'usr/bin/cksum'));
+    expect(cksumFor(bbRoot, '/bin/busybox', ['bin/sh', 'usr/bin/cksum'])).toBeUndefined();
+    expect(() => cksumFor(bbRoot, '/bin/busybox', ['bin/sh'])).toThrow(AppletMissingError);
+    expect(() => cksumFor(bbRoot, '/bin/busybox', ['bin/sh'])).toThrow(/cksum/);
+  });
+
+  it("carries coreutils' cksum where the root has it (Debian), whatever busybox has", () => {
+    rmSync(join(bbRoot, 'usr/bin/cksum'));
+    writeFileSync(join(bbRoot, 'usr/bin/cksum'), '\x7fELF', { mode: 0o755 });
+    expect(cksumFor(bbRoot, '/bin/busybox', ['bin/sh'])).toBe('/usr/bin/cksum');
   });
 });

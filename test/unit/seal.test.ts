@@ -5,7 +5,7 @@ import { existsSync } from 'node:fs';
 import { mkdtemp, rm, writeFile, truncate, readFile, symlink, mkdir } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkIntegrity, decodeSeal, encodeSeal, readSeal, type Seal } from '../../src/state/seal.js';
+import { checkIntegrity, Cksum, cksumOf, decodeSeal, encodeSeal, readSeal, type Seal } from '../../src/state/seal.js';
 import { SEAL } from '../../src/names.js';
 
 const seal = (over: Partial<Seal> = {}): Seal => ({
@@ -293,5 +293,89 @@ describe('decodeSeal is as strict as the initramfs check', () => {
 
   it('accepts what encodeSeal writes', () => {
     expect(decode(good())).toMatchObject({ size: 8192, id: 'x', files: 2 });
+  });
+});
+
+describe('the cksum_fix field: one cksum of the whole file checks the image and its seal', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'cairn-seal-cksum-'));
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  /** What this machine's cksum (GNU coreutils, not cairn's code) prints for FILE: crc and length. */
+  const cksumTool = (file: string) => execFileSync('cksum', [file], { encoding: 'utf8' }).split(' ').slice(0, 2).map(Number);
+
+  async function sealedWithFix(name: string, imageBytes: number): Promise<{ path: string; image: Buffer }> {
+    const image = randomBytes(imageBytes);
+    const path = join(dir, name);
+    await writeFile(path, image);
+    const imageCksum = cksumTool(path)[0]!;
+    const s = seal({ size: image.length, sha256: createHash('sha256').update(image).digest('hex') });
+    await writeFile(path, Buffer.concat([image, encodeSeal(s, { imageCksum })]));
+    return { path, image };
+  }
+
+  it('computes what cksum computes, for lengths that take one to four length bytes', async () => {
+    for (const n of [0, 1, 255, 256, 70_000, 1 << 24]) {
+      const data = randomBytes(n);
+      await writeFile(join(dir, 'data'), data);
+      expect(new Cksum().update(data.subarray(0, 7)).update(data.subarray(7)).digest(), `${n} bytes`).toBe(cksumTool(join(dir, 'data'))[0]);
+    }
+  });
+
+  it('makes cksum print SEAL.cksum and the file size for the sealed file, as the boot checks it', async () => {
+    for (const [i, n] of [4096, 70_000, 1_000_000].entries()) {
+      const { path, image } = await sealedWithFix(`fixed-${i}`, n);
+      expect(cksumTool(path)).toEqual([SEAL.cksum, image.length + SEAL.size]);
+      expect(await cksumOf(path)).toBe(SEAL.cksum);
+      const text = (await readFile(path)).subarray(image.length).toString('latin1');
+      expect(text).toMatch(/\ncksum_fix=[01]{32}\nend\n\n+$/);
+      const r = await readSeal(path);
+      expect(r.ok && r.seal.cksumFix).toMatch(/^[01]{32}$/);
+      expect((await checkIntegrity(path)).ok).toBe(true);
+    }
+  });
+
+  it('a single flipped bit anywhere, in the image, the seal or the field itself, changes the cksum and fails checkIntegrity', async () => {
+    const { path, image } = await sealedWithFix('flips', 20_000);
+    const good = await readFile(path);
+    const text = good.subarray(image.length).toString('latin1');
+    const at = (s: string) => image.length + text.indexOf(s);
+    const places = {
+      'the first byte of the image': 0,
+      'the middle of the image': 10_000,
+      'the last byte of the image': image.length - 1,
+      // A seal field the sha256 does not cover: the id.
+      'the id in the seal': at('id=') + 5,
+      'the cksum_fix field': at('cksum_fix=') + 'cksum_fix='.length + 7,
+      'the padding after end': good.length - 1,
+    };
+    for (const [what, offset] of Object.entries(places)) {
+      for (const bit of [0, 5]) {
+        const bad = Buffer.from(good);
+        bad[offset]! ^= 1 << bit;
+        await writeFile(path, bad);
+        expect(cksumTool(path)[0], `${what}, bit ${bit}`).not.toBe(SEAL.cksum);
+        expect((await checkIntegrity(path)).ok, `${what}, bit ${bit}`).toBe(false);
+      }
+    }
+  });
+
+  it('a seal without the field (older cairn) still decodes and is checked by its sha256', async () => {
+    const image = randomBytes(30_000);
+    const path = join(dir, 'old-format');
+    await writeFile(path, Buffer.concat([image, encodeSeal(seal({ size: image.length, sha256: createHash('sha256').update(image).digest('hex') }))]));
+    const r = await readSeal(path);
+    expect(r.ok && r.seal.cksumFix).toBe(undefined);
+    expect((await checkIntegrity(path)).ok).toBe(true);
+  });
+
+  it('refuses a cksum_fix that is not 32 binary digits', () => {
+    const text = encodeSeal(seal(), { imageCksum: 1 }).toString('latin1');
+    const bad = text.replace(/cksum_fix=[01]{32}/, `cksum_fix=${'2'.repeat(32)}`);
+    expect(decodeSeal(Buffer.from(bad, 'latin1'))).toEqual({ problem: 'the seal has no valid cksum_fix' });
   });
 });

@@ -266,19 +266,23 @@ export async function writeStateTree(dir: string, tag: string, extraMiB = 0): Pr
   for (let i = 0; i < extraMiB; i++) await writeFile(join(dir, `home/user/big-${i}`), randomBytes(1 << 20));
 }
 
-/** A sealed state image at OUT whose /etc/hostname says TAG. */
-export async function buildState(sandbox: Sandbox, out: string, tag: string, extraMiB = 0): Promise<SealFields> {
+/**
+ * A sealed state image at OUT whose /etc/hostname says TAG; with CKSUM its
+ * seal has cksum_fix, as cairn seals states now, without it the seal is an
+ * older cairn's.
+ */
+export async function buildState(sandbox: Sandbox, out: string, tag: string, extraMiB = 0, options: { cksum?: boolean } = {}): Promise<SealFields> {
   const tree = sandbox.path(`tree-${tag}-${randomBytes(3).toString('hex')}`);
   await writeStateTree(tree, tag, extraMiB);
-  return sealTree(tree, out, tag);
+  return sealTree(tree, out, tag, options);
 }
 
 /** Squashes TREE into OUT and seals it as the runtime does, with the space its files take (du: blocks, not sizes). */
-export async function sealTree(tree: string, out: string, tag: string): Promise<SealFields> {
+export async function sealTree(tree: string, out: string, tag: string, options: { cksum?: boolean } = {}): Promise<SealFields> {
   await mksquashfs(tree, out);
   const space = Number((await execa('du', ['-s', '-B1', tree])).stdout.split('\t')[0]);
   await rm(tree, { recursive: true, force: true });
-  return sealImage(out, { id: `id-${tag}`, space });
+  return sealImage(out, { id: `id-${tag}`, space }, options);
 }
 
 /** A copy of a sealed image cut short: half of it. */

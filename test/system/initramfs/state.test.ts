@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { checkIntegrity } from '../../../src/state/seal.js';
 import { keyValues, requireRoot, requireTools } from '../../helpers/initramfs-env.js';
 import { bitFlippedCopy, buildState, dataPartition, KVER, mksquashfs, Sandbox, truncatedCopy } from './fixtures.js';
-import { SEAL_MAGIC, SEAL_SIZE } from './seal.js';
+import { SEAL_MAGIC, SEAL_SIZE, type SealFields } from './seal.js';
 
 let sb: Sandbox;
 /** Image files by what they are, to be put on data partitions under state names. */
@@ -71,6 +71,7 @@ record_write || exit 14
 cat "$ROOT$CAIRN_BOOT_RECORD"
 echo "hostname=$(cat "$ROOT$CAIRN_UPPER_DIR/etc/hostname" 2>/dev/null)"
 echo "upper_entries=$(ls -A "$ROOT$CAIRN_UPPER_DIR" | wc -l)"
+echo "user_files=$(ls "$ROOT$CAIRN_UPPER_DIR/home/user" 2>/dev/null | tr '\n' ' ')"
 `,
     { root },
   );
@@ -280,5 +281,77 @@ describe('state_check', () => {
     const path = await withSeal(`dup-${rootCount}`, [SEAL_MAGIC, ...fields(), 'end']);
     expect(await check(path)).toBe('has a seal with duplicate keys');
     expect(await checkIntegrity(path)).toMatchObject({ ok: false, problem: 'the seal has duplicate keys' });
+  });
+});
+
+describe('states sealed with cksum_fix: one cksum of the whole file, checked while the state unpacks', () => {
+  let sealed: SealFields;
+
+  beforeAll(async () => {
+    img.ck = sb.path('ck-newest.squashfs');
+    img.ckBackup = sb.path('ck-backup.squashfs');
+    // Random files, so that a flipped bit in their data still unpacks: only the check finds it.
+    sealed = await buildState(sb, img.ck, 'cknewest', 2, { cksum: true });
+    await buildState(sb, img.ckBackup, 'ckbackup', 0, { cksum: true });
+  });
+
+  /** A copy of the cksum-sealed newest state with bit BIT of the byte at OFFSET flipped. */
+  async function flipped(name: string, offset: (image: Buffer, sealText: string) => number, bit = 0): Promise<string> {
+    const bytes = await readFile(img.ck!);
+    const sealText = bytes.subarray(sealed.size).toString('latin1');
+    bytes[offset(bytes, sealText)]! ^= 1 << bit;
+    const path = sb.path(`ck-${name}.squashfs`);
+    await writeFile(path, bytes);
+    return path;
+  }
+
+  it('boots an intact one, and a backup sealed by an older cairn (no cksum_fix) still boots', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.ck!, 'upperfs-backup.squashfs': img.backup! }, 'default');
+    expect(b).toMatchObject({ used: 'default', state_id: 'id-cknewest', fallback: '', hostname: 'cknewest' });
+    expect(b.user_files!.split(' ')).toEqual(expect.arrayContaining(['big-0', 'big-1', 'notes']));
+    const old = await boot({ 'upperfs.squashfs': img.flipped!, 'upperfs-backup.squashfs': img.backup! }, 'default');
+    expect(old).toMatchObject({ used: 'backup', hostname: 'backup', fallback: 'upperfs.squashfs fails its checksum (sha256 mismatch)' });
+  });
+
+  it.each([
+    ['the first byte of the image (the superblock)', () => 0],
+    ['the data of a file in the image, which unsquashfs unpacks without a word', () => 2000],
+    ['the last byte of the image', () => sealed.size - 1],
+    // Fields the sha256 does not cover: only the cksum of the whole file finds these.
+    ['the id in the seal', (_b: Buffer, t: string) => sealed.size + t.indexOf('\nid=') + 5],
+    ['the space in the seal', (_b: Buffer, t: string) => sealed.size + t.indexOf('\nspace=') + 8],
+    ['the cksum_fix field', (_b: Buffer, t: string) => sealed.size + t.indexOf('\ncksum_fix=') + 20],
+    // A digit, which a flipped low bit leaves a digit: the seal keeps its form.
+    ['the sha256 in the seal', (_b: Buffer, t: string) => sealed.size + t.indexOf('\nsha256=') + 8 + sealed.sha256.search(/[0-9]/)],
+  ])('falls back to the backup, with the upper layer emptied first, when a bit of %s is flipped', async (what, offset) => {
+    const bad = await flipped(what.replace(/\W+/g, '-'), offset);
+    const b = await boot({ 'upperfs.squashfs': bad, 'upperfs-backup.squashfs': img.ckBackup! }, 'default');
+    expect(b).toMatchObject({ requested: 'default', used: 'backup', state_id: 'id-ckbackup', hostname: 'ckbackup' });
+    expect(b.fallback).toBe('upperfs.squashfs fails its checksum (cksum mismatch)');
+    expect(b.console).toContain('warning: upperfs.squashfs fails its checksum (cksum mismatch); booting the backup');
+    // Nothing the damaged state unpacked is left beside the backup's files.
+    expect(b.user_files!.trim()).toBe('notes');
+  });
+
+  it('refuses a flipped bit in the seal that breaks its form, as any seal', async () => {
+    const inPadding = await flipped('padding', (bytes) => bytes.length - 1);
+    const pad = await boot({ 'upperfs.squashfs': inPadding, 'upperfs-backup.squashfs': img.ckBackup! }, 'default');
+    expect(pad).toMatchObject({ used: 'backup', hostname: 'ckbackup' });
+    expect(pad.fallback).toMatch(/^upperfs.squashfs has no intact seal at its end/);
+    // '0' (0x30) with bit 1 flipped is '2': not a binary digit.
+    const inFix = await flipped('fix-digit', (_b, t) => sealed.size + t.indexOf('\ncksum_fix=') + 12, 1);
+    const fix = await boot({ 'upperfs.squashfs': inFix, 'upperfs-backup.squashfs': img.ckBackup! }, 'default');
+    expect(fix).toMatchObject({ used: 'backup', hostname: 'ckbackup', fallback: 'upperfs.squashfs has a seal without a valid cksum_fix' });
+  });
+
+  it('boots clean, both reasons recorded, when the newest state and the backup both fail their cksum', async () => {
+    const a = await flipped('both-a', () => 2000);
+    const bBytes = await readFile(img.ckBackup!);
+    bBytes[100]! ^= 4;
+    const b2 = sb.path('ck-both-b.squashfs');
+    await writeFile(b2, bBytes);
+    const b = await boot({ 'upperfs.squashfs': a, 'upperfs-backup.squashfs': b2 }, 'default');
+    expect(b).toMatchObject({ used: 'clean', hostname: '', upper_entries: '0' });
+    expect(b.fallback).toBe('upperfs.squashfs fails its checksum (cksum mismatch); upperfs-backup.squashfs fails its checksum (cksum mismatch)');
   });
 });

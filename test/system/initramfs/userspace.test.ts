@@ -8,12 +8,12 @@
  */
 import { execa } from 'execa';
 import { existsSync, readFileSync } from 'node:fs';
-import { chmod, writeFile } from 'node:fs/promises';
+import { chmod, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { InitramfsReport } from '../../../src/initramfs/build.js';
 import { BUSYBOX, keyValues, requireAlpinePackages, requireRoot, requireTools, unpackAlpinePackages } from '../../helpers/initramfs-env.js';
-import { alpineRoot, requireZramAndOverlay, Sandbox, testInitramfs } from './fixtures.js';
+import { alpineRoot, buildState, requireZramAndOverlay, Sandbox, testInitramfs } from './fixtures.js';
 
 let sb: Sandbox;
 const built: Record<string, { tree: string; report: InitramfsReport }> = {};
@@ -79,6 +79,35 @@ rm "$ROOT/merged/etc/f" && echo "whiteout=$(stat -c '%F %t:%T' "$ROOT$CAIRN_UPPE
     expect(fs['Filesystem features']!.split(' ')).toContain('ea_inode');
     expect(fs['Filesystem features']!.split(' ')).not.toContain('has_journal');
     expect(fs['Block size']).toBe('4096');
+  });
+
+  it("checks a state's cksum with the cksum it carries (coreutils' where the base has it, else busybox's), and catches a flipped bit in its seal", async () => {
+    const state = sb.path(`state-${base}.squashfs`);
+    await buildState(sb, state, `ck-${base}`, 1, { cksum: true });
+    const bytes = await readFile(state);
+    const seal = bytes.subarray(bytes.length - 4096).toString('latin1');
+    for (const [name, offset] of [['image', 1500], ['id', bytes.length - 4096 + seal.indexOf('\nid=') + 4]] as const) {
+      const copy = Buffer.from(bytes);
+      copy[offset]! ^= 1;
+      await writeFile(sb.path(`state-${base}-${name}.squashfs`), copy);
+    }
+    const root = await sb.root(`root-${rootCount++}`);
+    const r = await sb.lib(
+      `echo "cksum=$(command -v cksum)"
+for f in "" -image -id; do
+  why=$(state_check "${sb.path(`state-${base}`)}$f.squashfs" && state_verify "${sb.path(`state-${base}`)}$f.squashfs")
+  echo "check$f=$? $why"
+done`,
+      { root, binds: [], initramfs: tree() },
+    );
+    expect(r.exitCode, r.stderr).toBe(0);
+    const v = keyValues(r.stdout);
+    // Debian's busybox-static has no cksum applet; Alpine's base has no coreutils.
+    expect(v.cksum).toBe(base === 'debian' ? '/usr/sbin/cksum' : '/usr/bin/cksum');
+    expect(built[base]!.report.programs.some((p) => p.name === 'cksum')).toBe(base === 'debian');
+    expect(v.check).toBe('0 ');
+    expect(v['check-image']).toBe('1 fails its checksum (cksum mismatch)');
+    expect(v['check-id']).toBe('1 fails its checksum (cksum mismatch)');
   });
 
   it('mounts the tmpfs upper layer', async () => {
