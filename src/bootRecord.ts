@@ -1,4 +1,5 @@
 import { readFile } from 'node:fs/promises';
+import type { Moment } from './changes/baseline.js';
 import { UsageError } from './lib/errors.js';
 
 /** How this session booted, as the initramfs wrote it (docs/state-format.md). */
@@ -17,6 +18,8 @@ export interface BootRecord {
   grow: string;
   upper: string;
   upperSize: number | undefined;
+  /** When the upper layer had been filled (the record's writing), by the wall clock and the time since boot; undefined from an older initramfs. `cairn diff` reads the contents of files changed since. */
+  unpacked: Moment | undefined;
   kernel: string;
   session: string;
 }
@@ -32,6 +35,8 @@ export function parseBootRecord(text: string, source: string): BootRecord {
     throw new UsageError(`${source} is not a cairn boot record: "used" is ${used ? `"${used}"` : 'missing'}`);
   }
   const size = Number(map.get('upper_size'));
+  const unpackedAt = Number(map.get('unpacked_at') || NaN);
+  const unpackedUptime = Number(map.get('unpacked_uptime') || NaN);
   return {
     requested: map.get('requested') ?? used,
     used,
@@ -42,6 +47,8 @@ export function parseBootRecord(text: string, source: string): BootRecord {
     grow: map.get('grow') ?? '',
     upper: map.get('upper') ?? '',
     upperSize: Number.isFinite(size) && size > 0 ? size : undefined,
+    unpacked:
+      Number.isFinite(unpackedAt) && Number.isFinite(unpackedUptime) ? { wallMs: unpackedAt * 1000, uptimeS: unpackedUptime } : undefined,
     kernel: map.get('kernel') ?? '',
     session: map.get('session') ?? '',
   };

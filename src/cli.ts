@@ -4,6 +4,7 @@ import { imageCommand } from './commands/image.js';
 import { vmCommand } from './commands/vm.js';
 import { saveCommand } from './commands/save.js';
 import { statusCommand } from './commands/status.js';
+import { diffCommand } from './commands/diff.js';
 import { releaseCommand } from './commands/release.js';
 import { resetCommand } from './commands/reset.js';
 import { backupCommand } from './commands/backup.js';
@@ -31,6 +32,7 @@ export function buildProgram(): Command {
   const global = () => program.opts<{ config?: string }>();
   program.addCommand(saveCommand(global));
   program.addCommand(statusCommand(global));
+  program.addCommand(diffCommand(global));
   program.addCommand(releaseCommand(global));
   program.addCommand(resetCommand(global));
   program.addCommand(backupCommand(global));

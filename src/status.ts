@@ -4,6 +4,7 @@ import { readBootState } from './esp/bootState.js';
 import type { Esp } from './esp/esp.js';
 import { DATA, modulesImageRelease } from './names.js';
 import type { BootRecord } from './bootRecord.js';
+import { gatherUnsaved, unsavedSummary } from './changes/unsaved.js';
 import type { Context } from './context.js';
 import { readHeld } from './state/held.js';
 import { bootName, identity, listStates, nextDefaultBoot } from './state/states.js';
@@ -30,7 +31,13 @@ export interface Status {
   /** What the record of a failed shutdown save says, until a save succeeds. */
   lastSaveFailed?: string;
   kernels?: KernelStatus;
+  /** What is unsaved (src/changes): counted only when asked, since it walks the upper layer and the baseline state. */
+  unsaved?: UnsavedStatus;
 }
+
+export type UnsavedStatus =
+  | { since: string; added: number; changed: number; removed: number; bytes: number; line: string }
+  | { problem: string };
 
 export interface KernelStatus {
   /** What the menu boots by default, and the kernel it keeps after an update. */
@@ -67,7 +74,7 @@ export async function gatherKernels(esp: Esp, dataDir: string): Promise<KernelSt
 }
 
 /** What `cairn status` shows. `full` checks every image's checksum (reads them whole). */
-export async function gatherStatus(ctx: Context, options: { full: boolean; esp?: Esp }): Promise<Status> {
+export async function gatherStatus(ctx: Context, options: { full: boolean; esp?: Esp; unsaved?: { lowerDir?: string } }): Promise<Status> {
   const states = await listStates(ctx.dataDir, { full: options.full });
   const held = new Map((await readHeld(ctx.dataDir)).map((h) => [h.identity, h.reason]));
   const next = nextDefaultBoot(states);
@@ -88,6 +95,7 @@ export async function gatherStatus(ctx: Context, options: { full: boolean; esp?:
     nextDefaultBoot: next ? bootName(next) : 'clean',
     lastSaveFailed: (await readFile(join(ctx.dataDir, DATA.saveFailed), 'utf8').catch(() => undefined))?.trim(),
     ...(options.esp ? { kernels: await gatherKernels(options.esp, ctx.dataDir) } : {}),
+    ...(options.unsaved ? { unsaved: await unsavedStatus(ctx, options.unsaved.lowerDir) } : {}),
   };
 }
 
@@ -95,4 +103,14 @@ async function usage(dir: string): Promise<Status['upper']> {
   const s = await statfs(dir).catch(() => undefined);
   if (!s) return undefined;
   return { dir, usedBytes: (s.blocks - s.bfree) * s.bsize, totalBytes: s.blocks * s.bsize };
+}
+
+/** The counts of `cairn diff`; a failure to tell is shown, not fatal: the rest of the status stands. */
+async function unsavedStatus(ctx: Context, lowerDir: string | undefined): Promise<UnsavedStatus> {
+  try {
+    const u = await gatherUnsaved(ctx, lowerDir);
+    return { since: u.baseline.label, added: u.added, changed: u.changed, removed: u.removed, bytes: u.bytes, line: unsavedSummary(u) };
+  } catch (e) {
+    return { problem: (e as Error).message };
+  }
 }

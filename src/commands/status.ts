@@ -1,4 +1,6 @@
+import { existsSync } from 'node:fs';
 import { Command } from 'commander';
+import { RUNTIME } from '../names.js';
 import { resolveContext, type GlobalOptions } from '../context.js';
 import { formatBytes, formatDate } from '../lib/format.js';
 import { gatherStatus, type Status } from '../status.js';
@@ -21,12 +23,15 @@ export function statusCommand(global: () => GlobalOptions): Command {
     .option('--data <dir>', 'the data partition (default: the running system\'s)')
     .option('--boot-record <file>', 'read this boot record instead of the running system\'s')
     .option('--esp <path>', 'the ESP whose kernels to show: a block device or a FAT image (default: the running system\'s, found by label)')
-    .option('--quick', 'read only the seals, not whole images (a flipped byte goes unseen)')
+    .option('--quick', 'read only the seals, not whole images (a flipped byte goes unseen), and do not count what is unsaved')
     .option('--json', 'print the status as JSON')
     .action(async (flags: StatusFlags) => {
       const ctx = await resolveContext(global(), flags, { upper: false });
       const espPath = flags.esp ?? (ctx.booted ? await findEsp().catch(() => undefined) : undefined);
-      const status = await gatherStatus(ctx, { full: !flags.quick, esp: espPath ? new Esp(espPath) : undefined });
+      // Counting what is unsaved walks the upper layer and the baseline state: only for a session, and not with --quick.
+      const lowerDir = ctx.booted && existsSync(RUNTIME.lowerDir) ? RUNTIME.lowerDir : undefined;
+      const unsaved = !flags.quick && ctx.runDir ? { lowerDir } : undefined;
+      const status = await gatherStatus(ctx, { full: !flags.quick, esp: espPath ? new Esp(espPath) : undefined, unsaved });
       process.stdout.write(flags.json ? `${JSON.stringify(status, null, 2)}\n` : render(status));
     });
 }
@@ -52,6 +57,7 @@ function render(s: Status): string {
   } else {
     out.push('booted: not a booted cairn system (no boot record)');
   }
+  if (s.unsaved) out.push('problem' in s.unsaved ? `changed since the last save: unknown (${s.unsaved.problem})` : `${s.unsaved.line} (cairn diff lists them)`);
   if (s.upper) out.push(`upper use: ${formatBytes(s.upper.usedBytes)} of ${formatBytes(s.upper.totalBytes)} (${s.upper.dir})`);
   out.push(`saved states on ${s.dataDir}:`);
   if (!s.states.length) out.push('  none yet');

@@ -9,6 +9,8 @@ import { readXattrs } from './xattrs.js';
 
 export interface Difference {
   path: string;
+  /** The path as walkTree keys it (latin1 bytes, "" for the root). */
+  rel: string;
   what: string;
   expected: string;
   actual: string;
@@ -32,6 +34,11 @@ export interface CompareOptions {
   since: number;
   /** Stop comparing contents once this many differences are known. */
   maxDifferences?: number;
+  /**
+   * Only files this returns true for have their contents compared (default:
+   * all). `cairn diff` reads only what changed since its baseline.
+   */
+  compareContentsOf?: (rel: string, upper: Entry) => boolean;
   onProgress?: (bytesDone: number) => void;
 }
 
@@ -58,7 +65,7 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
   const differences: Difference[] = [];
   const differ: Differ = (rel, what, expected, actual, changed) => {
     const u = upper.entries.get(rel);
-    differences.push({ path: displayPath(rel), what, expected, actual, changedDuringSave: changed ?? (u?.ctimeMs ?? since) >= since });
+    differences.push({ path: displayPath(rel), rel, what, expected, actual, changedDuringSave: changed ?? (u?.ctimeMs ?? since) >= since });
   };
 
   for (const [rel, u] of upper.entries) {
@@ -174,6 +181,7 @@ function compareContents(options: CompareOptions, image: Map<string, Entry>, dif
     for (const [rel, u] of upper.entries) {
       const i = image.get(rel);
       if (u.type !== 'file' || i?.type !== 'file' || u.size !== i.size || u.size === 0) continue;
+      if (options.compareContentsOf && !options.compareContentsOf(rel, u)) continue;
       if (u.nlink > 1) {
         if (seenInodes.has(u.ino)) continue;
         seenInodes.add(u.ino);

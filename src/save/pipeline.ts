@@ -4,6 +4,7 @@ import { access, chmod, constants, lstat, readdir, realpath, stat, statfs, unlin
 import { join, sep } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { BootRecord } from '../bootRecord.js';
+import { recordSavedBaseline } from '../changes/baseline.js';
 import type { Config } from '../config.js';
 import { appendDurably, fsyncFile } from '../lib/durable.js';
 import { IntegrityError, NameTakenError, NoSpaceError, PathError, RefusedError, VerifyMismatchError } from '../lib/errors.js';
@@ -267,6 +268,10 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
         if (!plan || stepsRun < steps.length - plan.ops.length) await removeSaveFile(temp);
         throw e;
       }
+      // What `cairn diff` compares with from now on; the save is done whatever happens here.
+      await recordSavedBaseline(options.runDir, join(dataDir, DATA.newest), started).catch((e: Error) =>
+        warnings.push(`cairn diff was not told of this save, and compares with an older state: ${e.message}`),
+      );
       options.onPhase?.('done');
       return report(true);
 

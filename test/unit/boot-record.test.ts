@@ -36,6 +36,14 @@ describe('parseBootRecord', () => {
     });
   });
 
+  it('reads when the upper layer was filled, by the wall clock and the time since boot', () => {
+    const r = parseBootRecord('used=default\nunpacked_at=1800000000\nunpacked_uptime=12.34\n', SRC);
+    expect(r.unpacked).toEqual({ wallMs: 1_800_000_000_000, uptimeS: 12.34 });
+    // An older initramfs's record, or one written without /proc/uptime: unknown.
+    expect(parseBootRecord('used=default\n', SRC).unpacked).toBeUndefined();
+    expect(parseBootRecord('used=default\nunpacked_at=1800000000\nunpacked_uptime=\n', SRC).unpacked).toBeUndefined();
+  });
+
   it('keeps an = inside a value', () => {
     expect(parseBootRecord('used=default\nfallback=a=b\n', SRC).fallback).toBe('a=b');
   });
