@@ -54,8 +54,9 @@ export function alpinePackages(o: Pick<AlpineRootOptions, 'kernelPackage' | 'luk
     'alpine-base', 'openrc', 'busybox-mdev-openrc', 'nodejs', 'squashfs-tools', 'busybox-static', 'kmod', 'e2fsprogs', 'attr',
     // sfdisk finds the BIOS boot partition when a GRUB update rewrites the BIOS core.
     'util-linux', 'sfdisk', 'dosfstools', 'mtools', o.kernelPackage,
-    // The initramfs grows the data partition with resize2fs (initramfs/lib/grow.sh).
-    'e2fsprogs-extra',
+    // The initramfs grows the data partition with resize2fs (initramfs/lib/grow.sh),
+    // and checks each state with coreutils' cksum, about ten times busybox's speed.
+    'e2fsprogs-extra', 'coreutils',
     // Alpine splits util-linux: the programs cairn runs whose busybox applets
     // lack the options it uses (src/lib/toolPackages.ts), by name.
     'losetup', 'setpriv', 'blkid', 'lsblk', 'findmnt',

@@ -95,6 +95,7 @@ function glibcStandIns(): Record<string, HostProgramPackage> {
     findmnt: { version: UTIL_LINUX, files: { '/usr/bin/findmnt': 'bin/findmnt' } },
     blkid: { version: UTIL_LINUX, files: { '/usr/sbin/blkid': 'sbin/blkid' } },
     'e2fsprogs-extra': { version: '1.47.0-r5', files: { '/usr/sbin/resize2fs': 'usr/sbin/resize2fs' } },
+    coreutils: { version: '9.4-r2', files: { '/usr/bin/cksum': 'usr/bin/cksum' } },
   };
 }
 

@@ -193,6 +193,7 @@ const INITRAMFS_PROGRAMS: Record<string, HostProgramPackage> = {
   e2fsprogs: { version: '1.47.0-r5', files: { '/usr/sbin/mke2fs': 'usr/sbin/mke2fs', '/usr/sbin/e2fsck': 'usr/sbin/e2fsck' }, links: { 'usr/sbin/mkfs.ext4': 'mke2fs' } },
   'e2fsprogs-extra': { version: '1.47.0-r5', files: { '/usr/sbin/resize2fs': 'usr/sbin/resize2fs' } },
   sfdisk: { version: '2.39.3-r0', files: { '/usr/sbin/sfdisk': 'sbin/sfdisk' } },
+  coreutils: { version: '9.4-r2', files: { '/usr/bin/cksum': 'usr/bin/cksum' } },
 };
 
 function placeholder(key: KeyObject, name: string): RepoPackage {

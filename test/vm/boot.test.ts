@@ -176,14 +176,14 @@ describe('booting a cairn data disk in QEMU', () => {
   it('falls back to the backup when upperfs.squashfs is bit-flipped, and says so on the console', async () => {
     const r = await bootAndReport({ name: 'bit-flipped', append: 'cairn.boot=default', disk: disk.flipped });
     expect(r.console).toContain(
-      'cairn: warning: upperfs.squashfs fails its checksum (sha256 mismatch); booting the backup (upperfs-backup.squashfs) instead',
+      'cairn: warning: upperfs.squashfs fails its checksum (cksum mismatch); booting the backup (upperfs-backup.squashfs) instead',
     );
     expect(r.seen).toMatchObject({
       'file.state': 'old',
       'record.requested': 'default',
       'record.used': 'backup',
       'record.state_id': states.oldId,
-      'record.fallback': 'upperfs.squashfs fails its checksum (sha256 mismatch)',
+      'record.fallback': 'upperfs.squashfs fails its checksum (cksum mismatch)',
     });
   });
 
