@@ -16,6 +16,8 @@ export interface BootRecord {
   dataCheck: string;
   /** What the data partition's growth to fill the stick did this boot (`partition grown from ... MiB to ... MiB`, `off (cairn.grow=0)`, ...); empty when there was nothing to grow. */
   grow: string;
+  /** `state` when GRUB booted the backup because the newest state used its tries (boot counting); empty otherwise. */
+  rollback: string;
   upper: string;
   upperSize: number | undefined;
   /** When the upper layer had been filled (the record's writing), by the wall clock and the time since boot; undefined from an older initramfs. `cairn diff` reads the contents of files changed since. */
@@ -45,6 +47,7 @@ export function parseBootRecord(text: string, source: string): BootRecord {
     skipped: (map.get('skipped') ?? '').split(/\s+/).filter(Boolean),
     dataCheck: map.get('data_check') ?? '',
     grow: map.get('grow') ?? '',
+    rollback: map.get('rollback') ?? '',
     upper: map.get('upper') ?? '',
     upperSize: Number.isFinite(size) && size > 0 ? size : undefined,
     unpacked:

@@ -12,6 +12,7 @@ import { restoreCommand } from './commands/restore.js';
 import { verifyCommand } from './commands/verify.js';
 import { initramfsCommand } from './commands/initramfs.js';
 import { kernelCommand } from './commands/kernel.js';
+import { bootCommand } from './commands/boot.js';
 import { debHookCommand } from './commands/debHook.js';
 import { apkCommand } from './commands/apk.js';
 import { CairnError } from './lib/errors.js';
@@ -43,6 +44,7 @@ export function buildProgram(): Command {
   program.addCommand(imageCommand());
   program.addCommand(vmCommand());
   program.addCommand(kernelCommand());
+  program.addCommand(bootCommand());
   program.addCommand(debHookCommand());
   program.addCommand(apkCommand());
   return program;

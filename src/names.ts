@@ -89,6 +89,16 @@ export const BACKUP = {
   userImage: '.cairn-restore-user.squashfs',
 } as const;
 
+/** Where things are on the ESP. */
+export const ESP_PATHS = {
+  bootState: 'grub/cairn-boot.json',
+  menu: 'grub/grub.cfg',
+  /** GRUB's environment block: the boot counters (src/boot/tries.ts). */
+  grubEnv: 'grub/grubenv',
+  kernel: (release: string) => `vmlinuz-${release}`,
+  initrd: (release: string) => `initramfs-${release}`,
+} as const;
+
 /** Labels the image builder gives the partitions and the initramfs looks for. */
 export const LABELS = {
   data: 'cairn-data',

@@ -1,5 +1,7 @@
 import { readdir, readFile, statfs } from 'node:fs/promises';
 import { join } from 'node:path';
+import { bootTriesOf, readTries } from './boot/counting.js';
+import type { Tries } from './boot/tries.js';
 import { readBootState } from './esp/bootState.js';
 import type { Esp } from './esp/esp.js';
 import { DATA, modulesImageRelease } from './names.js';
@@ -48,6 +50,8 @@ export interface KernelStatus {
   modulesImages: string[];
   /** The GRUB version of each platform's boot files, where the boot record knows it. */
   grub?: Partial<Record<string, string>>;
+  /** Boot counting: the tries a stick gives, and what is on trial with the tries it has left (src/boot/tries.ts). */
+  counting?: { tries: number; left: Tries; problem?: string };
   /** Why the ESP could not be read, when it could not. */
   problem?: string;
 }
@@ -61,12 +65,18 @@ export async function gatherKernels(esp: Esp, dataDir: string): Promise<KernelSt
   try {
     const state = await readBootState(esp);
     const onEsp = (await esp.list()).map((n) => /^vmlinuz-(.+)$/i.exec(n)?.[1]).filter((r): r is string => r !== undefined).sort();
+    const tries = bootTriesOf(state);
+    const counting = await readTries(esp).then(
+      (left) => ({ tries, left }),
+      (e: Error) => ({ tries, left: {}, problem: e.message }),
+    );
     return {
       default: state.kernel.release,
       ...(state.previousKernel ? { previous: state.previousKernel.release } : {}),
       onEsp,
       modulesImages,
       ...(state.grub ? { grub: state.grub } : {}),
+      counting,
     };
   } catch (e) {
     return { default: 'unknown', onEsp: [], modulesImages, problem: (e as Error).message };

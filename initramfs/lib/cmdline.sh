@@ -11,6 +11,7 @@ cmdline_defaults() {
   cairn_data=LABEL=$CAIRN_LABEL_DATA
   cairn_debug=0
   cairn_grow=1
+  cairn_rollback=
   cairn_init=/sbin/init
 }
 
@@ -61,6 +62,7 @@ cmdline_param() {
     cairn.data=*) cmdline_data "${1#*=}" ;;
     cairn.debug | cairn.debug=*) cmdline_debug "$1" ;;
     cairn.grow=*) cmdline_grow "${1#*=}" ;;
+    cairn.rollback=*) cmdline_rollback "${1#*=}" ;;
     init=*) cmdline_init "${1#*=}" ;;
     cairn.boot) cmdline_boot '' ;;
     cairn.upper) cmdline_upper '' ;;
@@ -139,6 +141,19 @@ cmdline_grow() {
     *)
       warn "cairn.grow=$1 is not 0 or 1; using 1 (the data partition grows to fill the stick)"
       cairn_grow=1
+      ;;
+  esac
+}
+
+# cmdline_rollback WHAT: GRUB's boot counting rolled WHAT back (docs/boot.md):
+# `state` comes with cairn.boot=backup once the newest state has used its
+# tries, and the boot is then a fallback from the newest (state.sh).
+cmdline_rollback() {
+  case $1 in
+    state) cairn_rollback=$1 ;;
+    *)
+      warn "cairn.rollback=$1 is not state; ignored"
+      cairn_rollback=
       ;;
   esac
 }

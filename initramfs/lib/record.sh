@@ -20,6 +20,7 @@ record_write() {
     echo "skipped=$cairn_skipped"
     echo "data_check=$cairn_data_check"
     echo "grow=$cairn_grow_said"
+    echo "rollback=$cairn_rollback"
     echo "upper=$cairn_upper_used"
     echo "upper_size=$cairn_upper_bytes"
     echo "unpacked_at=$(date +%s)"

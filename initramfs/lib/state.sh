@@ -192,6 +192,15 @@ state_skip() {
 state_select() {
   cairn_fallback=
   cairn_skipped=
+  # GRUB booted the backup because the newest state used its tries: the
+  # newest is passed over as a fallback would pass it, and held.
+  if [ "$cairn_rollback" = state ] && [ "$1" = backup ]; then
+    cairn_boot=default
+    _ss_newest=$ROOT$CAIRN_DATA_DIR/$CAIRN_NEWEST
+    state_skip "$_ss_newest" "$CAIRN_NEWEST did not bring the system up in its tries (boot counting)" backup
+    state_walk backup
+    return 0
+  fi
   # A new stick has nothing to fall back from: its clean boot is the plan.
   if [ "$1" = default ] && state_none "$ROOT$CAIRN_DATA_DIR"; then
     cairn_used=clean

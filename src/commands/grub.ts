@@ -1,3 +1,4 @@
+import { DEFAULT_BOOT_TRIES, parseBootTries } from '../boot/tries.js';
 import { Command, Option } from 'commander';
 import { resolveContext, type GlobalOptions } from '../context.js';
 import { UsageError } from '../lib/errors.js';
@@ -20,6 +21,7 @@ interface GrubConfigFlags {
   upperType: UpperType;
   upperSize?: string;
   grow: boolean;
+  bootTries: string;
   timeout: string;
   serialSpeed: string;
   primaryConsole: PrimaryConsole;
@@ -71,6 +73,7 @@ function configCommand(global: () => GlobalOptions): Command {
     .addOption(new Option('--upper-type <type>', 'cairn.upper: what the RAM layer lives on').choices(['zram', 'tmpfs']).default('zram'))
     .option('--upper-size <size>', 'cairn.upper_size: the RAM layer\'s limit, like 2G or 50% (default: the initramfs\'s, 50% of RAM)')
     .option('--no-grow', 'cairn.grow=0: the data partition keeps its size on a larger stick (by default its first boot grows it to fill the stick)')
+    .option('--boot-tries <n>', 'boot counting: boots GRUB tries a new kernel or newest state before it rolls back by itself (0: off)', String(DEFAULT_BOOT_TRIES))
     .option('--timeout <seconds>', 'seconds the menu waits before it boots the default entry', '3')
     .addOption(new Option('--serial-speed <baud>', 'the first serial port\'s speed, for GRUB and the kernel').choices(SERIAL_SPEEDS).default('115200'))
     .addOption(
@@ -116,6 +119,7 @@ function settingsFrom(f: GrubConfigFlags): BootSettings {
     upper: f.upperType,
     upperSize: f.upperSize,
     ...(f.grow ? {} : { grow: false }),
+    bootTries: parseBootTries(f.bootTries),
     serialSpeed: Number(f.serialSpeed),
     primaryConsole: f.primaryConsole,
   };

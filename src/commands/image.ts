@@ -1,3 +1,4 @@
+import { DEFAULT_BOOT_TRIES, parseBootTries } from '../boot/tries.js';
 import { Command } from 'commander';
 import { randomBytes } from 'node:crypto';
 import { statSync } from 'node:fs';
@@ -22,6 +23,7 @@ interface BuildFlags {
   hostname: string;
   upper: string;
   grow: boolean;
+  bootTries: string;
   kernel?: string;
   suite: string;
   mirror?: string;
@@ -67,6 +69,7 @@ export function imageCommand(): Command {
     .option('--passphrase-file <file>', "with --encrypt: the passphrase, the file's first line ('-': standard input)")
     .option('--luks-iter-time <ms>', 'with --encrypt: milliseconds this machine spends turning the passphrase into the key; a slower machine takes longer at every boot', String(STICK_KDF.iterTimeMs))
     .option('--no-grow', 'the data partition keeps the image\'s size on a larger stick (cairn.grow=0); by default the first boot grows it to fill the stick')
+    .option('--boot-tries <n>', 'boot counting: boots GRUB tries a new kernel or newest state before it rolls back by itself (0: off)', String(DEFAULT_BOOT_TRIES))
     .option('--swap <MiB>', 'swap file made on the data partition at first boot (0: none)', '512')
     .option('--json', 'print the result as JSON')
     .addHelpText('after', `
@@ -114,6 +117,7 @@ Building one needs cryptsetup on this machine, but no device-mapper.`)
         hostname: f.hostname,
         upper: f.upper as ImageOptions['upper'],
         grow: f.grow,
+        bootTries: parseBootTries(f.bootTries),
         kernelPackage: f.kernel ?? (f.base === 'alpine' ? 'linux-lts' : 'linux-image-amd64'),
         suite: f.suite,
         mirror: f.mirror,

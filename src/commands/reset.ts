@@ -31,7 +31,7 @@ export function resetCommand(global: () => GlobalOptions): Command {
       });
       // The menu's older-state entries follow the states.
       const warnings: string[] = [];
-      if (ctx.booted) await refreshMenu(ctx.dataDir).catch((e: Error) => warnings.push(`the boot menu was not updated: ${e.message}`));
+      if (ctx.booted) await refreshMenu(ctx.dataDir, 'gone').catch((e: Error) => warnings.push(`the boot menu was not updated: ${e.message}`));
       const lines = [
         report.removed.length ? `removed ${report.removed.join(', ')}` : 'no saved state was there',
         report.userEmptied ? `emptied ${ctx.dataDir}/${DATA.userDir}` : `kept ${ctx.dataDir}/${DATA.userDir}`,

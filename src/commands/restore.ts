@@ -54,7 +54,7 @@ export function restoreCommand(global: () => GlobalOptions): Command {
         });
       }
       const warnings = [...report.warnings];
-      if (ctx.booted) await refreshMenu(ctx.dataDir).catch((e: Error) => warnings.push(`the boot menu was not updated: ${e.message}`));
+      if (ctx.booted) await refreshMenu(ctx.dataDir, report.state === 'installed' ? 'new' : undefined).catch((e: Error) => warnings.push(`the boot menu was not updated: ${e.message}`));
       const lines = [
         report.state === 'installed'
           ? `the backup's state is now the newest${report.backup ? `; ${report.backup} as it was is the backup` : ''}`

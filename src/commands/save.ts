@@ -48,7 +48,7 @@ export function saveCommand(global: () => GlobalOptions): Command {
         // The menu's marks and older-state entries follow the states; the
         // save itself is done and stays done whatever happens here.
         if (ctx.booted) {
-          await refreshMenu(ctx.dataDir).catch((e: Error) => report.warnings.push(`the boot menu was not updated: ${e.message}`));
+          await refreshMenu(ctx.dataDir, 'new').catch((e: Error) => report.warnings.push(`the boot menu was not updated: ${e.message}`));
         }
         process.stdout.write(flags.json ? `${JSON.stringify(report, null, 2)}\n` : summary(report));
       } finally {

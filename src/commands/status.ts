@@ -3,7 +3,8 @@ import { Command } from 'commander';
 import { RUNTIME } from '../names.js';
 import { resolveContext, type GlobalOptions } from '../context.js';
 import { formatBytes, formatDate } from '../lib/format.js';
-import { gatherStatus, type Status } from '../status.js';
+import { gatherStatus, type KernelStatus, type Status } from '../status.js';
+import { describeTries } from '../boot/tries.js';
 import { Esp } from '../esp/esp.js';
 import { findEsp } from '../packages/target.js';
 
@@ -34,6 +35,18 @@ export function statusCommand(global: () => GlobalOptions): Command {
       const status = await gatherStatus(ctx, { full: !flags.quick, esp: espPath ? new Esp(espPath) : undefined, unsaved });
       process.stdout.write(flags.json ? `${JSON.stringify(status, null, 2)}\n` : render(status));
     });
+}
+
+function countingLines(k: KernelStatus): string[] {
+  const c = k.counting;
+  if (!c) return [];
+  if (c.problem) return [`boot counting: unknown (${c.problem})`];
+  if (!c.tries) return ['boot counting: off (boot tries 0)'];
+  return [
+    `boot counting: ${c.tries} tries for a new kernel or newest state`,
+    `  ${describeTries('kernel', c.left.kernel, c.tries)}`,
+    `  ${describeTries('state', c.left.state, c.tries)}`,
+  ];
 }
 
 function render(s: Status): string {
@@ -71,12 +84,14 @@ function render(s: Status): string {
     for (const st of held) out.push(`  ${st.boot.padEnd(8)} ${st.held}`);
     out.push('  boot one from the GRUB menu to see it, or run `cairn release <name>` (or --all) to let saves prune it as usual');
   }
-  out.push(`next default boot: ${s.nextDefaultBoot}`);
   const k = s.kernels;
+  const rolledBack = k?.counting?.left.state === 0;
+  out.push(`next default boot: ${rolledBack ? 'backup (GRUB rolls back: the newest state used its tries)' : s.nextDefaultBoot}`);
   if (k) {
     if (k.problem) out.push(`kernels: unknown (${k.problem})`);
     else {
-      out.push(`kernel booted by default: ${k.default}${k.previous ? ` (the menu keeps ${k.previous} until it has booted)` : ''}`);
+      out.push(`kernel booted by default: ${k.default}${k.previous ? ` (the menu keeps ${k.previous} until it is confirmed)` : ''}`);
+      out.push(...countingLines(k));
       out.push(`kernels on the ESP: ${k.onEsp.join(', ') || 'none'}`);
       if (k.grub) out.push(`GRUB boot files: ${Object.entries(k.grub).map(([p, v]) => `${p} ${v}`).join(', ') || 'versions unrecorded'}`);
     }

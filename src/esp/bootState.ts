@@ -1,4 +1,5 @@
 import { CairnError } from '../lib/errors.js';
+import { ESP_PATHS } from '../names.js';
 import { buildMenu, checkSettings, type BootSettings, type KernelFiles, type Menu } from '../grub/menu.js';
 import { renderGrubConfig } from '../grub/render.js';
 import { listStates } from '../state/states.js';
@@ -26,13 +27,7 @@ export interface BootState {
 
 export const BOOT_STATE_FORMAT = 'cairn-boot 1';
 
-/** Where things are on the ESP. */
-export const ESP_PATHS = {
-  bootState: 'grub/cairn-boot.json',
-  menu: 'grub/grub.cfg',
-  kernel: (release: string) => `vmlinuz-${release}`,
-  initrd: (release: string) => `initramfs-${release}`,
-} as const;
+export { ESP_PATHS };
 
 /** The files a kernel release has on the ESP, as the menu names them. */
 export function kernelFiles(release: string): KernelFiles {

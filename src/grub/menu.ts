@@ -1,6 +1,7 @@
 import { UsageError } from '../lib/errors.js';
 import { LABELS } from '../names.js';
 import { bootName, type StateFile } from '../state/states.js';
+import { DEFAULT_BOOT_TRIES, MAX_BOOT_TRIES, type TrialSubject } from '../boot/tries.js';
 import { kernelSafe } from './quote.js';
 
 /**
@@ -29,6 +30,12 @@ export interface BootSettings {
   grow?: boolean;
   /** Which console is /dev/console (the last console= wins): where init's output and prompts go. */
   primaryConsole: PrimaryConsole;
+  /**
+   * Boot counting (docs/boot.md): the tries GRUB gives a new kernel or a
+   * new newest state before it boots the previous kernel or the backup.
+   * 0 turns counting off; absent: DEFAULT_BOOT_TRIES.
+   */
+  bootTries?: number;
 }
 
 export interface MenuEntry {
@@ -44,6 +51,18 @@ export interface MenuEntry {
   /** A kernel other than the menu's (the previous one, kept until the new one has booted). */
   kernel?: string;
   initrd?: string;
+  /**
+   * What booting this entry tries, in order: GRUB takes a try off the first
+   * one that is on trial (grub/grub.cfg.in). The default entry tries a new
+   * kernel first and the newest state once the kernel is confirmed.
+   */
+  counts?: TrialSubject[];
+}
+
+/** The entry GRUB boots by itself once the newest state has used its tries: the backup, said so. */
+export interface RollbackEntry extends MenuEntry {
+  /** The kernel it boots while the default kernel is rolled back too. */
+  previousKernel?: KernelFiles;
 }
 
 /** A kernel on the ESP: its release and its files there ("/vmlinuz-6.1.0-42-cloud-amd64"). */
@@ -61,6 +80,10 @@ export interface Menu {
   initrd: string;
   esp: EspLocator;
   entries: MenuEntry[];
+  /** Tries per new kernel or newest state; 0: no counting. */
+  bootTries: number;
+  /** Defined by the menu only while the newest state's tries are used up. */
+  rollback?: RollbackEntry;
 }
 
 /**
@@ -75,10 +98,13 @@ export const TITLES = {
   generation: (n: number, created: number | undefined) =>
     `cairn (older state ${n}, ${created ? `saved ${shortDate(created)}` : 'date unknown'})`,
   previousKernel: (release: string) => `cairn (newest state, previous kernel ${release})`,
+  rollback: 'cairn (backup state: the newest did not come up)',
 } as const;
 
 /** The id of the entry that boots the previous kernel. */
 export const PREVIOUS_KERNEL_ID = 'cairn-previous-kernel';
+/** The id of the entry GRUB boots when the newest state has used its tries. */
+export const ROLLBACK_ID = 'cairn-rollback';
 
 /** The GRUB id of the entry that boots with cairn.boot=<boot>. */
 export function entryId(boot: string): string {
@@ -121,8 +147,9 @@ export function buildMenu(
     args: kernelArgs(boot, settings),
   });
 
+  const tries = settings.bootTries ?? DEFAULT_BOOT_TRIES;
   const entries = [
-    entry('default', TITLES.default, markOf(find('newest'))),
+    { ...entry('default', TITLES.default, markOf(find('newest'))), ...(tries ? { counts: ['kernel', 'state'] as TrialSubject[] } : {}) },
     entry('backup', TITLES.backup, markOf(find('backup'))),
     entry('clean', TITLES.clean, undefined),
   ];
@@ -142,8 +169,19 @@ export function buildMenu(
       id: PREVIOUS_KERNEL_ID,
       kernel: previous.kernel,
       initrd: previous.initrd,
+      ...(tries ? { counts: ['state'] as TrialSubject[] } : {}),
     });
   }
+  // cairn.rollback=state: the initramfs records the backup boot as a
+  // fallback from the newest state, which stays held until the user acts.
+  const rollback: RollbackEntry | undefined = tries
+    ? {
+        ...entry('backup', TITLES.rollback, undefined),
+        id: ROLLBACK_ID,
+        args: [...kernelArgs('backup', settings), 'cairn.rollback=state'],
+        ...(previous ? { previousKernel: previous } : {}),
+      }
+    : undefined;
 
   const defaultBoot = options.defaultBoot ?? 'default';
   const chosen = entries.find((e) => e.boot === defaultBoot);
@@ -158,8 +196,13 @@ export function buildMenu(
     initrd: settings.initrd,
     esp: settings.esp,
     entries,
+    bootTries: tries,
+    ...(rollback ? { rollback } : {}),
   };
 }
+
+/** Seconds a panicking kernel shows its message before it restarts, when boots are counted. */
+export const PANIC_REBOOT_SECONDS = 10;
 
 /** The kernel command line of one entry, in the order the initramfs documents it. */
 export function kernelArgs(boot: string, settings: BootSettings): string[] {
@@ -171,6 +214,9 @@ export function kernelArgs(boot: string, settings: BootSettings): string[] {
     ...(settings.upperSize ? [`cairn.upper_size=${settings.upperSize}`] : []),
     `cairn.data=${settings.dataSpec}`,
     ...(settings.grow === false ? ['cairn.grow=0'] : []),
+    // With boot counting a kernel that panics restarts, and GRUB counts the
+    // try; without it, it waits for someone to read the panic.
+    ...((settings.bootTries ?? DEFAULT_BOOT_TRIES) > 0 ? [`panic=${PANIC_REBOOT_SECONDS}`] : []),
     ...consoles,
   ];
 }
@@ -199,6 +245,9 @@ export function checkSettings(s: BootSettings): void {
     if (/[\x00-\x1f\x7f]/.test(path)) throw new UsageError(`the ${what} path holds a control character`);
   }
   if (!s.esp.value || /[\x00-\x1f\x7f]/.test(s.esp.value)) throw new UsageError(`the ESP ${s.esp.by} "${s.esp.value}" is empty or holds a control character`);
+  if (s.bootTries !== undefined && !(Number.isInteger(s.bootTries) && s.bootTries >= 0 && s.bootTries <= MAX_BOOT_TRIES)) {
+    throw new UsageError(`boot tries ${String(s.bootTries)} is not a whole number from 0 (no counting) to ${MAX_BOOT_TRIES}`);
+  }
   if (s.grow !== undefined && typeof s.grow !== 'boolean') throw new UsageError(`grow "${String(s.grow)}" is not true or false`);
   if (!Number.isInteger(s.serialSpeed) || s.serialSpeed <= 0) throw new UsageError(`serial speed ${s.serialSpeed} is not a baud rate`);
 }

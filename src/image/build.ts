@@ -29,6 +29,8 @@ export interface ImageOptions {
   upper: UpperType;
   /** false: the data partition never grows to fill a larger stick (cairn.grow=0 on the menu's command lines). */
   grow?: boolean;
+  /** Boot counting: the tries GRUB gives a new kernel or newest state (0: off; absent: 3). */
+  bootTries?: number;
   /**
    * The kernel package. debian: linux-image-amd64 for sticks,
    * linux-image-cloud-amd64 for VMs; alpine: linux-lts or linux-virt.
@@ -136,6 +138,7 @@ export async function buildImage(o: ImageOptions): Promise<ImageReport> {
     writeInitrd: (output) => buildInitramfs({ kernelVersion, modulesDir: root, output, luks: o.luks, initDir, programRoot: root }),
     upper: o.upper,
     grow: o.grow,
+    bootTries: o.bootTries,
     primaryConsole: o.primaryConsole,
     luks: o.luks,
   });
@@ -172,6 +175,7 @@ export interface BootFilesOptions {
   writeInitrd: (output: string) => Promise<unknown>;
   upper: UpperType;
   grow?: boolean;
+  bootTries?: number;
   primaryConsole: PrimaryConsole;
   luks: boolean;
 }
@@ -198,6 +202,7 @@ export async function stageBootFiles(o: BootFilesOptions): Promise<{ files: Map<
       dataSpec: `LABEL=${LABELS.data}`,
       upper: o.upper,
       ...(o.grow === false ? { grow: false } : {}),
+      ...(o.bootTries !== undefined ? { bootTries: o.bootTries } : {}),
       serialSpeed: 115200,
       primaryConsole: o.primaryConsole,
     },

@@ -41,7 +41,7 @@ function cairnServices(base: Base): Service[] {
     { name: 'cairn-readonly', runlevel: base.save.runlevel },
     { name: 'cairn-userdirs', runlevel: 'default' },
     { name: 'cairn-swap', runlevel: 'default' },
-    { name: 'cairn-kernel', runlevel: 'default' },
+    { name: 'cairn-boot-good', runlevel: 'default' },
   ];
 }
 
@@ -113,8 +113,9 @@ export function loginNotice(): string {
   const record = `${RUNTIME.dataDir}/${DATA.saveFailed}`;
   const held = `${RUNTIME.dataDir}/${DATA.held}`;
   return `# cairn: a shutdown save that failed is said at every login until a save succeeds,
-# states a boot fell back past until the user boots or releases them, and a
-# data partition the boot's check left read-only.
+# states a boot fell back past until the user boots or releases them, a
+# rollback by GRUB's boot counting, and a data partition the boot's check
+# left read-only.
 if [ -r ${record} ]; then
 	printf '\n*** cairn: %s\n*** cairn save saves this session now; cairn status shows the saved states.\n\n' "$(cat ${record})" >&2
 fi
@@ -123,6 +124,9 @@ if [ "\${cairn_held:-0}" -gt 0 ]; then
 	printf '\n*** cairn: %s saved state(s) could not be booted and are held: no save removes them.\n*** cairn status lists them; boot one from the GRUB menu, or cairn release lets saves prune them.\n\n' "$cairn_held" >&2
 fi
 unset cairn_held
+if grep -q '^rollback=state' ${RUNTIME.bootRecord} 2>/dev/null; then
+	printf '\n*** cairn: the newest state did not bring the system up in its tries, so GRUB booted the backup.\n*** The newest state is kept. cairn boot retry tries it again at the next boot; a save makes this session the newest.\n\n' >&2
+fi
 if grep -q '^data_check=errors left' ${RUNTIME.bootRecord} 2>/dev/null; then
 	printf '\n*** cairn: the data partition has errors the boot did not repair: it is mounted read-only and nothing is saved.\n*** cairn status says more; boot with cairn.debug=1 and run e2fsck -f on it from the rescue shell.\n\n' >&2
 fi

@@ -1,6 +1,7 @@
 import { existsSync } from 'node:fs';
 import { readdir, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
+import { armTries, bootTriesOf } from '../boot/counting.js';
 import { ESP_PATHS, kernelFiles, readBootState, writeBootState, type BootState } from '../esp/bootState.js';
 import type { KernelFiles } from '../grub/menu.js';
 import { buildInitramfs } from '../initramfs/build.js';
@@ -103,6 +104,8 @@ export async function installKernel(t: SystemTarget, p: KernelPayload): Promise<
     await t.esp.install(ESP_PATHS.initrd(p.release), { file: initrd });
 
     const next = nextBootState(old, kernelFiles(p.release), t.runningKernel);
+    // On trial from the menu's first use of it: GRUB counts its boots (src/boot).
+    if (next.kernel.release !== old.kernel.release) await armTries(t.esp, 'kernel', bootTriesOf(next));
     await writeBootState(t.esp, t.dataDir, next);
     const removed = droppedKernels(old, next).filter((r) => r !== t.runningKernel);
     for (const release of removed) await removeKernelFiles(t, release);

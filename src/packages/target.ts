@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { release } from 'node:os';
+import { armTries } from '../boot/counting.js';
 import { writeMenu } from '../esp/bootState.js';
 import { Esp } from '../esp/esp.js';
 import { loadConfig } from '../config.js';
@@ -46,9 +47,16 @@ export async function resolveTarget(flags: TargetFlags): Promise<SystemTarget> {
   };
 }
 
-/** The running stick's menu, rewritten from its boot record and the states now on the data partition. */
-export async function refreshMenu(dataDir: string): Promise<void> {
-  await writeMenu(new Esp(await findEsp()), dataDir);
+/**
+ * The running stick's menu, rewritten from its boot record and the states
+ * now on the data partition. NEWEST says what became of the newest state:
+ * a new one is put on trial (boot counting, src/boot), and when none is
+ * left nothing is.
+ */
+export async function refreshMenu(dataDir: string, newest?: 'new' | 'gone'): Promise<void> {
+  const esp = new Esp(await findEsp());
+  await writeMenu(esp, dataDir);
+  if (newest) await armTries(esp, 'state', newest === 'gone' ? 0 : undefined);
 }
 
 /** The ESP's device, by the label the image builder gives it. */

@@ -169,7 +169,7 @@ const sha256 = (b: Buffer) => createHash('sha256').update(b).digest('hex');
 
 /** A GRUB menu entry, by id and title, booting a kernel release with its own initramfs. */
 const entry = (id: string, title: string, release: string) =>
-  new RegExp(`menuentry '${title}' \\$menuentry_id_option ${id} \\{[^}]*\\n\\tlinux /vmlinuz-${escapeRegExp(release)} cairn\\.boot=default [^}]*\\n\\tinitrd /initramfs-${escapeRegExp(release)}\\n\\}`);
+  new RegExp(`menuentry '${title}' \\$menuentry_id_option ${id} \\{(?:[^}]|\\$\\{[a-z_]+\\})*\\n\\tlinux /vmlinuz-${escapeRegExp(release)} cairn\\.boot=default [^}]*\\n\\tinitrd /initramfs-${escapeRegExp(release)}\\n\\}`);
 
 /** Every .ko under the Debian tree's modules directory, relative to it. */
 function moduleFiles(): string[] {

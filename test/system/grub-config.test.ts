@@ -35,7 +35,7 @@ function parseEntries(cfg: string): Entry[] {
     const [, title, opt, id] = readWords(head.replace(/ \{$/, '').replace('$menuentry_id_option', '--id'));
     expect(opt).toBe('--id');
     const cmds: string[][] = [];
-    while (lines[++i] !== '}') cmds.push(readWords(lines[i]!.trim()));
+    while (lines[++i] !== '}') if (/^\s*(search|linux|initrd) /.test(lines[i]!)) cmds.push(readWords(lines[i]!.trim()));
     const cmd = (name: string) => cmds.find((c) => c[0] === name) ?? [];
     out.push({ title: title!, id: id!, search: cmd('search'), linux: cmd('linux'), initrd: cmd('initrd') });
   }

@@ -92,7 +92,10 @@ describe('cairn kernel install', () => {
     expect(menu).toContain(`linux /vmlinuz-${kernel.version} cairn.boot=default`);
     expect(menu).toContain('previous kernel 6.1.0-1-old');
     const status = await cairn(['status', '--data', data, '--upper', data, '--esp', esp.device]);
-    expect(status.stdout).toContain(`kernel booted by default: ${kernel.version} (the menu keeps 6.1.0-1-old until it has booted)`);
+    expect(status.stdout).toContain(`kernel booted by default: ${kernel.version} (the menu keeps 6.1.0-1-old until it is confirmed)`);
+    // Boot counting: GRUB gives the new kernel its tries (docs/boot.md).
+    expect(status.stdout).toContain('the default kernel: on trial, 3 of 3 tries left until a boot is marked good');
+    expect((await esp.read('grub/grubenv'))!.toString('latin1')).toMatch(/^# GRUB Environment Block\ncairn_kernel_tries=3\n#+$/);
     expect(status.stdout).toContain(`modules images: ${kernel.version}`);
   }, 300_000);
 

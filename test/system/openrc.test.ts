@@ -320,23 +320,35 @@ describe('the login notice of a data partition left read-only', () => {
   });
 });
 
-describe('cairn-kernel', () => {
+describe('cairn-boot-good', () => {
   const s = new Scratch();
   afterAll(() => s.cleanup());
 
-  it('runs cairn kernel confirm, and a failure of it never stops the boot', async () => {
+  it('runs cairn boot good, and a failure of it never stops the boot', async () => {
     const calls = s.path('calls');
     const stand = s.path('cairn');
-    // A stand-in for cairn: the real confirm needs a stick's ESP (tested in kernel-install and deb-hook).
+    // A stand-in for cairn: the real mark needs a stick's ESP (test/system/boot-counting.test.ts, and the VM).
     await writeFile(stand, `#!/bin/sh\necho "$@" >> '${calls}'\nexit \${CAIRN_EXIT:-0}\n`);
     await chmod(stand, 0o755);
-    const ok = await service('cairn-kernel.initd', 'start', { cairn: stand });
+    const ok = await service('cairn-boot-good.initd', 'start', { cairn: stand });
     expect(ok.exitCode, ok.out).toBe(0);
-    expect(ok.out).toMatch(/\* Checking which kernel booted/);
-    expect(readFileSync(calls, 'utf8')).toBe('kernel confirm\n');
-    const failed = await service('cairn-kernel.initd', 'start', { cairn: stand }, 'export CAIRN_EXIT=1');
+    expect(ok.out).toMatch(/\* Marking this boot good/);
+    expect(readFileSync(calls, 'utf8')).toBe('boot good\n');
+    const failed = await service('cairn-boot-good.initd', 'start', { cairn: stand }, 'export CAIRN_EXIT=1');
     expect(failed.exitCode).toBe(0);
-    expect(failed.out).toMatch(/cairn kernel confirm failed; the previous kernel stays on the stick/);
+    expect(failed.out).toMatch(/cairn boot good failed; GRUB still counts this boot as a try/);
+  });
+
+  it('comes after local and sshd, or after the services /etc/conf.d/cairn-boot-good names', async () => {
+    const afters = s.path('afters');
+    const dep = async (prelude: string) => {
+      await writeFile(afters, '');
+      const r = await service('cairn-boot-good.initd', 'depend', {}, `after() { echo "$@" >> '${afters}'; }\n${prelude}`);
+      expect(r.exitCode, r.out).toBe(0);
+      return readFileSync(afters, 'utf8').trim();
+    };
+    expect(await dep('')).toBe('local sshd');
+    expect(await dep("cairn_boot_good_after='local sshd kiosk'")).toBe('local sshd kiosk');
   });
 });
 

@@ -103,6 +103,7 @@ describe('kernelArgs', () => {
       'cairn.boot=gen-3',
       'cairn.upper=zram',
       'cairn.data=LABEL=cairn-data',
+      'panic=10',
       'console=tty0',
       'console=ttyS0,115200',
     ]);
@@ -118,7 +119,7 @@ describe('kernelArgs', () => {
         serialSpeed: 9600,
         primaryConsole: 'screen',
       }),
-    ).toEqual(['cairn.boot=backup', 'cairn.upper=tmpfs', 'cairn.upper_size=2G', 'cairn.data=UUID=0b7c3f7e-2d5e', 'console=ttyS0,9600', 'console=tty0']);
+    ).toEqual(['cairn.boot=backup', 'cairn.upper=tmpfs', 'cairn.upper_size=2G', 'cairn.data=UUID=0b7c3f7e-2d5e', 'panic=10', 'console=ttyS0,9600', 'console=tty0']);
   });
 
   it('adds cairn.grow=0 to every entry of a stick built with --no-grow, and nothing when it grows', () => {

@@ -20,7 +20,8 @@ function entries(cfg: string): { head: string[]; body: string[][] }[] {
     if (!lines[i]!.startsWith('menuentry ')) continue;
     const head = readWords(lines[i]!.replace(/\$menuentry_id_option/, '--id').replace(/ \{$/, ''));
     const body: string[][] = [];
-    while (lines[++i] !== '}') body.push(readWords(lines[i]!.trim()));
+    // The commands that load; the counting around them is GRUB script read by grub-script-check (test/system/grub-config.test.ts).
+    while (lines[++i] !== '}') if (/^\s*(search|linux|initrd) /.test(lines[i]!)) body.push(readWords(lines[i]!.trim()));
     out.push({ head, body });
   }
   return out;
@@ -60,6 +61,7 @@ describe('renderGrubConfig', () => {
         `cairn.boot=${boot}`,
         'cairn.upper=zram',
         'cairn.data=LABEL=cairn-data',
+        'panic=10',
         'console=tty0',
         'console=ttyS0,115200',
       ]);

@@ -71,8 +71,10 @@ describe('the menu with a previous kernel', () => {
 
   it('boots the new kernel from every state entry and the old one from its own entry, last', () => {
     const text = renderGrubConfig(menu);
+    // The fifth, defined only once the newest state has used its tries, is the rollback's (boot-tries.test.ts).
     const entries = text.split('menuentry ').slice(1);
-    expect(entries).toHaveLength(4);
+    expect(entries).toHaveLength(5);
+    expect(entries[4]).toContain('cairn-rollback');
     for (const e of entries.slice(0, 3)) expect(e).toContain('linux /vmlinuz-6.1.0-56 ');
     expect(entries[3]).toContain(`'${TITLES.previousKernel('6.1.0-50')}'`);
     expect(entries[3]).toContain(PREVIOUS_KERNEL_ID);

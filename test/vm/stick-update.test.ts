@@ -60,7 +60,7 @@ describe.sequential('a user\'s day, continued: a system update, and UEFI (debian
     expect(await after.ok(`dpkg-query -W -f '\${Version}' grub-pc-bin grub-efi-amd64-bin`)).toBe(`${fixture.grub.version}${fixture.grub.version}`);
     expect(await after.ok(`find ${UPPER} -path '*/modules/${fixture.update.version}*' -o -name '*.ko*' -o -name 'vmlinuz*' -o -path '${UPPER}/boot/grub*' | wc -l`)).toBe('0');
     const status = await after.ok('cairn status');
-    expect(status).toContain(`kernel booted by default: ${fixture.update.version} (the menu keeps ${old} until it has booted)`);
+    expect(status).toContain(`kernel booted by default: ${fixture.update.version} (the menu keeps ${old} until it is confirmed)`);
     expect(status.split('\n').find((l) => l.startsWith('modules images:'))).toContain(fixture.update.version);
     expect(status).toContain(`i386-pc ${fixture.grub.version}`);
     expect(status).toContain(`x86_64-efi ${fixture.grub.version}`);

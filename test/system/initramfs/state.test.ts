@@ -55,7 +55,7 @@ let rootCount = 0;
  * name -> image): find, mount, select, unpack, record. Returns the record,
  * the hostname the unpacked upper layer has, and what was said.
  */
-async function boot(files: Record<string, string>, requested: string) {
+async function boot(files: Record<string, string>, requested: string, rollback = '') {
   const part = await dataPartition(sb, files);
   const root = await sb.root(`root-${rootCount++}`);
   const r = await sb.lib(
@@ -63,6 +63,7 @@ async function boot(files: Record<string, string>, requested: string) {
 data_find "LABEL=${part.label}" || exit 10
 data_mount "$cairn_data_dev" || exit 11
 cairn_boot=${requested}
+cairn_rollback=${rollback}
 state_select "$cairn_boot"
 upper_create tmpfs ${UPPER_BYTES} || exit 12
 cairn_upper_bytes=${UPPER_BYTES}
@@ -94,6 +95,7 @@ describe('state selection on a real data partition', () => {
       used: 'default',
       state_id: 'id-newest',
       fallback: '',
+      rollback: '',
       upper: 'tmpfs',
       upper_size: String(UPPER_BYTES),
       kernel: KVER,
@@ -183,6 +185,16 @@ describe('state selection on a real data partition', () => {
     expect(missing).toMatchObject({ requested: 'gen-3', used: 'clean', fallback: 'upperfs-gen-3.squashfs is missing' });
     const bad = await boot(files, 'gen-2');
     expect(bad).toMatchObject({ requested: 'gen-2', used: 'clean', fallback: 'upperfs-gen-2.squashfs fails its checksum (sha256 mismatch)' });
+  });
+
+  it('on GRUB\'s rollback (cairn.boot=backup cairn.rollback=state) boots the backup as a fallback from the newest, which it holds', async () => {
+    const b = await boot({ 'upperfs.squashfs': img.newest!, 'upperfs-backup.squashfs': img.backup! }, 'backup', 'state');
+    expect(b).toMatchObject({ requested: 'default', used: 'backup', state_id: 'id-backup', hostname: 'backup', rollback: 'state', skipped: 'id-newest' });
+    expect(b.fallback).toBe('upperfs.squashfs did not bring the system up in its tries (boot counting)');
+    expect(b.console).toContain('upperfs.squashfs did not bring the system up in its tries (boot counting); booting the backup (upperfs-backup.squashfs) instead');
+    const noBackup = await boot({ 'upperfs.squashfs': img.newest! }, 'backup', 'state');
+    expect(noBackup).toMatchObject({ requested: 'default', used: 'clean', skipped: 'id-newest' });
+    expect(noBackup.fallback).toBe('upperfs.squashfs did not bring the system up in its tries (boot counting); upperfs-backup.squashfs is missing');
   });
 
   it('boots clean when asked, unpacking nothing and recording no fallback', async () => {
