@@ -34,6 +34,7 @@ const BUDGETS = {
   'test/vm/luks-stick.test.ts': 600,
   'test/vm/alpine.test.ts': 600,
   'test/vm/lifecycle.test.ts': 600,
+  'test/vm/boot-counting.test.ts': 600,
   'test/vm/boot.test.ts': 240,
   'test/vm/grub-update.test.ts': 180,
 };

@@ -60,7 +60,12 @@ export interface GoodBootReport {
  */
 export async function markBootGood(esp: Esp, record: BootRecord | undefined, runningKernel: string): Promise<GoodBootReport> {
   const state = await readBootState(esp);
-  const before = await readTries(esp).catch(() => ({}) as Tries);
+  // A block GRUB cannot read counts nothing: the mark writes a whole one.
+  let readable = true;
+  const before = await readTries(esp).catch(() => {
+    readable = false;
+    return {} as Tries;
+  });
   const kernelOnTrialRan = runningKernel === state.kernel.release;
   const newestRan = record !== undefined && record.requested === 'default' && record.used === 'default' && !record.fallback;
   const after = markGood(before, { kernelOnTrialRan, newestRan });
@@ -68,7 +73,7 @@ export async function markBootGood(esp: Esp, record: BootRecord | undefined, run
     ...(before.kernel !== undefined && after.kernel === undefined ? [`kernel ${runningKernel}`] : []),
     ...(before.state !== undefined && after.state === undefined ? ['the newest state'] : []),
   ];
-  if (confirmed.length || !(await esp.exists(ESP_PATHS.grubEnv))) await writeTries(esp, after);
+  if (confirmed.length || !readable || !(await esp.exists(ESP_PATHS.grubEnv))) await writeTries(esp, after);
   return { before, after, confirmed };
 }
 

@@ -78,7 +78,7 @@ export function describeTries(subject: TrialSubject, left: number | undefined, t
   const what = subject === 'kernel' ? 'the default kernel' : 'the newest state';
   if (left === undefined) return `${what}: confirmed`;
   if (left === 0) {
-    return `${what}: did not come up in ${tries} tries; GRUB boots ${subject === 'kernel' ? 'the previous kernel' : 'the backup'} (cairn boot retry tries it again)`;
+    return `${what}: did not come up in ${tries} ${tries === 1 ? 'try' : 'tries'}; GRUB boots ${subject === 'kernel' ? 'the previous kernel' : 'the backup'} (cairn boot retry tries it again)`;
   }
   return `${what}: on trial, ${left} of ${tries} tries left until a boot is marked good`;
 }

@@ -32,6 +32,7 @@ function searchEsp(menu: Menu): string {
  * (--default) is theirs.
  */
 function renderCounting(menu: Menu): string {
+  // The messages fit an 80-column serial console: a wrapped line is two to whoever reads the log.
   if (!menu.bootTries) return '# Boot counting is off (boot tries 0).';
   const hasPrevious = menu.entries.some((e) => e.id === PREVIOUS_KERNEL_ID);
   const lines = [
@@ -50,7 +51,7 @@ function renderCounting(menu: Menu): string {
   if (hasPrevious) {
     lines.push(
       `  if [ "\${${TRY_VARS.kernel}}" = 0 ]; then`,
-      `    echo ${grubQuote('cairn: the default kernel did not come up in its tries: booting the previous kernel')}`,
+      `    echo ${grubQuote('cairn: the default kernel did not come up: booting the previous kernel')}`,
       `    set default=${grubWord(PREVIOUS_KERNEL_ID)}`,
       '  fi',
     );

@@ -116,10 +116,14 @@ describe('boot counting on the ESP', () => {
     expect(st.stdout).toContain('the newest state: confirmed');
   });
 
-  it('replaces a block that is not one (a damaged file) and says so in status until then', async () => {
+  it('says so in status when the block is not one (a damaged file), and the next good boot or save writes a whole one', async () => {
     await esp.install('grub/grubenv', { data: 'not an environment block' });
     const st = await cairn(['status', '--quick', '--data', data, '--esp', esp.device]);
     expect(st.stdout).toMatch(/boot counting: unknown \(\/grub\/grubenv is not a GRUB environment block/);
+    const r = await cairn(['boot', 'good', ...target('6.1.0-2-new'), '--boot-record', await record('damaged', 'requested=backup\nused=backup')]);
+    expect(r.exitCode, r.stderr).toBe(0);
+    expect(await grubSees()).toEqual({});
+    await esp.install('grub/grubenv', { data: 'not an environment block' });
     await armTries(esp, 'state');
     expect(await grubSees()).toEqual({ cairn_state_tries: '3' });
   });

@@ -339,7 +339,7 @@ describe('cairn-boot-good', () => {
     expect(failed.out).toMatch(/cairn boot good failed; GRUB still counts this boot as a try/);
   });
 
-  it('comes after local and sshd, or after the services /etc/conf.d/cairn-boot-good names', async () => {
+  it('comes after cairn\'s own services, and after local and sshd or the services /etc/conf.d/cairn-boot-good names', async () => {
     const afters = s.path('afters');
     const dep = async (prelude: string) => {
       await writeFile(afters, '');
@@ -347,8 +347,8 @@ describe('cairn-boot-good', () => {
       expect(r.exitCode, r.out).toBe(0);
       return readFileSync(afters, 'utf8').trim();
     };
-    expect(await dep('')).toBe('local sshd');
-    expect(await dep("cairn_boot_good_after='local sshd kiosk'")).toBe('local sshd kiosk');
+    expect(await dep('')).toBe('cairn-userdirs cairn-swap local sshd');
+    expect(await dep("cairn_boot_good_after='local sshd kiosk'")).toBe('cairn-userdirs cairn-swap local sshd kiosk');
   });
 });
 
