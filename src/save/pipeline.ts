@@ -428,8 +428,15 @@ interface VerifyResult {
 
 /**
  * DESIGN step 4. The image is read through a loop device that reads its file
- * with O_DIRECT: the checksum and the mounted tree both come from what is on
- * the device, not from the page cache mksquashfs wrote through.
+ * with O_DIRECT: the checksums and the mounted tree both come from what is
+ * on the device, not from the page cache mksquashfs wrote through.
+ *
+ * It comes off the data partition once. squashfs reads its blocks with bios
+ * of its own, past a device's page cache, so mounted on that loop device it
+ * would read the image a second time beside the checksum pass. It is
+ * mounted instead on a second loop device over the first, which reads the
+ * first through its page cache: the checksum pass, the `cksum` and the
+ * mount share one read, whichever of them comes to a block first.
  */
 async function verifyAgainstUpper(
   image: string,
@@ -439,51 +446,53 @@ async function verifyAgainstUpper(
   since: number,
   onProgress: (fraction: number) => void,
 ): Promise<VerifyResult> {
-  return withLoopDevice(image, { readOnly: true, directIo: true }, async (device) => {
-    const directIo = loopUsesDirectIo(device);
-    // The checksum pass and the comparison run side by side: one is hashing,
-    // the other decompressing, and both read the same device cache.
-    const t = Date.now();
-    const checksum = deviceChecksum(device, size).then((sum) => {
-      log.debug({ ms: Date.now() - t, bytes: size }, 'checksum read back');
-      return sum;
-    });
-    // The boot checks a state by this CRC (docs/state-format.md, cksum_fix): a
-    // misread figure would seal a state no boot accepts, so its form is checked.
-    const imageCksum = run('cksum', [device], { timeoutMs: 30 * 60_000, hint: toolHint('cksum') }).then((r) => {
-      const m = /^(\d+) (\d+) /.exec(r.stdout);
-      if (!m || Number(m[2]) !== size) throw new IntegrityError(device, `cksum printed "${r.stdout.trim()}", not the CRC and the ${size} bytes of the image`);
-      return Number(m[1]);
-    });
-    const compared = withTempDir('cairn-verify-', (mnt) =>
-      withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
-        // Walked now, not before squashing: excluded paths that appeared
-        // meanwhile were left out by mksquashfs too.
-        const upper = walkTree(upperDir, matcher, { forSave: true });
-        const total = Math.max(1, upperBytes(upper));
-        const result = await compareTrees({
-          upper,
-          upperRoot: upperDir,
-          imageRoot: mnt,
-          since,
-          onProgress: (done) => onProgress(Math.min(1, done / total)),
-        });
-        if (result.differences.length) {
-          const live = result.differences.every((d) => d.changedDuringSave);
-          throw new VerifyMismatchError(
-            image,
-            result.differences,
-            live
-              ? 'these files changed while the save ran; save again when they are quiet'
-              : 'the image does not hold what the upper layer holds; the saved states were not changed',
-          );
-        }
-        return { files: result.entries, upperBytes: upperBytes(upper), space: spaceTaken(upper), leftOut: describeLeftOut(upper.leftOut) };
-      }),
-    );
-    const [sha256, cksum, tree] = await Promise.all([checksum, imageCksum, compared]);
-    return { sha256, imageCksum: cksum, ...tree, directIo };
-  });
+  return withLoopDevice(image, { readOnly: true, directIo: true }, (device) =>
+    withLoopDevice(device, { readOnly: true }, async (view) => {
+      const directIo = loopUsesDirectIo(device);
+      // The checksum pass and the comparison run side by side: one is hashing,
+      // the other decompressing.
+      const t = Date.now();
+      const checksum = deviceChecksum(device, size).then((sum) => {
+        log.debug({ ms: Date.now() - t, bytes: size }, 'checksum read back');
+        return sum;
+      });
+      // The boot checks a state by this CRC (docs/state-format.md, cksum_fix): a
+      // misread figure would seal a state no boot accepts, so its form is checked.
+      const imageCksum = run('cksum', [device], { timeoutMs: 30 * 60_000, hint: toolHint('cksum') }).then((r) => {
+        const m = /^(\d+) (\d+) /.exec(r.stdout);
+        if (!m || Number(m[2]) !== size) throw new IntegrityError(device, `cksum printed "${r.stdout.trim()}", not the CRC and the ${size} bytes of the image`);
+        return Number(m[1]);
+      });
+      const compared = withTempDir('cairn-verify-', (mnt) =>
+        withMount(view, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
+          // Walked now, not before squashing: excluded paths that appeared
+          // meanwhile were left out by mksquashfs too.
+          const upper = walkTree(upperDir, matcher, { forSave: true });
+          const total = Math.max(1, upperBytes(upper));
+          const result = await compareTrees({
+            upper,
+            upperRoot: upperDir,
+            imageRoot: mnt,
+            since,
+            onProgress: (done) => onProgress(Math.min(1, done / total)),
+          });
+          if (result.differences.length) {
+            const live = result.differences.every((d) => d.changedDuringSave);
+            throw new VerifyMismatchError(
+              image,
+              result.differences,
+              live
+                ? 'these files changed while the save ran; save again when they are quiet'
+                : 'the image does not hold what the upper layer holds; the saved states were not changed',
+            );
+          }
+          return { files: result.entries, upperBytes: upperBytes(upper), space: spaceTaken(upper), leftOut: describeLeftOut(upper.leftOut) };
+        }),
+      );
+      const [sha256, cksum, tree] = await Promise.all([checksum, imageCksum, compared]);
+      return { sha256, imageCksum: cksum, ...tree, directIo };
+    }),
+  );
 }
 
 /**
