@@ -172,8 +172,9 @@ function isGone(upperRoot: string, rel: string): boolean {
  * Compares file contents in image order, in one worker thread per mount of
  * the image (lanes.ts): the kernel may decompress a mount on one CPU at a
  * time, and two mounts of the same device are two decompressors. Files are
- * opened here, in batches, and go to the lane with the fewest bytes still to
- * compare.
+ * opened here, in batches of neighbours (small files share fragment blocks,
+ * which each mount would decompress again), and each batch goes to the lane
+ * with the fewest bytes still to compare.
  */
 async function compareContents(options: CompareOptions, image: Map<string, Entry>, differ: Differ, max: number): Promise<number> {
   const { upper, upperRoot } = options;
@@ -182,22 +183,40 @@ async function compareContents(options: CompareOptions, image: Map<string, Entry
   const upperReach = new TreeReach(upperRoot);
   const imageReaches = roots.map((r) => new TreeReach(r));
   const lanes = new ContentLanes(roots.length);
-  const emptyBatch = () => ({ pairs: [] as FilePair[], rels: [] as string[], sizes: [] as number[], bytes: 0 });
-  const queued = roots.map(emptyBatch);
+  const emptyBatch = () => ({ upperFds: [] as number[], rels: [] as string[], sizes: [] as number[], bytes: 0 });
+  let batch = emptyBatch();
   const owed = roots.map(() => 0);
   const inFlight = new Set<Promise<void>>();
   let done = 0;
   let failures = 0;
-  const send = (lane: number) => {
-    const batch = queued[lane]!;
-    queued[lane] = emptyBatch();
-    const sent = lanes.compare(lane, batch.pairs).then((offsets) => {
-      owed[lane]! -= batch.bytes;
+  const send = () => {
+    const sending = batch;
+    batch = emptyBatch();
+    const lane = owed.indexOf(Math.min(...owed));
+    const pairs: FilePair[] = [];
+    try {
+      for (const [k, rel] of sending.rels.entries()) {
+        pairs.push({ upperFd: sending.upperFds[k]!, imageFd: openSync(imageReaches[lane]!.path(rel), 'r') });
+      }
+    } catch (e) {
+      for (const fd of sending.upperFds) closeSync(fd);
+      for (const p of pairs) closeSync(p.imageFd);
+      throw e;
+    }
+    owed[lane]! += sending.bytes;
+    const closeAll = () => {
+      for (const p of pairs) {
+        closeSync(p.upperFd);
+        closeSync(p.imageFd);
+      }
+    };
+    const sent = lanes.compare(lane, pairs).finally(closeAll).then((offsets) => {
+      owed[lane]! -= sending.bytes;
       offsets.forEach((offset, k) => {
-        done += batch.sizes[k]!;
+        done += sending.sizes[k]!;
         if (offset !== null && failures < max) {
           failures++;
-          differ(batch.rels[k]!, 'contents', 'other bytes', `different from byte ${offset} on`);
+          differ(sending.rels[k]!, 'contents', 'other bytes', `different from byte ${offset} on`);
         }
       });
       options.onProgress?.(done);
@@ -222,32 +241,19 @@ async function compareContents(options: CompareOptions, image: Map<string, Entry
         failures++;
         continue;
       }
-      const lane = owed.indexOf(Math.min(...owed));
-      let imageFd: number;
-      try {
-        imageFd = openSync(imageReaches[lane]!.path(rel), 'r');
-      } catch (e) {
-        closeSync(upperFd);
-        throw e;
-      }
-      const batch = queued[lane]!;
-      batch.pairs.push({ upperFd, imageFd });
+      batch.upperFds.push(upperFd);
       batch.rels.push(rel);
       batch.sizes.push(u.size);
       batch.bytes += u.size;
-      owed[lane]! += u.size;
-      if (batch.pairs.length >= BATCH_FILES || batch.bytes >= BATCH_BYTES) send(lane);
+      if (batch.rels.length >= BATCH_FILES || batch.bytes >= BATCH_BYTES) send();
       // A couple of batches ahead per lane keep both busy with few files open.
       while (inFlight.size >= 2 * roots.length) await Promise.race(inFlight);
     }
-    for (let lane = 0; lane < roots.length; lane++) if (queued[lane]!.pairs.length) send(lane);
+    if (batch.rels.length) send();
     await Promise.all(inFlight);
   } finally {
     // What no lane was sent is still open here.
-    for (const p of queued.flatMap((q) => q.pairs)) {
-      closeSync(p.upperFd);
-      closeSync(p.imageFd);
-    }
+    for (const fd of batch.upperFds) closeSync(fd);
     await Promise.allSettled(inFlight);
     await lanes.close();
     upperReach.close();
@@ -256,7 +262,7 @@ async function compareContents(options: CompareOptions, image: Map<string, Entry
   return done;
 }
 
-const BATCH_FILES = 32;
+const BATCH_FILES = 64;
 const BATCH_BYTES = 8 << 20;
 
 /** An upper-layer file opened for reading; undefined when it, or a directory above it, is gone. */

@@ -11,14 +11,15 @@ export interface FilePair {
  * process (descriptors are the process's, shared by its threads): which
  * path reaches a file is decided here (TreeReach), the reading and
  * decompressing happen there, one lane per core. Each answers a batch with
- * the offset of the first differing byte of each pair (null when equal) and
- * closes the descriptors.
+ * the offset of the first differing byte of each pair (null when equal).
+ * The descriptors stay this thread's to close: Node warns of a descriptor
+ * closed by a thread that did not open it.
  *
  * Plain CommonJS source: the bundled CLI has no module file a worker could load.
  */
 const WORKER = `
   const { parentPort } = require('node:worker_threads');
-  const { closeSync, readSync } = require('node:fs');
+  const { readSync } = require('node:fs');
   const CHUNK = 1 << 20;
   const a = Buffer.allocUnsafe(CHUNK);
   const b = Buffer.allocUnsafe(CHUNK);
@@ -51,12 +52,10 @@ const WORKER = `
     let error;
     for (const p of pairs) {
       try {
-        if (!error) offsets.push(firstDifference(p.upperFd, p.imageFd));
+        offsets.push(firstDifference(p.upperFd, p.imageFd));
       } catch (e) {
         error = e.message;
-      } finally {
-        closeSync(p.upperFd);
-        closeSync(p.imageFd);
+        break;
       }
     }
     parentPort.postMessage({ id, offsets, error });
@@ -86,7 +85,7 @@ export class ContentLanes {
     });
   }
 
-  /** Compares PAIRS in lane LANE; the descriptors are closed whatever happens. */
+  /** Compares PAIRS in lane LANE; the caller closes their descriptors once it answers. */
   compare(lane: number, pairs: FilePair[]): Promise<(number | null)[]> {
     const id = this.next++;
     return new Promise((resolve, reject) => {
