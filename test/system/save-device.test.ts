@@ -29,14 +29,15 @@ function physicalOffset(file: string, offset: number): number {
 describe('the verification reads the image from the device', () => {
   const s = new Scratch();
   let upper: string;
-  const blob = randomBytes(4 << 20);
+  // Two files of a batch each (compare.ts): one for each of the verification's two lanes.
+  const blobs = [randomBytes(9 << 20), randomBytes(9 << 20)];
 
   beforeAll(async () => {
     requireSystem(['mksquashfs', 'losetup', 'mkfs.ext4', 'filefrag', 'findmnt', 'cksum']);
     upper = s.path('upper');
     await mkdir(join(upper, 'home/user'), { recursive: true });
     // Random bytes: mksquashfs stores them as they are, so they can be found in the image.
-    await writeFile(join(upper, 'home/user/blob'), blob);
+    for (const [i, blob] of blobs.entries()) await writeFile(join(upper, `home/user/blob${i}`), blob);
     await writeFile(join(upper, 'home/user/note'), 'a note\n'.repeat(1000));
   });
   afterAll(() => s.cleanup());
@@ -59,22 +60,27 @@ describe('the verification reads the image from the device', () => {
       if (phase !== 'verifying') return;
       // The image is fsynced; its page cache still holds what mksquashfs wrote.
       const temp = join(data, DATA.temp);
-      const at = readFileSync(temp).indexOf(blob.subarray(2 << 20, (2 << 20) + 64));
-      expect(at).toBeGreaterThan(0);
+      const image = readFileSync(temp);
       const fd = openSync(device, 'r+');
       try {
-        const byte = Buffer.alloc(1);
-        const where = physicalOffset(temp, at + 10);
-        readSync(fd, byte, 0, 1, where);
-        byte[0]! ^= 0x10;
-        writeSync(fd, byte, 0, 1, where);
+        for (const blob of blobs) {
+          const at = image.indexOf(blob.subarray(2 << 20, (2 << 20) + 64));
+          expect(at).toBeGreaterThan(0);
+          const byte = Buffer.alloc(1);
+          const where = physicalOffset(temp, at + 10);
+          readSync(fd, byte, 0, 1, where);
+          byte[0]! ^= 0x10;
+          writeSync(fd, byte, 0, 1, where);
+        }
         fsyncSync(fd);
       } finally {
         closeSync(fd);
       }
     }).catch((e: unknown) => e);
     expect(error).toBeInstanceOf(VerifyMismatchError);
-    expect((error as VerifyMismatchError).message).toMatch(/\/home\/user\/blob: contents/);
+    const message = (error as VerifyMismatchError).message;
+    expect(message).toMatch(/\/home\/user\/blob0: contents/);
+    expect(message).toMatch(/\/home\/user\/blob1: contents/);
   });
 
   it('reads the image off the data partition once, for its checksums and its comparison together', async () => {
@@ -86,7 +92,7 @@ describe('the verification reads the image from the device', () => {
       if (phase === 'verifying') before = bytesReadFrom(device);
       if (phase === 'sealing') read = bytesReadFrom(device) - before;
     });
-    expect(report.bytes).toBeGreaterThan(4 << 20);
+    expect(report.bytes).toBeGreaterThan(18 << 20);
     // A little more than the image: the file system's own blocks, the device's read-ahead.
     expect(read).toBeLessThan(report.bytes * 1.25);
     expect(read).toBeGreaterThanOrEqual(report.bytes);
