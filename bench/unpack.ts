@@ -18,9 +18,10 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, rmdirSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
+import { inThrottle, STICK, throttled, type Throttle } from './stick.js';
 
 const MiB = 1 << 20;
 const rounds = Number(process.env.BENCH_ROUNDS ?? 3);
@@ -28,8 +29,6 @@ const stickRounds = Number(process.env.BENCH_STICK_ROUNDS ?? 1);
 const cli = resolve('dist/cairn.mjs');
 const lib = resolve('initramfs/lib');
 const alpinePackages = resolve('../shared/alpine/packages');
-/** A cheap USB stick, bytes per second. */
-const STICK = { read: 30_000_000, write: 15_000_000 };
 
 const sh = (cmd: string, args: string[]) => execFileSync(cmd, args, { encoding: 'utf8' });
 
@@ -40,48 +39,14 @@ function sourceLibrary(): string {
   return [...first, ...rest].map((f) => `. '${join(lib, f)}' || exit 99\n`).join('');
 }
 
-/** Where the timed programs run: a cgroup throttling one device, or none. */
-interface Throttle {
-  procs: string;
-  remove: () => void;
-}
-
 function timed(argv: string[], env: Record<string, string>, throttle?: Throttle): number {
   sh('sync', []);
   writeFileSync('/proc/sys/vm/drop_caches', '3');
-  // The shell joins the cgroup, then becomes the program: everything it reads is throttled.
-  const run = throttle ? ['sh', '-c', `echo $$ >'${throttle.procs}' && exec "$@"`, 'sh', ...argv] : argv;
+  const run = inThrottle(argv, throttle);
   const t = process.hrtime.bigint();
   const r = spawnSync(run[0]!, run.slice(1), { encoding: 'utf8', env: { ...process.env, ...env } });
   if (r.status !== 0) throw new Error(`${argv.join(' ')} failed (${r.status ?? r.signal}): ${`${r.stdout}${r.stderr}`.slice(-2000)}`);
   return Number(process.hrtime.bigint() - t) / 1e9;
-}
-
-/**
- * A cgroup whose reads from and writes to DEVICE are limited as a stick's:
- * cgroup v2's io.max where the io controller is there, else v1's blkio.
- */
-function throttled(device: string): Throttle {
-  const rdev = statSync(device).rdev;
-  const majMin = `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0xff) | ((rdev >> 12) & 0xfff00)}`;
-  const name = `cairn-bench-${process.pid}`;
-  const v2 = '/sys/fs/cgroup';
-  if (existsSync(join(v2, 'cgroup.controllers')) && sh('cat', [join(v2, 'cgroup.controllers')]).split(/\s+/).includes('io')) {
-    const dir = join(v2, name);
-    mkdirSync(dir);
-    writeFileSync(join(v2, 'cgroup.subtree_control'), '+io');
-    writeFileSync(join(dir, 'io.max'), `${majMin} rbps=${STICK.read} wbps=${STICK.write}`);
-    return { procs: join(dir, 'cgroup.procs'), remove: () => rmdirSync(dir) };
-  }
-  const v1 = '/sys/fs/cgroup/blkio';
-  if (!existsSync(join(v1, 'blkio.throttle.read_bps_device'))) {
-    throw new Error('no cgroup io controller (v2 io.max or v1 blkio.throttle) to throttle the data partition with');
-  }
-  const dir = join(v1, name);
-  mkdirSync(dir);
-  writeFileSync(join(dir, 'blkio.throttle.read_bps_device'), `${majMin} ${STICK.read}`);
-  writeFileSync(join(dir, 'blkio.throttle.write_bps_device'), `${majMin} ${STICK.write}`);
-  return { procs: join(dir, 'cgroup.procs'), remove: () => rmdirSync(dir) };
 }
 
 /** A directory whose cksum is Alpine's busybox applet, run through musl's loader; undefined without ../shared/alpine. */

@@ -1,7 +1,8 @@
-import { closeSync, lstatSync, openSync, readSync } from 'node:fs';
+import { closeSync, lstatSync, openSync } from 'node:fs';
 import { log } from '../lib/log.js';
 import { STATE } from '../names.js';
 import { compareImageAcls } from './acl.js';
+import { ContentLanes, type FilePair } from './lanes.js';
 import { TreeReach } from './reach.js';
 import { compareSparse } from './sparse.js';
 import { displayPath, walkTree, type Entry, type Walk } from './tree.js';
@@ -30,6 +31,11 @@ export interface CompareOptions {
   upper: Walk;
   upperRoot: string;
   imageRoot: string;
+  /**
+   * Other mounts of the same image: file contents are read from all of them
+   * side by side, one worker thread each (compareContents).
+   */
+  moreImageRoots?: string[];
   /** When the save began (ms since the epoch): later changes are reported as such. */
   since: number;
   /** Stop comparing contents once this many differences are known. */
@@ -84,7 +90,7 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
   ]);
   for (const d of acls) differ(d.rel, 'ACL', d.expected, d.actual);
   const t2 = Date.now();
-  let bytesCompared = differences.length < max ? compareContents(options, image.entries, differ, max) : 0;
+  let bytesCompared = differences.length < max ? await compareContents(options, image.entries, differ, max) : 0;
   const progress = (n: number) => options.onProgress?.((bytesCompared += n));
   for (const d of await compareSparse(upperRoot, imageRoot, upper, progress)) differ(d.rel, d.what, d.expected, d.actual);
   log.debug({ walkMs: t1 - t0, metadataMs: t2 - t1, contentsMs: Date.now() - t2, bytesCompared }, 'compared');
@@ -163,22 +169,64 @@ function isGone(upperRoot: string, rel: string): boolean {
 }
 
 /**
- * Compares file contents in image order, synchronously: the files are in RAM
- * (upper) or behind one kernel decompressor (squashfs), so thread-pool round
- * trips would cost more than the reads. The checksum pass runs beside it in
- * another process.
+ * Compares file contents in image order, in one worker thread per mount of
+ * the image (lanes.ts): the kernel may decompress a mount on one CPU at a
+ * time, and two mounts of the same device are two decompressors. Files are
+ * opened here, in batches of neighbours (small files share fragment blocks,
+ * which each mount would decompress again), and each batch goes to the lane
+ * with the fewest bytes still to compare.
  */
-function compareContents(options: CompareOptions, image: Map<string, Entry>, differ: Differ, max: number): number {
-  const { upper, upperRoot, imageRoot } = options;
+async function compareContents(options: CompareOptions, image: Map<string, Entry>, differ: Differ, max: number): Promise<number> {
+  const { upper, upperRoot } = options;
+  const roots = [options.imageRoot, ...(options.moreImageRoots ?? [])];
   const seenInodes = new Set<number>();
-  const a = Buffer.allocUnsafe(CHUNK);
-  const b = Buffer.allocUnsafe(CHUNK);
   const upperReach = new TreeReach(upperRoot);
-  const imageReach = new TreeReach(imageRoot);
+  const imageReaches = roots.map((r) => new TreeReach(r));
+  const lanes = new ContentLanes(roots.length);
+  const emptyBatch = () => ({ upperFds: [] as number[], rels: [] as string[], sizes: [] as number[], bytes: 0 });
+  let batch = emptyBatch();
+  const owed = roots.map(() => 0);
+  const inFlight = new Set<Promise<void>>();
   let done = 0;
   let failures = 0;
+  const send = () => {
+    const sending = batch;
+    batch = emptyBatch();
+    const lane = owed.indexOf(Math.min(...owed));
+    const pairs: FilePair[] = [];
+    try {
+      for (const [k, rel] of sending.rels.entries()) {
+        pairs.push({ upperFd: sending.upperFds[k]!, imageFd: openSync(imageReaches[lane]!.path(rel), 'r') });
+      }
+    } catch (e) {
+      for (const fd of sending.upperFds) closeSync(fd);
+      for (const p of pairs) closeSync(p.imageFd);
+      throw e;
+    }
+    owed[lane]! += sending.bytes;
+    const closeAll = () => {
+      for (const p of pairs) {
+        closeSync(p.upperFd);
+        closeSync(p.imageFd);
+      }
+    };
+    const sent = lanes.compare(lane, pairs).finally(closeAll).then((offsets) => {
+      owed[lane]! -= sending.bytes;
+      offsets.forEach((offset, k) => {
+        done += sending.sizes[k]!;
+        if (offset !== null && failures < max) {
+          failures++;
+          differ(sending.rels[k]!, 'contents', 'other bytes', `different from byte ${offset} on`);
+        }
+      });
+      options.onProgress?.(done);
+    });
+    const tracked: Promise<void> = sent.finally(() => inFlight.delete(tracked));
+    inFlight.add(tracked);
+  };
   try {
     for (const [rel, u] of upper.entries) {
+      if (failures >= max) break;
       const i = image.get(rel);
       if (u.type !== 'file' || i?.type !== 'file' || u.size !== i.size || u.size === 0) continue;
       if (options.compareContentsOf && !options.compareContentsOf(rel, u)) continue;
@@ -186,57 +234,36 @@ function compareContents(options: CompareOptions, image: Map<string, Entry>, dif
         if (seenInodes.has(u.ino)) continue;
         seenInodes.add(u.ino);
       }
-      const fd = openUpper(upperReach, rel);
-      if (fd === undefined) {
+      const upperFd = openUpper(upperReach, rel);
+      if (upperFd === undefined) {
         // Walked a moment ago, gone now: the user removed it while the save ran.
         differ(rel, 'presence', 'removed while the save compared it', 'present', true);
-        if (++failures >= max) break;
+        failures++;
         continue;
       }
-      let offset: number | undefined;
-      try {
-        offset = firstDifference(fd, imageReach.path(rel), a, b, (n) => {
-          done += n;
-          options.onProgress?.(done);
-        });
-      } finally {
-        closeSync(fd);
-      }
-      if (offset !== undefined) {
-        differ(rel, 'contents', 'other bytes', `different from byte ${offset} on`);
-        if (++failures >= max) break;
-      }
+      batch.upperFds.push(upperFd);
+      batch.rels.push(rel);
+      batch.sizes.push(u.size);
+      batch.bytes += u.size;
+      if (batch.rels.length >= BATCH_FILES || batch.bytes >= BATCH_BYTES) send();
+      // A couple of batches ahead per lane keep both busy with few files open.
+      while (inFlight.size >= 2 * roots.length) await Promise.race(inFlight);
     }
+    if (batch.rels.length) send();
+    await Promise.all(inFlight);
   } finally {
+    // What no lane was sent is still open here.
+    for (const fd of batch.upperFds) closeSync(fd);
+    await Promise.allSettled(inFlight);
+    await lanes.close();
     upperReach.close();
-    imageReach.close();
+    for (const r of imageReaches) r.close();
   }
   return done;
 }
 
-const CHUNK = 1 << 20;
-
-/** Offset of the first differing byte of two files, or undefined if equal. */
-function firstDifference(fa: number, pathB: Buffer, a: Buffer, b: Buffer, progress: (n: number) => void): number | undefined {
-  const fb = openSync(pathB, 'r');
-  try {
-    for (let pos = 0; ; ) {
-      const ra = readFull(fa, a, pos);
-      const rb = readFull(fb, b, pos);
-      if (ra !== rb) return pos + Math.min(ra, rb);
-      if (ra === 0) return undefined;
-      if (a.compare(b, 0, rb, 0, ra) !== 0) {
-        let k = 0;
-        while (a[k] === b[k]) k++;
-        return pos + k;
-      }
-      pos += ra;
-      progress(ra);
-    }
-  } finally {
-    closeSync(fb);
-  }
-}
+const BATCH_FILES = 64;
+const BATCH_BYTES = 8 << 20;
 
 /** An upper-layer file opened for reading; undefined when it, or a directory above it, is gone. */
 function openUpper(reach: TreeReach, rel: string): number | undefined {
@@ -252,15 +279,4 @@ function openUpper(reach: TreeReach, rel: string): number | undefined {
 function isGoneError(e: unknown): boolean {
   const code = (e as NodeJS.ErrnoException).code;
   return code === 'ENOENT' || code === 'ENOTDIR';
-}
-
-/** Reads until the buffer is full or the file ends, so both sides stay in step. */
-function readFull(fd: number, buf: Buffer, pos: number): number {
-  let got = 0;
-  while (got < buf.length) {
-    const n = readSync(fd, buf, got, buf.length - got, pos + got);
-    if (n === 0) break;
-    got += n;
-  }
-  return got;
 }

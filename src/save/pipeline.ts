@@ -1,5 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import { access, chmod, constants, lstat, readdir, realpath, stat, statfs, unlink, writeFile } from 'node:fs/promises';
+import { availableParallelism } from 'node:os';
 import { join, sep } from 'node:path';
 import { Worker } from 'node:worker_threads';
 import type { BootRecord } from '../bootRecord.js';
@@ -387,20 +388,30 @@ async function removeLeftovers(dataDir: string): Promise<void> {
   }
   const temp = join(dataDir, DATA.temp);
   if (await lstat(temp).catch(() => undefined)) {
-    const { stdout } = await run('losetup', ['--associated', temp, '--noheadings', '--output', 'NAME'], {
-      timeoutMs: 30_000,
-    }).catch(() => ({ stdout: '' }));
-    for (const device of stdout.split('\n').map((l) => l.trim()).filter(Boolean)) {
-      for (const target of mountsOf(device)) {
-        await unmount(target);
-        await removeEmptyDir(target);
-      }
-      await detachLoop(device);
-    }
+    await removeLoopsOver(temp);
     log.info({ temp }, 'removing the temp image of an interrupted save');
   }
   await removeSaveFile(temp);
   await removeSaveFile(join(dataDir, DATA.backupNext));
+}
+
+/**
+ * Unmounts and detaches the loop devices over FILE, and those over them:
+ * the verification mounts the image on a loop device over another
+ * (verifyAgainstUpper).
+ */
+async function removeLoopsOver(file: string): Promise<void> {
+  const { stdout } = await run('losetup', ['--associated', file, '--noheadings', '--output', 'NAME'], {
+    timeoutMs: 30_000,
+  }).catch(() => ({ stdout: '' }));
+  for (const device of stdout.split('\n').map((l) => l.trim()).filter(Boolean)) {
+    await removeLoopsOver(device);
+    for (const target of mountsOf(device)) {
+      await unmount(target);
+      await removeEmptyDir(target);
+    }
+    await detachLoop(device);
+  }
 }
 
 /** Removes a file the save made; leaves alone whatever else holds its name. */
@@ -428,8 +439,15 @@ interface VerifyResult {
 
 /**
  * DESIGN step 4. The image is read through a loop device that reads its file
- * with O_DIRECT: the checksum and the mounted tree both come from what is on
- * the device, not from the page cache mksquashfs wrote through.
+ * with O_DIRECT: the checksums and the mounted tree both come from what is
+ * on the device, not from the page cache mksquashfs wrote through.
+ *
+ * It comes off the data partition once. squashfs reads its blocks with bios
+ * of its own, past a device's page cache, so mounted on that loop device it
+ * would read the image a second time beside the checksum pass. It is
+ * mounted instead on loop devices over the first, which read the first
+ * through its page cache: the checksum pass, the `cksum` and the mounts
+ * share one read, whichever of them comes to a block first.
  */
 async function verifyAgainstUpper(
   image: string,
@@ -439,24 +457,26 @@ async function verifyAgainstUpper(
   since: number,
   onProgress: (fraction: number) => void,
 ): Promise<VerifyResult> {
-  return withLoopDevice(image, { readOnly: true, directIo: true }, async (device) => {
-    const directIo = loopUsesDirectIo(device);
-    // The checksum pass and the comparison run side by side: one is hashing,
-    // the other decompressing, and both read the same device cache.
-    const t = Date.now();
-    const checksum = deviceChecksum(device, size).then((sum) => {
-      log.debug({ ms: Date.now() - t, bytes: size }, 'checksum read back');
-      return sum;
-    });
-    // The boot checks a state by this CRC (docs/state-format.md, cksum_fix): a
-    // misread figure would seal a state no boot accepts, so its form is checked.
-    const imageCksum = run('cksum', [device], { timeoutMs: 30 * 60_000, hint: toolHint('cksum') }).then((r) => {
-      const m = /^(\d+) (\d+) /.exec(r.stdout);
-      if (!m || Number(m[2]) !== size) throw new IntegrityError(device, `cksum printed "${r.stdout.trim()}", not the CRC and the ${size} bytes of the image`);
-      return Number(m[1]);
-    });
-    const compared = withTempDir('cairn-verify-', (mnt) =>
-      withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
+  // The views are made first: they hold the device open, so its page cache
+  // lasts until the end (the last close of a block device drops it).
+  return withLoopDevice(image, { readOnly: true, directIo: true }, (device) =>
+    withMountedViews(device, Math.min(2, availableParallelism()), async ([mnt, ...more]) => {
+      const directIo = loopUsesDirectIo(device);
+      // The checksum pass and the comparison run side by side: one is hashing,
+      // the others decompressing.
+      const t = Date.now();
+      const checksum = deviceChecksum(device, size).then((sum) => {
+        log.debug({ ms: Date.now() - t, bytes: size }, 'checksum read back');
+        return sum;
+      });
+      // The boot checks a state by this CRC (docs/state-format.md, cksum_fix): a
+      // misread figure would seal a state no boot accepts, so its form is checked.
+      const imageCksum = run('cksum', [device], { timeoutMs: 30 * 60_000, hint: toolHint('cksum') }).then((r) => {
+        const m = /^(\d+) (\d+) /.exec(r.stdout);
+        if (!m || Number(m[2]) !== size) throw new IntegrityError(device, `cksum printed "${r.stdout.trim()}", not the CRC and the ${size} bytes of the image`);
+        return Number(m[1]);
+      });
+      const compared = (async () => {
         // Walked now, not before squashing: excluded paths that appeared
         // meanwhile were left out by mksquashfs too.
         const upper = walkTree(upperDir, matcher, { forSave: true });
@@ -464,7 +484,8 @@ async function verifyAgainstUpper(
         const result = await compareTrees({
           upper,
           upperRoot: upperDir,
-          imageRoot: mnt,
+          imageRoot: mnt!,
+          moreImageRoots: more,
           since,
           onProgress: (done) => onProgress(Math.min(1, done / total)),
         });
@@ -479,11 +500,26 @@ async function verifyAgainstUpper(
           );
         }
         return { files: result.entries, upperBytes: upperBytes(upper), space: spaceTaken(upper), leftOut: describeLeftOut(upper.leftOut) };
-      }),
-    );
-    const [sha256, cksum, tree] = await Promise.all([checksum, imageCksum, compared]);
-    return { sha256, imageCksum: cksum, ...tree, directIo };
-  });
+      })();
+      const [sha256, cksum, tree] = await Promise.all([checksum, imageCksum, compared]);
+      return { sha256, imageCksum: cksum, ...tree, directIo };
+    }),
+  );
+}
+
+/**
+ * N read-only mounts of the squashfs on DEVICE, each on a loop device of its
+ * own over it that reads DEVICE through its page cache: N superblocks, so N
+ * decompressors on a kernel with one per mount, and still one read of the
+ * device.
+ */
+async function withMountedViews<T>(device: string, n: number, fn: (roots: string[]) => Promise<T>, roots: string[] = []): Promise<T> {
+  if (roots.length >= n) return fn(roots);
+  return withLoopDevice(device, { readOnly: true }, (view) =>
+    withTempDir('cairn-verify-', (mnt) =>
+      withMount(view, mnt, { type: 'squashfs', options: ['ro'] }, () => withMountedViews(device, n, fn, [...roots, mnt])),
+    ),
+  );
 }
 
 /**

@@ -280,9 +280,25 @@ export async function sha256Of(path: string, size: number): Promise<string> {
 
 /** The POSIX cksum of a whole file, as `cksum FILE` prints it. */
 export async function cksumOf(path: string): Promise<number> {
+  return (await sumsOf(path, 0)).cksum;
+}
+
+/**
+ * The sha256 of a file's first SHABYTES bytes and the POSIX cksum of the
+ * whole file, from one read: a state's image and seal are read once
+ * whichever check its seal calls for.
+ */
+export async function sumsOf(path: string, shaBytes: number): Promise<{ sha256: string; cksum: number }> {
+  const hash = createHash('sha256');
   const sum = new Cksum();
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) sum.update(chunk as Buffer);
-  return sum.digest();
+  let pos = 0;
+  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
+    const bytes = chunk as Buffer;
+    if (pos < shaBytes) hash.update(bytes.subarray(0, shaBytes - pos));
+    sum.update(bytes);
+    pos += bytes.length;
+  }
+  return { sha256: hash.digest('hex'), cksum: sum.digest() };
 }
 
 /**
@@ -295,8 +311,11 @@ export async function checkIntegrity(path: string): Promise<SealCheck> {
   const read = await readSeal(path);
   if (!read.ok) return read;
   const damaged = (problem: string): SealCheck => ({ ok: false, problem, seal: read.seal, fileSize: read.fileSize });
-  if (read.seal.cksumFix !== undefined && (await cksumOf(path)) !== SEAL.cksum) {
-    return damaged('cksum mismatch: the image or its seal is corrupt');
+  if (read.seal.cksumFix !== undefined) {
+    const sums = await sumsOf(path, read.seal.size);
+    if (sums.cksum !== SEAL.cksum) return damaged('cksum mismatch: the image or its seal is corrupt');
+    if (sums.sha256 !== read.seal.sha256) return damaged('checksum mismatch: the image is corrupt');
+    return read;
   }
   const actual = await sha256Of(path, read.seal.size);
   if (actual !== read.seal.sha256) return damaged('checksum mismatch: the image is corrupt');

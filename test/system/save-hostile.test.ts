@@ -311,9 +311,10 @@ describe('a file removed during the comparison, and a mksquashfs that writes not
 
   it('a file removed while contents are compared: a mismatch naming it as changed during the save', async () => {
     const data = await withTwoStates('gone');
-    // Compared in name order: a-big first, whose progress removes b-gone
-    // after the walk found it and before its turn comes.
-    await writeFile(join(upper, 'a-big'), randomBytes(8 << 20));
+    // Compared in name order, a few batches of files opened ahead of the
+    // comparison (compare.ts): the a-big files first, whose progress removes
+    // b-gone after the walk found it and before its turn comes.
+    for (let i = 0; i < 6; i++) await writeFile(join(upper, `a-big${i}`), randomBytes(8 << 20));
     await writeFile(join(upper, 'b-gone'), 'here when the walk passed\n');
     let removed = false;
     const error = await save(data, (phase) => {
@@ -328,7 +329,7 @@ describe('a file removed during the comparison, and a mksquashfs that writes not
     expect(mismatch.message).toMatch(/\/b-gone: presence in the image is present, in the upper layer removed while the save compared it/);
     expect(mismatch.hint).toMatch(/changed while the save ran; save again/);
     await expectUntouched(data);
-    await rm(join(upper, 'a-big'));
+    for (let i = 0; i < 6; i++) await rm(join(upper, `a-big${i}`));
   });
 
   it('a mksquashfs that exits 0 without writing the image: a clear error, states and stick as they were', async () => {
