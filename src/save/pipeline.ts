@@ -490,7 +490,7 @@ async function verifyAgainstUpper(
  * sha256 of a device's first `size` bytes, hashed in a worker thread so it
  * runs on the other core while the main thread compares trees.
  */
-function deviceChecksum(device: string, size: number): Promise<string> {
+export function deviceChecksum(device: string, size: number): Promise<string> {
   const code = `
     const { parentPort, workerData } = require('node:worker_threads');
     const { openSync, readSync, closeSync } = require('node:fs');
