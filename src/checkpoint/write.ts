@@ -84,6 +84,13 @@ export async function writeDelta(options: DeltaOptions): Promise<DeltaReport> {
       hint: 'run cairn save',
     });
   }
+  // Any change since the parent (a removal or rename too, by its directory)
+  // gave some entry a later ctime: when none has one, nothing changed, and
+  // neither the parent nor an xattr is read.
+  if (![...upper.entries.values()].some((e) => e.ctimeMs >= options.contentsSinceMs)) {
+    seconds.plan = (Date.now() - t) / 1000;
+    return { written: false, bytes: 0, entries: 0, changed: 0, removals: 0, startedMs, directIo: false, seconds };
+  }
   const parent = dropOwn(walkTree(options.parentRoot, matcher));
   const [upperXattrs, parentXattrs] = await Promise.all([readXattrs(options.upperDir), readXattrs(options.parentRoot)]);
   const plan = planDelta({
@@ -133,7 +140,7 @@ export async function writeDelta(options: DeltaOptions): Promise<DeltaReport> {
         await appendDurably(temp, list);
       })) &&
       (await step('verify', async () => {
-        verified = await verifyDelta(options, temp, squashBytes, list.length, plan, parent, parentXattrs, startedMs);
+        verified = await verifyDelta(options, temp, squashBytes, list.length, plan, parent, parentXattrs, upperXattrs, startedMs);
       })) &&
       (await step('seal', async () => {
         seal = {
@@ -220,7 +227,8 @@ interface Verified {
  *   type, mode, owner, size, target, device, xattrs, ACLs, hard links, and
  *   the contents of its files, which are the changed ones);
  * - every other entry of the upper layer is the parent's, not removed, with
- *   the same metadata and xattrs, untouched since the parent (its ctime);
+ *   the same metadata and xattrs, untouched since the parent (its ctime:
+ *   so the xattrs read for the plan are those it has now);
  * - no path of the result is missing from the upper layer or extra.
  * A file changed while the delta was written fails one of these.
  */
@@ -232,6 +240,7 @@ async function verifyDelta(
   plan: DeltaPlan,
   parent: Walk,
   parentXattrs: XattrMap,
+  upperXattrs: XattrMap,
   since: number,
 ): Promise<Verified> {
   const size = squashBytes + listBytes;
@@ -258,7 +267,10 @@ async function verifyDelta(
         const inDelta: Walk = { entries: new Map([...upper.entries].filter(([rel]) => image.entries.has(rel))), leftOut: [], packed: [] };
         // Entries of the delta compared with the upper layer's, contents and all.
         const result = await compareTrees({ upper: inDelta, upperRoot: options.upperDir, imageRoot: mnt, since, maxDifferences: 50 });
-        const differences = [...result.differences, ...restFromParent(upper, image, parent, parentXattrs, await readXattrs(options.upperDir), removals, since)];
+        // A directory's ctime moves with its entries, so it does not tell whether its xattrs did: those touched since are read again.
+        const touchedDirs = [...upper.entries].some(([rel, u]) => u.type === 'dir' && u.ctimeMs >= since && !image.entries.has(rel));
+        const xattrsNow = touchedDirs ? await readXattrs(options.upperDir) : upperXattrs;
+        const differences = [...result.differences, ...restFromParent(upper, image, parent, parentXattrs, xattrsNow, removals, since)];
         if (differences.length) {
           const live = differences.every((d) => d.changedDuringSave);
           throw new VerifyMismatchError(

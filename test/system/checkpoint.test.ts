@@ -19,6 +19,7 @@ import { compareTrees } from '../../src/save/compare.js';
 import { compileExcludes } from '../../src/save/exclude.js';
 import { walkTree } from '../../src/save/tree.js';
 import { checkIntegrity, readSeal } from '../../src/state/seal.js';
+import { listStates } from '../../src/state/states.js';
 import { busyboxSh } from '../helpers/initramfs-env.js';
 import { requireSystem, Scratch, unpackAsBoot } from '../helpers/system.js';
 import { prelude } from './initramfs/fixtures.js';
@@ -82,6 +83,9 @@ describe('checkpoint deltas over a real overlayfs session', () => {
     await writeFile(f('home/user/typechg-dir/x'), 'x\n');
     await writeFile(f('home/user/same'), 'aaaa\n');
     await writeFile(f('home/user/linked'), 'one inode\n');
+    // A group across a directory that is re-added whole later: its other name must come along.
+    await writeFile(f('home/user/docs/hl-in'), 'linked across\n');
+    await link(f('home/user/docs/hl-in'), f('home/user/hl-out'));
     await writeFile(f('home/user/to-rename'), 'renamed\n');
     await writeFile(f('home/user/mode'), 'mode\n');
     await writeFile(f('home/user/owned'), 'owner\n');
@@ -251,6 +255,26 @@ describe('checkpoint deltas over a real overlayfs session', () => {
     expect(read.ok ? '' : read.problem).toMatch(/checkpoint delta, not a whole state/);
     const r = await busyboxSh(`${prelude()}state_check "$F" && echo accepted`, { env: { F: deltas[0]!, ROOT: s.dir, CAIRN_KMSG: '/none' }, namespace: false });
     expect(r.stdout).toBe('is a checkpoint delta, not a whole state');
+  });
+
+  it('is passed over by the boot and by listings when it lies under a state\'s name: the backup boots', async () => {
+    const root = s.path('boot-root');
+    await mkdir(join(root, 'persist'), { recursive: true });
+    await writeFile(join(root, 'kmsg'), '');
+    await copyFile(deltas[0]!, join(root, 'persist/upperfs.squashfs'));
+    await copyFile(base, join(root, 'persist/upperfs-backup.squashfs'));
+    const r = await busyboxSh(`${prelude()}state_walk default; echo "used=$cairn_used"; echo "id=$cairn_state_id"; echo "why=$cairn_fallback"`, {
+      env: { ROOT: root, CAIRN_KMSG: '/kmsg' },
+      namespace: false,
+    });
+    expect(r.stdout).toContain('used=backup');
+    expect(r.stdout).toContain(`id=${baseId}`);
+    expect(r.stdout).toContain('why=upperfs.squashfs is a checkpoint delta, not a whole state');
+    const states = await listStates(join(root, 'persist'));
+    expect(states.map((x) => [x.name, x.check.ok])).toEqual([
+      ['upperfs.squashfs', false],
+      ['upperfs-backup.squashfs', true],
+    ]);
   });
 
   it('applies base and chain through the initramfs functions to exactly the session, after each link', async () => {
