@@ -8,6 +8,7 @@
  * is written, a file changed while it is.
  */
 import { execa } from 'execa';
+import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
 import { appendFile, chmod, chown, copyFile, link, mkdir, open, readFile, rename, rm, stat, symlink, truncate, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -18,7 +19,7 @@ import { VerifyMismatchError } from '../../src/lib/errors.js';
 import { compareTrees } from '../../src/save/compare.js';
 import { compileExcludes } from '../../src/save/exclude.js';
 import { walkTree } from '../../src/save/tree.js';
-import { checkIntegrity, readSeal } from '../../src/state/seal.js';
+import { checkIntegrity, Cksum, encodeSeal, readSeal } from '../../src/state/seal.js';
 import { listStates } from '../../src/state/states.js';
 import { busyboxSh } from '../helpers/initramfs-env.js';
 import { requireSystem, Scratch, unpackAsBoot } from '../helpers/system.js';
@@ -336,6 +337,27 @@ describe('checkpoint deltas over a real overlayfs session', () => {
     expect(await differences(snaps[0]!, dir)).toEqual([]);
     await truncate(cut, 100);
     expect((await applyChain([base, deltas[0]!, cut])).vars).toMatchObject({ rc: '0', applied: '1' });
+  });
+
+  it('refuses a removal list with a path that climbs out or passes through a symbolic link, before removing anything', async () => {
+    const bytes = await readFile(deltas[1]!);
+    const squashfsPart = bytes.subarray(0, reports[1]!.seal!.size - reports[1]!.seal!.removed!);
+    const d1 = reports[0]!.seal!.id;
+    for (const [n, paths, said] of [
+      [1, ['home/user/docs/notes', '../../etc/x'], 'a bad path in its removal list: ../../etc/x'],
+      [2, ['home/user/docs/notes', 'home/user/new-link/keep'], 'a path in its removal list below what is not a directory: home/user/new-link/keep'],
+    ] as const) {
+      const list = Buffer.from(paths.map((p) => `${p}\0`).join(''), 'latin1');
+      const body = Buffer.concat([squashfsPart, list]);
+      const sealed = { kind: 'delta' as const, size: body.length, sha256: createHash('sha256').update(body).digest('hex'), id: `crafted-${n}`, parent: d1 };
+      const block = encodeSeal({ ...sealed, session: '', created: 0, files: 0, space: 0, removed: list.length, chain: [baseId, d1] }, { imageCksum: new Cksum().update(body).digest() });
+      const crafted = s.path(`crafted-${n}`);
+      await writeFile(crafted, Buffer.concat([body, block]));
+      const { dir, vars, said: console } = await applyChain([base, deltas[0]!, crafted]);
+      expect(vars).toMatchObject({ rc: '0', applied: '1', dropped: crafted });
+      expect(console).toContain(`crafted-${n} ${said}: the chain ends before it`);
+      expect(await differences(snaps[0]!, dir)).toEqual([]);
+    }
   });
 
   it('leaves nothing under the delta\'s name when it stops before any step, and the temp file is litter the next write replaces', async () => {
