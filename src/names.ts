@@ -129,6 +129,12 @@ export const SEAL = {
   size: 4096,
   magic: 'cairn-state 1',
   /**
+   * The magic line of a checkpoint delta's seal (docs/state-format.md): not
+   * the state's, so that an initramfs that knows no deltas finds no seal at
+   * all and never unpacks a delta as if it were a whole state.
+   */
+  deltaMagic: 'cairn-delta 1',
+  /**
    * What `cksum` (POSIX CRC) prints for the whole file of a state sealed with
    * a `cksum_fix` field, which is chosen to make it so (docs/state-format.md).
    */

@@ -33,6 +33,8 @@ CAIRN_DATA_DIR=/persist
 
 CAIRN_SEAL_SIZE=4096
 CAIRN_SEAL_MAGIC='cairn-state 1'
+# A checkpoint delta's seal (lib/chain.sh): a magic an older initramfs does not know.
+CAIRN_DELTA_MAGIC='cairn-delta 1'
 # What cksum prints for the whole file of a state whose seal has cksum_fix.
 CAIRN_SEAL_CKSUM=0
 

@@ -39,13 +39,14 @@ state_describe() {
   esac
 }
 
-# seal_fields: read a seal on stdin; print its key=value lines when it starts
-# with the magic line and ends its fields with "end" followed by nothing but
+# seal_fields [MAGIC]: read a seal on stdin; print its key=value lines when it
+# starts with the magic line (a state's, or MAGIC: a delta's, lib/chain.sh)
+# and ends its fields with "end" followed by nothing but
 # newlines. Fails otherwise: 2 when a key comes twice (which value counts
 # would be a guess that cairn status could make otherwise; src/state/seal.ts
 # decodeSeal refuses it too), 1 for anything else.
 seal_fields() {
-  IFS= read -r _sf_line && [ "$_sf_line" = "$CAIRN_SEAL_MAGIC" ] || return 1
+  IFS= read -r _sf_line && [ "$_sf_line" = "${1:-$CAIRN_SEAL_MAGIC}" ] || return 1
   # Keys seen so far, each followed by "=", which no key holds.
   _sf_keys="="
   while IFS= read -r _sf_line || [ -n "$_sf_line" ]; do
@@ -80,10 +81,11 @@ seal_value() {
   done
 }
 
-# state_check FILE: succeed when FILE may be an intact state: a regular
-# file whose size is the sealed size plus the seal, and whose seal is whole.
-# Its bytes are checked by state_verify. On failure print why, as words
-# that follow the file's name.
+# state_check FILE [MAGIC]: succeed when FILE may be an intact state: a
+# regular file whose size is the sealed size plus the seal, and whose seal
+# is whole and a state's (or, with MAGIC, a delta's: lib/chain.sh). Its
+# bytes are checked by state_verify. On failure print why, as words that
+# follow the file's name.
 state_check() {
   # A symbolic link is never followed: it would resolve here, in the
   # initramfs, not on the data partition (and cairn status says the same).
@@ -94,13 +96,18 @@ state_check() {
   _sc_total=$(stat -c %s "$1") || { echo "cannot be read" && return 1; }
   _sc_rc=1
   if [ "$_sc_total" -gt "$CAIRN_SEAL_SIZE" ]; then
-    _sc_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields)
+    _sc_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields "$2")
     _sc_rc=$?
   fi
   case $_sc_rc in
     0) ;;
     2) echo "has a seal with duplicate keys" && return 1 ;;
     *)
+      # A delta extends a state and is never unpacked alone (lib/chain.sh).
+      if [ -z "$2" ] && [ "$(tail -c "$CAIRN_SEAL_SIZE" "$1" | head -n 1)" = "$CAIRN_DELTA_MAGIC" ]; then
+        echo "is a checkpoint delta, not a whole state"
+        return 1
+      fi
       echo "has no intact seal at its end (truncated, damaged or not a cairn state)"
       return 1
       ;;
@@ -131,7 +138,7 @@ state_check() {
   fi
 }
 
-# state_verify FILE: succeed when the bytes of FILE (state_check passed)
+# state_verify FILE [MAGIC]: succeed when the bytes of FILE (state_check passed)
 # are what was sealed. A seal with cksum_fix (docs/state-format.md) makes
 # the POSIX cksum of the whole file, seal included, CAIRN_SEAL_CKSUM: one
 # read of the file by cksum, which runs at the speed of the device where
@@ -139,7 +146,7 @@ state_check() {
 # has the sha256 of the image only. On failure print why, as words that
 # follow the file's name.
 state_verify() {
-  _sv_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields) ||
+  _sv_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields "$2") ||
     { echo "has no intact seal at its end (truncated, damaged or not a cairn state)" && return 1; }
   if echo "$_sv_fields" | grep -q '^cksum_fix='; then
     _sv_have=$(cksum <"$1") || { echo "cannot be read" && return 1; }

@@ -99,9 +99,9 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
 }
 
 /** `changed`: known to have changed after the save began, whatever its ctime says. */
-type Differ = (rel: string, what: string, expected: string, actual: string, changed?: boolean) => void;
+export type Differ = (rel: string, what: string, expected: string, actual: string, changed?: boolean) => void;
 
-function compareEntry(rel: string, u: Entry, i: Entry, differ: Differ): void {
+export function compareEntry(rel: string, u: Entry, i: Entry, differ: Differ): void {
   if (u.type !== i.type) return differ(rel, 'type', u.type, i.type);
   if (u.mode !== i.mode) differ(rel, 'mode', octal(u.mode), octal(i.mode));
   if (u.uid !== i.uid || u.gid !== i.gid) differ(rel, 'owner', `${u.uid}:${u.gid}`, `${i.uid}:${i.gid}`);

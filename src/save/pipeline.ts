@@ -526,7 +526,7 @@ async function withMountedViews<T>(device: string, n: number, fn: (roots: string
  * sha256 of a device's first `size` bytes, hashed in a worker thread so it
  * runs on the other core while the main thread compares trees.
  */
-function deviceChecksum(device: string, size: number): Promise<string> {
+export function deviceChecksum(device: string, size: number): Promise<string> {
   const code = `
     const { parentPort, workerData } = require('node:worker_threads');
     const { openSync, readSync, closeSync } = require('node:fs');

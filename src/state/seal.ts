@@ -28,7 +28,15 @@ export interface Seal {
    * of the file, which covers the seal too). Absent in states of older cairns.
    */
   cksumFix?: string;
+  /** 'delta' for a checkpoint delta (docs/state-format.md "Checkpoint deltas"); a whole state otherwise. */
+  kind?: SealKind;
+  /** A delta's: bytes of its removal list, the last of the `size` bytes. */
+  removed?: number;
+  /** A delta's: the ids of every link before it, the base first and its parent last. */
+  chain?: string[];
 }
+
+export type SealKind = 'state' | 'delta';
 
 const FIELDS = ['size', 'sha256', 'id', 'parent', 'session', 'created', 'files', 'space'] as const;
 const FIX_KEY = 'cksum_fix';
@@ -46,13 +54,36 @@ export function encodeSeal(seal: Seal, options: EncodeOptions = {}): Buffer {
   for (const k of FIELDS) {
     if (/[\n=]/.test(String(seal[k])) && k !== 'sha256') throw new Error(`seal field ${k} holds a newline or '='`);
   }
+  const delta = seal.kind === 'delta' ? deltaLines(seal) : [];
   const fix = options.imageCksum === undefined ? [] : [`${FIX_KEY}=${'0'.repeat(FIX_BITS)}`];
-  const text = [SEAL.magic, ...FIELDS.map((k) => `${k}=${seal[k]}`), ...fix, 'end', ''].join('\n');
+  const magic = seal.kind === 'delta' ? SEAL.deltaMagic : SEAL.magic;
+  const text = [magic, ...FIELDS.map((k) => `${k}=${seal[k]}`), ...delta, ...fix, 'end', ''].join('\n');
   if (Buffer.byteLength(text) > SEAL.size) throw new Error('seal too large');
   // Newline padding keeps the block plain text for busybox tools.
   const block = Buffer.concat([Buffer.from(text), Buffer.alloc(SEAL.size - Buffer.byteLength(text), '\n')]);
   if (options.imageCksum !== undefined) fixSealCksum(block, options.imageCksum, seal.size);
   return block;
+}
+
+/** A delta's own fields: its removal list's length and the links it extends. */
+function deltaLines(seal: Seal): string[] {
+  const chain = seal.chain ?? [];
+  if (!Number.isSafeInteger(seal.removed) || seal.removed! < 0 || seal.removed! >= seal.size) throw new Error('a delta seal needs its removal list\'s length');
+  if (chain.length === 0 || chain.some((id) => !CHAIN_ID.test(id))) throw new Error('a delta seal needs the ids of the links it extends');
+  if (chain[chain.length - 1] !== seal.parent) throw new Error('a delta\'s parent is the last link of its chain');
+  return [`removed=${seal.removed}`, `chain=${chain.join(',')}`];
+}
+
+/** A link's id as a delta's chain names it: no separator, nothing the boot's shell could misread. */
+const CHAIN_ID = /^[A-Za-z0-9_.:-]+$/;
+
+export interface DecodeOptions {
+  /**
+   * Accept a checkpoint delta's seal. Without it a delta is not a state:
+   * listings, rotation and status treat it as they treat any file that is
+   * not one, as an initramfs that knows no deltas does.
+   */
+  deltas?: boolean;
 }
 
 /**
@@ -195,9 +226,11 @@ function forceCksum(block: Buffer, at: number, reg: number, total: number): void
  * as the initramfs (initramfs/lib/state.sh seal_fields), so that cairn verify
  * and a boot never disagree about an image.
  */
-export function decodeSeal(block: Buffer): Seal | { problem: string } {
+export function decodeSeal(block: Buffer, options: DecodeOptions = {}): Seal | { problem: string } {
   const lines = block.toString('latin1').split('\n');
-  if (lines[0] !== SEAL.magic) return { problem: 'no cairn seal at the end (not a saved state, or truncated)' };
+  const kind: SealKind | undefined = lines[0] === SEAL.magic ? 'state' : lines[0] === SEAL.deltaMagic ? 'delta' : undefined;
+  if (kind === 'delta' && !options.deltas) return { problem: 'a checkpoint delta, not a whole state (it extends a state and is never unpacked alone)' };
+  if (!kind) return { problem: 'no cairn seal at the end (not a saved state, or truncated)' };
   const end = lines.indexOf('end');
   if (end < 0) return { problem: 'the seal is incomplete' };
   if (lines.slice(end + 1).some((l) => l !== '')) return { problem: 'the seal has data after its end' };
@@ -216,6 +249,17 @@ export function decodeSeal(block: Buffer): Seal | { problem: string } {
   if (!/^[0-9a-f]{64}$/.test(sha256)) return { problem: 'the seal has no valid checksum' };
   const fix = map.get(FIX_KEY);
   if (fix !== undefined && !/^[01]{32}$/.test(fix)) return { problem: `the seal has no valid ${FIX_KEY}` };
+  let delta: Pick<Seal, 'kind' | 'removed' | 'chain'> = {};
+  if (kind === 'delta') {
+    const removed = num('removed');
+    const chain = (map.get('chain') ?? '').split(',');
+    if (!Number.isSafeInteger(removed) || removed >= size) return { problem: 'the delta seal has no valid removed' };
+    if (fix === undefined) return { problem: `the delta seal has no ${FIX_KEY}` };
+    if (chain.some((id) => !CHAIN_ID.test(id)) || chain[chain.length - 1] !== map.get('parent')) {
+      return { problem: 'the delta seal has no valid chain (its parent last)' };
+    }
+    delta = { kind, removed, chain };
+  }
   return {
     size,
     sha256,
@@ -226,6 +270,7 @@ export function decodeSeal(block: Buffer): Seal | { problem: string } {
     files: num('files') || 0,
     space: num('space') || 0,
     ...(fix === undefined ? {} : { cksumFix: fix }),
+    ...delta,
   };
 }
 
@@ -247,7 +292,7 @@ export function notAStateImage(st: Stats): string | undefined {
 }
 
 /** Reads and parses the seal without reading the image: cheap enough for listings. */
-export async function readSeal(path: string): Promise<SealCheck> {
+export async function readSeal(path: string, options: DecodeOptions = {}): Promise<SealCheck> {
   const st = await lstat(path);
   const fileSize = st.size;
   const odd = notAStateImage(st);
@@ -260,7 +305,7 @@ export async function readSeal(path: string): Promise<SealCheck> {
   } finally {
     await fh.close();
   }
-  const seal = decodeSeal(block);
+  const seal = decodeSeal(block, options);
   if ('problem' in seal) return { ok: false, problem: seal.problem, fileSize };
   if (seal.size + SEAL.size !== fileSize) {
     return { ok: false, problem: `truncated or extended: ${fileSize} bytes, the seal says ${seal.size + SEAL.size}`, seal, fileSize };
@@ -307,8 +352,8 @@ export async function sumsOf(path: string, shaBytes: number): Promise<{ sha256: 
  * sha256 of the image otherwise; both are checked here, so a flipped bit
  * in the seal, which the sha256 does not cover, is found as the boot finds it.
  */
-export async function checkIntegrity(path: string): Promise<SealCheck> {
-  const read = await readSeal(path);
+export async function checkIntegrity(path: string, options: DecodeOptions = {}): Promise<SealCheck> {
+  const read = await readSeal(path, options);
   if (!read.ok) return read;
   const damaged = (problem: string): SealCheck => ({ ok: false, problem, seal: read.seal, fileSize: read.fileSize });
   if (read.seal.cksumFix !== undefined) {

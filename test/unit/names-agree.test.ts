@@ -45,6 +45,7 @@ const COUNTERPARTS: Record<string, string | number> = {
 
   CAIRN_SEAL_SIZE: SEAL.size,
   CAIRN_SEAL_MAGIC: SEAL.magic,
+  CAIRN_DELTA_MAGIC: SEAL.deltaMagic,
   CAIRN_SEAL_CKSUM: SEAL.cksum,
   CAIRN_ACL_DUMP: STATE.aclDump,
   CAIRN_SPARSE_DIR: STATE.sparseDir,

@@ -1,0 +1,347 @@
+import { randomUUID } from 'node:crypto';
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { chmod, lstat, stat, unlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { Config } from '../config.js';
+import { appendDurably, fsyncFile, renameDurably } from '../lib/durable.js';
+import { IntegrityError, RefusedError, VerifyMismatchError } from '../lib/errors.js';
+import { loopUsesDirectIo, withLoopDevice, withMount, withTempDir } from '../lib/resources.js';
+import { run } from '../lib/run.js';
+import { toolHint } from '../lib/toolPackages.js';
+import { MODES, STATE } from '../names.js';
+import { aclPseudoFile } from '../save/acl.js';
+import { compareEntry, compareTrees, type Difference } from '../save/compare.js';
+import { compileExcludes } from '../save/exclude.js';
+import { deviceChecksum } from '../save/pipeline.js';
+import { TreeReach } from '../save/reach.js';
+import { mksquashfsArgs } from '../save/squash.js';
+import { displayPath, walkTree, type Walk } from '../save/tree.js';
+import { readXattrs, type XattrMap } from '../save/xattrs.js';
+import { encodeSeal, readSeal, type Seal } from '../state/seal.js';
+import { decodeRemovals, encodeRemovals, linkPartners, planDelta, type DeltaPlan } from './plan.js';
+
+export interface DeltaOptions {
+  upperDir: string;
+  /** The parent link's tree as the boot would unpack it (a mounted state, or a chain unpacked), read only. */
+  parentRoot: string;
+  /** Files whose ctime (ms) is at or after this changed since the parent (src/changes/baseline.ts). */
+  contentsSinceMs: number;
+  /** The ids of every link the delta extends, the base first, the parent last. */
+  chain: string[];
+  /** Where the sealed delta goes, on the data partition; its temp file is beside it. */
+  output: string;
+  /** The boot session, as the seal records it. */
+  session: string;
+  config: Pick<Config, 'excludes' | 'compression' | 'compressionLevel' | 'mksquashfsMem'>;
+  /** Stop before this step, as a crash there would (crash tests). */
+  stopBefore?: DeltaStep;
+}
+
+export type DeltaStep = 'squash' | 'list' | 'verify' | 'seal' | 'rename';
+
+export interface DeltaReport {
+  /** False when nothing changed: no file is written. */
+  written: boolean;
+  /** Bytes of the delta file, seal included. */
+  bytes: number;
+  entries: number;
+  changed: number;
+  removals: number;
+  /** When the walk began: the next delta's contentsSinceMs (less a margin). */
+  startedMs: number;
+  seal?: Seal;
+  directIo: boolean;
+  seconds: Partial<Record<'plan' | DeltaStep, number>>;
+}
+
+/** The temp file a delta is written to before its rename: litter after a crash. */
+export const deltaTemp = (output: string): string => `${output}.tmp`;
+
+/** The save's own records at a state's root, which no walk of the user's entries has. */
+const ownRecord = (rel: string) => rel === STATE.aclDump || rel === STATE.sparseDir || rel.startsWith(`${STATE.sparseDir}/`);
+
+function dropOwn(walk: Walk): Walk {
+  for (const rel of [...walk.entries.keys()]) if (ownRecord(rel)) walk.entries.delete(rel);
+  return walk;
+}
+
+/**
+ * Writes a checkpoint delta of the upper layer over its parent link
+ * (docs/state-format.md "Checkpoint deltas") with a full save's guarantees:
+ * squashed to a temp file, fsynced, read back through a direct-I/O loop
+ * device and checked so that the parent with the delta applied equals the
+ * upper layer, sealed, renamed into place. Unchanged files are never read.
+ */
+export async function writeDelta(options: DeltaOptions): Promise<DeltaReport> {
+  const startedMs = Date.now();
+  const seconds: DeltaReport['seconds'] = {};
+  const matcher = compileExcludes(options.config.excludes);
+  const temp = deltaTemp(options.output);
+  let t = Date.now();
+  const upper = dropOwn(walkTree(options.upperDir, matcher, { forSave: true }));
+  if (upper.packed.length) {
+    throw new RefusedError('a sparse file too large to squash as it is changed: a checkpoint cannot keep it, a full save can', {
+      hint: 'run cairn save',
+    });
+  }
+  // Any change since the parent (a removal or rename too, by its directory)
+  // gave some entry a later ctime: when none has one, nothing changed, and
+  // neither the parent nor an xattr is read.
+  if (![...upper.entries.values()].some((e) => e.ctimeMs >= options.contentsSinceMs)) {
+    seconds.plan = (Date.now() - t) / 1000;
+    return { written: false, bytes: 0, entries: 0, changed: 0, removals: 0, startedMs, directIo: false, seconds };
+  }
+  const parent = dropOwn(walkTree(options.parentRoot, matcher));
+  const [upperXattrs, parentXattrs] = await Promise.all([readXattrs(options.upperDir), readXattrs(options.parentRoot)]);
+  const plan = planDelta({
+    upper: upper.entries,
+    upperXattrs,
+    parent: parent.entries,
+    parentXattrs,
+    contentsSinceMs: options.contentsSinceMs,
+  });
+  seconds.plan = (Date.now() - t) / 1000;
+  const report = (extra: Partial<DeltaReport>): DeltaReport => ({
+    written: false,
+    bytes: 0,
+    entries: plan.include.size,
+    changed: plan.changed.size,
+    removals: plan.removals.length,
+    startedMs,
+    directIo: false,
+    seconds,
+    ...extra,
+  });
+  if (plan.changed.size === 0 && plan.removals.length === 0) return report({});
+
+  const step = async (name: DeltaStep, fn: () => Promise<void>): Promise<boolean> => {
+    if (options.stopBefore === name) return false;
+    t = Date.now();
+    await fn();
+    seconds[name] = (Date.now() - t) / 1000;
+    return true;
+  };
+  let squashBytes = 0;
+  let list: Buffer = Buffer.alloc(0);
+  let verified: Verified | undefined;
+  let seal: Seal | undefined;
+  try {
+    const done =
+      (await step('squash', async () => {
+        // Root's alone before a byte of the session is in it.
+        await writeFile(temp, '', { mode: MODES.state });
+        await chmod(temp, MODES.state);
+        await withTempDir('cairn-delta-', (tmp) => squashDelta(options, upper, plan, tmp, temp));
+        await fsyncFile(temp);
+        squashBytes = (await stat(temp)).size;
+      })) &&
+      (await step('list', async () => {
+        list = encodeRemovals(plan.removals);
+        await appendDurably(temp, list);
+      })) &&
+      (await step('verify', async () => {
+        verified = await verifyDelta(options, temp, squashBytes, list.length, plan, parent, parentXattrs, upperXattrs, startedMs);
+      })) &&
+      (await step('seal', async () => {
+        seal = {
+          kind: 'delta',
+          size: squashBytes + list.length,
+          sha256: verified!.sha256,
+          id: randomUUID(),
+          parent: options.chain[options.chain.length - 1] ?? '',
+          session: options.session,
+          created: Math.floor(Date.now() / 1000),
+          files: verified!.entries,
+          space: verified!.space,
+          removed: list.length,
+          chain: options.chain,
+        };
+        await appendDurably(temp, encodeSeal(seal, { imageCksum: verified!.cksum }));
+        const back = await readSeal(temp, { deltas: true });
+        if (!back.ok || back.seal.sha256 !== seal.sha256) {
+          throw new IntegrityError(temp, `the seal did not read back: ${back.ok ? 'checksum differs' : back.problem}`);
+        }
+      })) &&
+      (await step('rename', () => renameDurably(temp, options.output)));
+    if (!done) return report({});
+  } catch (e) {
+    // Nothing under the delta's name changed; the temp file is litter.
+    const st = await lstat(temp).catch(() => undefined);
+    if (st?.isFile()) await unlink(temp);
+    throw e;
+  }
+  const bytes = (await stat(options.output)).size;
+  return report({ written: true, bytes, seal, entries: verified!.entries, directIo: verified!.directIo });
+}
+
+/**
+ * mksquashfs over the upper layer with everything that did not change left
+ * out: a directory with nothing changed below it is left out whole, an
+ * unchanged entry beside a changed one by its own name. The exclude file
+ * holds absolute paths without -wildcards, which mksquashfs matches by
+ * inode (a set, not a list of patterns tried on every name: 20 000 of them
+ * cost it a quarter of a second), so it never reads what is left out.
+ */
+async function squashDelta(options: DeltaOptions, upper: Walk, plan: DeltaPlan, tmp: string, output: string): Promise<void> {
+  const lines: Buffer[] = [];
+  const reach = new TreeReach(options.upperDir);
+  try {
+    for (const dir of plan.include) {
+      if (upper.entries.get(dir)?.type !== 'dir') continue;
+      for (const name of readdirSync(reach.path(dir), { encoding: 'buffer' })) {
+        const rel = dir ? `${dir}/${name.toString('latin1')}` : name.toString('latin1');
+        if (plan.include.has(rel)) continue;
+        if (name.includes(0x0a)) {
+          // Only what the save's patterns leave out gets here (planDelta takes the user's whole).
+          throw new RefusedError(`${displayPath(rel)} has a newline in its name and cannot be left out of a checkpoint`, { hint: 'run cairn save' });
+        }
+        lines.push(Buffer.concat([Buffer.from(options.upperDir), Buffer.from(`/${rel}\n`, 'latin1')]));
+      }
+    }
+  } finally {
+    reach.close();
+  }
+  const excludeFile = join(tmp, 'exclude');
+  await writeFile(excludeFile, Buffer.concat(lines));
+  const included: Walk = { entries: new Map([...plan.include].flatMap((r) => (upper.entries.has(r) ? [[r, upper.entries.get(r)!]] : []))), leftOut: [], packed: [] };
+  const args = [options.upperDir, output, ...mksquashfsArgs(options.config), '-ef', excludeFile];
+  // squashfs keeps no POSIX ACLs: those of the entries the delta holds go into its record, as a state's do.
+  args.push('-p', await aclPseudoFile(options.upperDir, join(tmp, 'acls'), included));
+  await run('mksquashfs', args, { timeoutMs: 6 * 3600_000, dieWithParent: true, hint: toolHint('mksquashfs') });
+}
+
+interface Verified {
+  sha256: string;
+  cksum: number;
+  entries: number;
+  space: number;
+  directIo: boolean;
+}
+
+/**
+ * Reads the delta back through a direct-I/O loop device and checks that
+ * the parent with the delta applied is the upper layer as it is now, entry
+ * by entry, without unpacking anything:
+ * - the removal list read back is the planned one;
+ * - each entry of the squashfs part equals the upper layer's (compare.ts:
+ *   type, mode, owner, size, target, device, xattrs, ACLs, hard links, and
+ *   the contents of its files, which are the changed ones);
+ * - every other entry of the upper layer is the parent's, not removed, with
+ *   the same metadata and xattrs, untouched since the parent (its ctime:
+ *   so the xattrs read for the plan are those it has now);
+ * - no path of the result is missing from the upper layer or extra.
+ * A file changed while the delta was written fails one of these.
+ */
+async function verifyDelta(
+  options: DeltaOptions,
+  file: string,
+  squashBytes: number,
+  listBytes: number,
+  plan: DeltaPlan,
+  parent: Walk,
+  parentXattrs: XattrMap,
+  upperXattrs: XattrMap,
+  since: number,
+): Promise<Verified> {
+  const size = squashBytes + listBytes;
+  return withLoopDevice(file, { readOnly: true, directIo: true }, async (device) => {
+    const directIo = loopUsesDirectIo(device);
+    const checksum = deviceChecksum(device, size);
+    const cksum = run('cksum', [device], { timeoutMs: 30 * 60_000, hint: toolHint('cksum') }).then((r) => {
+      const m = /^(\d+) (\d+) /.exec(r.stdout);
+      if (!m || Number(m[2]) !== size) throw new IntegrityError(device, `cksum printed "${r.stdout.trim()}", not the CRC and the ${size} bytes of the delta`);
+      return Number(m[1]);
+    });
+    const listBack = readAt(device, squashBytes, listBytes);
+    let removals: string[];
+    try {
+      removals = decodeRemovals(listBack);
+    } catch (e) {
+      throw new IntegrityError(file, `its removal list did not read back: ${(e as Error).message}`);
+    }
+    if (removals.join('\0') !== plan.removals.join('\0')) throw new IntegrityError(file, 'its removal list did not read back as written');
+    const tree = withTempDir('cairn-delta-verify-', (mnt) =>
+      withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
+        const upper = dropOwn(walkTree(options.upperDir, compileExcludes(options.config.excludes), { forSave: true }));
+        const image = dropOwn(walkTree(mnt));
+        const inDelta: Walk = { entries: new Map([...upper.entries].filter(([rel]) => image.entries.has(rel))), leftOut: [], packed: [] };
+        // Entries of the delta compared with the upper layer's, contents and all.
+        const result = await compareTrees({ upper: inDelta, upperRoot: options.upperDir, imageRoot: mnt, since, maxDifferences: 50 });
+        // A directory's ctime moves with its entries, so it does not tell whether its xattrs did: those touched since are read again.
+        const touchedDirs = [...upper.entries].some(([rel, u]) => u.type === 'dir' && u.ctimeMs >= since && !image.entries.has(rel));
+        const xattrsNow = touchedDirs ? await readXattrs(options.upperDir) : upperXattrs;
+        const differences = [...result.differences, ...restFromParent(upper, image, parent, parentXattrs, xattrsNow, removals, since)];
+        if (differences.length) {
+          const live = differences.every((d) => d.changedDuringSave);
+          throw new VerifyMismatchError(
+            file,
+            differences,
+            live ? 'these files changed while the checkpoint ran; run it again when they are quiet' : 'the delta does not hold what changed; nothing was replaced',
+          );
+        }
+        let space = 0;
+        for (const rel of image.entries.keys()) space += upper.entries.get(rel)?.allocated ?? 0;
+        return { entries: image.entries.size, space };
+      }),
+    );
+    const [sha256, sum, counted] = await Promise.all([checksum, cksum, tree]);
+    return { sha256, cksum: sum, ...counted, directIo };
+  });
+}
+
+/** The upper layer's entries the delta does not hold, against the parent's after the removals. */
+function restFromParent(upper: Walk, image: Walk, parent: Walk, parentXattrs: XattrMap, upperXattrs: XattrMap, removals: string[], since: number): Difference[] {
+  const out: Difference[] = [];
+  const removed = new Set(removals);
+  const isRemoved = (rel: string) => {
+    for (let r = rel; r !== ''; r = r.slice(0, Math.max(0, r.lastIndexOf('/')))) if (removed.has(r)) return true;
+    return false;
+  };
+  const differ = (rel: string, what: string, expected: string, actual: string, changed?: boolean) =>
+    out.push({ path: displayPath(rel), rel, what, expected, actual, changedDuringSave: changed ?? (upper.entries.get(rel)?.ctimeMs ?? since) >= since });
+  const xattrText = (m?: Map<string, string>) => (m && m.size ? [...m].map(([k, v]) => `${k}=${v}`).sort().join(' ') : '(none)');
+  const uPartners = linkPartners(upper.entries);
+  const pPartners = linkPartners(parent.entries);
+  for (const [rel, u] of upper.entries) {
+    const partner = uPartners.get(rel);
+    if (partner !== undefined && image.entries.has(rel) !== image.entries.has(partner)) {
+      differ(rel, 'hard links', `linked with ${displayPath(partner)}`, 'only part of its group in the delta', true);
+    }
+    if (image.entries.has(rel)) continue;
+    if (partner !== pPartners.get(rel)) differ(rel, 'hard links', partner ? `linked with ${displayPath(partner)}` : 'not linked', 'linked otherwise in the parent');
+    const p = parent.entries.get(rel);
+    if (!p || isRemoved(rel)) {
+      differ(rel, 'presence', 'present', 'missing from the parent and the delta', true);
+      continue;
+    }
+    compareEntry(rel, u, p, differ);
+    if (u.type === 'file' && Math.floor(u.mtimeMs / 1000) !== Math.floor(p.mtimeMs / 1000)) differ(rel, 'modification time', String(u.mtimeMs), String(p.mtimeMs));
+    if (u.type !== 'dir' && u.ctimeMs >= since) differ(rel, 'change time', `before ${since}`, String(u.ctimeMs), true);
+    const ux = xattrText(upperXattrs.get(rel));
+    const px = xattrText(parentXattrs.get(rel));
+    if (ux !== px) differ(rel, 'xattrs', ux, px);
+  }
+  for (const rel of parent.entries.keys()) {
+    if (rel !== '' && !isRemoved(rel) && !image.entries.has(rel) && !upper.entries.has(rel)) differ(rel, 'presence', 'absent', 'kept from the parent', true);
+  }
+  for (const rel of image.entries.keys()) {
+    if (!upper.entries.has(rel)) differ(rel, 'presence', 'absent', 'present in the delta only', true);
+  }
+  return out;
+}
+
+/** LENGTH bytes of a device from OFFSET. */
+function readAt(device: string, offset: number, length: number): Buffer {
+  const buf = Buffer.alloc(length);
+  const fd = openSync(device, 'r');
+  try {
+    for (let got = 0; got < length; ) {
+      const n = readSync(fd, buf, got, length - got, offset + got);
+      if (n === 0) throw new IntegrityError(device, `the device ended ${length - got} bytes early`);
+      got += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return buf;
+}
