@@ -14,6 +14,13 @@ export const DATA = {
   /** Older generations: upperfs-gen-<n>.squashfs, n grows with each one kept. */
   generationPrefix: 'upperfs-gen-',
   stateSuffix: '.squashfs',
+  /**
+   * Every link of every checkpoint chain, the base too, by its seal id:
+   * checkpoints/<id>.squashfs (checkpointLink). A state name holding a delta
+   * is the tip of a chain whose seal names the links before it
+   * (docs/state-format.md "Checkpoint chains").
+   */
+  checkpoints: 'checkpoints',
   /** The image being written by a save; never booted, removed when left over. */
   temp: 'upperfs.squashfs.tmp',
   /** A second name for the state about to become the backup, renamed over it. */
@@ -43,6 +50,11 @@ export function modulesImage(kernelVersion: string): string {
 /** The kernel release a modules image is for, or undefined for any other name. */
 export function modulesImageRelease(name: string): string | undefined {
   return /^modules-(.+)\.squashfs$/.exec(name)?.[1];
+}
+
+/** A chain link's name on the data partition, by its seal id. */
+export function checkpointLink(id: string): string {
+  return `${DATA.checkpoints}/${id}${DATA.stateSuffix}`;
 }
 
 export function generationName(n: number): string {

@@ -8,6 +8,8 @@ CAIRN_NEWEST=upperfs.squashfs
 CAIRN_BACKUP=upperfs-backup.squashfs
 CAIRN_GENERATION_PREFIX=upperfs-gen-
 CAIRN_STATE_SUFFIX=.squashfs
+# Every link of every checkpoint chain: $CAIRN_CHECKPOINTS/<id>$CAIRN_STATE_SUFFIX.
+CAIRN_CHECKPOINTS=checkpoints
 CAIRN_TEMP=upperfs.squashfs.tmp
 CAIRN_BACKUP_NEXT=upperfs-backup.squashfs.next
 CAIRN_SAVE_LOCK=.cairn-save.lock

@@ -21,6 +21,7 @@ const COUNTERPARTS: Record<string, string | number> = {
   CAIRN_BACKUP: DATA.backup,
   CAIRN_GENERATION_PREFIX: DATA.generationPrefix,
   CAIRN_STATE_SUFFIX: DATA.stateSuffix,
+  CAIRN_CHECKPOINTS: DATA.checkpoints,
   CAIRN_TEMP: DATA.temp,
   CAIRN_BACKUP_NEXT: DATA.backupNext,
   CAIRN_SAVE_LOCK: DATA.saveLock,
