@@ -59,7 +59,7 @@ async function main(): Promise<void> {
     sh('mount', ['-o', 'loop,ro', '-t', 'squashfs', base, parent]);
     await new Promise((r) => setTimeout(r, 1100));
     const since = Date.now() - 50;
-    const options = (name: string) => ({ upperDir: upper, parentRoot: parent, contentsSinceMs: since, chain: ['base'], output: join(data, name), session: 'bench', config });
+    const options = (name: string) => ({ upperDir: upper, parent: { root: parent }, contentsSinceMs: since, chain: ['base'], output: join(data, name), session: 'bench', config });
 
     const idle = await measure(() => writeDelta(options('delta-idle')));
     console.log(`nothing changed: ${idle.seconds.toFixed(2)} s (target < 1 s), ${idle.bytes} bytes written (target 0), delta written: ${idle.result.written}`);

@@ -17,6 +17,7 @@ const targets = {
   cairn: { entry: 'src/main.ts', out: 'dist/cairn.mjs' },
   bench: { entry: 'bench/save.ts', out: 'dist/bench-save.mjs' },
   'bench-unpack': { entry: 'bench/unpack.ts', out: 'dist/bench-unpack.mjs' },
+  'bench-checkpoint': { entry: 'bench/checkpoint.ts', out: 'dist/bench-checkpoint.mjs' },
 };
 
 for (const name of process.argv.slice(2).length ? process.argv.slice(2) : ['cairn']) {

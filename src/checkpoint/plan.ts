@@ -1,5 +1,6 @@
 import type { Entry } from '../save/tree.js';
 import type { XattrMap } from '../save/xattrs.js';
+import type { ParentView } from './parent.js';
 
 /**
  * What a checkpoint delta holds (docs/state-format.md "Checkpoint deltas"):
@@ -25,16 +26,19 @@ export interface DeltaPlan {
 export interface PlanInput {
   /** The upper layer now (walkTree with the save's excludes; the save's own record names left out). */
   upper: Map<string, Entry>;
-  upperXattrs: XattrMap;
-  /** The parent link's tree, walked alike. */
-  parent: Map<string, Entry>;
-  parentXattrs: XattrMap;
+  /** The tree the delta extends (parent.ts), looked up only where something changed. */
+  parent: ParentView;
   /**
-   * Files whose ctime (ms) is at or after this changed since the parent
-   * (src/changes/baseline.ts): their contents are not read, they are taken
-   * whole. Earlier ones hold what the parent holds.
+   * Entries whose ctime (ms) is at or after this changed since the parent
+   * (src/changes/baseline.ts): every change to an entry's data, metadata,
+   * xattrs or links, and every name added to or removed from a directory,
+   * sets a ctime no user can set back. Older ones hold what the parent holds
+   * and are never looked at again.
    */
   contentsSinceMs: number;
+  /** The xattrs of the changed directories the parent has too (touchedDirs), on each side. */
+  upperXattrs: XattrMap;
+  parentXattrs: XattrMap;
   /**
    * Names mksquashfs cannot be told to leave out (its exclude file holds one
    * path a line): an unchanged entry under an included directory with such a
@@ -48,19 +52,10 @@ const parentOf = (rel: string): string => {
   return at < 0 ? '' : rel.slice(0, at);
 };
 const nameOf = (rel: string): string => rel.slice(rel.lastIndexOf('/') + 1);
-const isUnder = (rel: string, dir: string): boolean => dir === '' || rel.startsWith(`${dir}/`);
+const joinRel = (dir: string, name: string): string => (dir ? `${dir}/${name}` : name);
 
 function xattrText(m: Map<string, string> | undefined): string {
   return m && m.size ? [...m].map(([k, v]) => `${k}=${v}`).sort().join(' ') : '';
-}
-
-/** The path's own metadata as a save keeps it, a directory's mtime aside (it follows its entries, which are listed themselves). */
-function sameMeta(u: Entry, p: Entry): boolean {
-  if (u.type !== p.type || u.mode !== p.mode || u.uid !== p.uid || u.gid !== p.gid) return false;
-  if (u.type === 'dir') return true;
-  if (u.size !== p.size || u.target !== p.target || u.rdev !== p.rdev) return false;
-  // squashfs keeps whole seconds.
-  return Math.floor(u.mtimeMs / 1000) === Math.floor(p.mtimeMs / 1000);
 }
 
 /** Per non-directory with other names: the first path of its inode in walk order. */
@@ -75,80 +70,106 @@ export function linkPartners(entries: Map<string, Entry>): Map<string, string> {
   return out;
 }
 
+/** Each directory's entries in the walk, by the directory. */
+export function childrenIndex(entries: Map<string, Entry>): Map<string, string[]> {
+  const out = new Map<string, string[]>();
+  for (const rel of entries.keys()) {
+    if (rel === '') continue;
+    const dir = parentOf(rel);
+    const list = out.get(dir);
+    if (list) list.push(rel);
+    else out.set(dir, [rel]);
+  }
+  return out;
+}
+
+/** The directories changed since the parent that the parent has as directories: those whose own xattrs planDelta compares. */
+export function touchedDirs(upper: Map<string, Entry>, parent: ParentView, since: number): string[] {
+  return [...upper].filter(([rel, u]) => rel !== '' && u.type === 'dir' && u.ctimeMs >= since && parent.entry(rel)?.type === 'dir').map(([rel]) => rel);
+}
+
 /**
- * Plans a delta from the upper layer's and the parent's walks. Contents are
- * never read: a file is changed when its metadata, xattrs or hard-link group
- * differ, or its ctime says it was touched since the parent. A directory
- * whose own mode, owner or xattrs changed (made opaque, say) is removed and
- * re-added with all it holds, so nothing of the parent's survives in it.
+ * Plans a delta from the upper layer's walk, looking into the parent only
+ * where something changed (the entries and directories with a ctime since
+ * it). Contents are never read. A changed entry the parent has is removed
+ * and added again, so nothing of the old one (a hard link, another type)
+ * survives. A directory whose own mode, owner or xattrs changed (made
+ * opaque, say), or that is new, is added with all it holds; in any other
+ * changed directory, the names the parent has and the upper layer has not
+ * are removed.
  */
 export function planDelta(input: PlanInput): DeltaPlan {
   const { upper, parent } = input;
+  const since = input.contentsSinceMs;
   const cannotExclude = input.cannotExclude ?? ((rel: string) => nameOf(rel).includes('\n'));
   const changed = new Set<string>();
   const removals = new Set<string>();
   /** Directories taken with all they hold. */
-  const whole: string[] = [];
-  const uPartners = linkPartners(upper);
-  const pPartners = linkPartners(parent);
+  const whole = new Set<string>();
+  const kids = childrenIndex(upper);
+  const inParent = (rel: string) => parent.entry(rel) !== undefined;
 
+  const takeDir = (rel: string) => {
+    changed.add(rel);
+    whole.add(rel);
+    if (inParent(rel)) removals.add(rel);
+  };
   for (const [rel, u] of upper) {
-    if (rel === '') continue;
-    const p = parent.get(rel);
-    if (!p) {
+    if (rel === '' || u.ctimeMs < since) continue;
+    if (u.type !== 'dir') {
       changed.add(rel);
-      if (u.type === 'dir') whole.push(rel);
+      if (inParent(rel)) removals.add(rel);
       continue;
     }
+    const p = parent.entry(rel);
     const same =
-      sameMeta(u, p) &&
-      xattrText(input.upperXattrs.get(rel)) === xattrText(input.parentXattrs.get(rel)) &&
-      (u.type === 'dir' || (u.ctimeMs < input.contentsSinceMs && uPartners.get(rel) === pPartners.get(rel)));
-    if (same) continue;
-    changed.add(rel);
-    removals.add(rel);
-    if (u.type === 'dir') whole.push(rel);
+      p?.type === 'dir' && p.mode === u.mode && p.uid === u.uid && p.gid === u.gid &&
+      xattrText(input.upperXattrs.get(rel)) === xattrText(input.parentXattrs.get(rel));
+    if (!same) takeDir(rel);
   }
-  for (const rel of parent.keys()) if (rel !== '' && !upper.has(rel)) removals.add(rel);
+  // In a changed directory kept as it is: what the parent has there and the
+  // upper layer has not was removed, and an entry the parent lacks is taken
+  // whatever its ctime says (the clock set back past the parent, say).
+  for (const [dir, u] of upper) {
+    if (u.type !== 'dir' || u.ctimeMs < since || whole.has(dir)) continue;
+    for (const name of parent.children(dir)) {
+      const rel = joinRel(dir, name);
+      if (!upper.has(rel)) removals.add(rel);
+    }
+    for (const rel of kids.get(dir) ?? []) {
+      if (changed.has(rel) || inParent(rel)) continue;
+      if (upper.get(rel)!.type === 'dir') takeDir(rel);
+      else changed.add(rel);
+    }
+  }
 
   // Whole directories: everything below them goes in.
-  if (whole.length) {
-    const wholeSet = new Set(whole);
-    for (const rel of upper.keys()) {
-      for (let d = parentOf(rel); rel !== '' && d !== ''; d = parentOf(d)) {
-        if (wholeSet.has(d)) {
-          changed.add(rel);
-          break;
-        }
-      }
+  const addBelow = (dir: string) => {
+    for (const rel of kids.get(dir) ?? []) {
+      changed.add(rel);
+      if (upper.get(rel)!.type === 'dir') addBelow(rel);
     }
-  }
+  };
+  for (const dir of whole) addBelow(dir);
 
   const include = new Set<string>(['']);
-  const addWithAncestors = (rel: string) => {
-    for (let r = rel; !include.has(r); r = parentOf(r)) include.add(r);
+  const uPartners = linkPartners(upper);
+  const groups = new Map<string, string[]>();
+  for (const [rel, first] of uPartners) groups.set(first, [...(groups.get(first) ?? []), rel]);
+  const take = (rel: string) => {
+    if (changed.has(rel)) return;
+    changed.add(rel);
+    if (inParent(rel)) removals.add(rel);
+    if (upper.get(rel)!.type === 'dir') addBelow(rel);
   };
-  // Until nothing more comes in: a hard-link group comes in whole, and an
-  // entry that cannot be left out of an included directory comes in too.
-  for (let more = [...changed]; more.length; ) {
-    for (const rel of more) addWithAncestors(rel);
-    const next: string[] = [];
-    const take = (rel: string) => {
-      if (changed.has(rel)) return;
-      changed.add(rel);
-      if (parent.has(rel)) removals.add(rel);
-      next.push(rel);
-    };
-    const groups = new Map<string, string[]>();
-    for (const [rel, first] of uPartners) groups.set(first, [...(groups.get(first) ?? []), rel]);
+  // Until nothing more comes in: the way to each changed entry is included,
+  // a hard-link group comes in whole, and an entry that cannot be left out
+  // of an included directory comes in too.
+  for (let size = -1; size !== changed.size; ) {
+    size = changed.size;
+    for (const rel of changed) for (let r = rel; !include.has(r); r = parentOf(r)) include.add(r);
     for (const members of groups.values()) if (members.some((m) => changed.has(m))) members.forEach(take);
-    for (const rel of upper.keys()) {
-      if (rel !== '' && !changed.has(rel) && include.has(parentOf(rel)) && cannotExclude(rel)) {
-        take(rel);
-        if (upper.get(rel)!.type === 'dir') for (const sub of upper.keys()) if (isUnder(sub, rel) && sub !== rel) take(sub);
-      }
-    }
-    more = next;
+    for (const dir of include) for (const rel of kids.get(dir) ?? []) if (cannotExclude(rel)) take(rel);
   }
 
   return { include, changed, removals: topMost(removals) };
@@ -203,4 +224,13 @@ export function decodeRemovals(data: Buffer): string[] {
     if (bad) throw new Error(`the removal list holds a path with ${bad}: ${JSON.stringify(rel)}`);
   }
   return rels;
+}
+
+/** A parent known as a whole walk (tests, and a tree walked anyway). */
+export function mapParent(entries: Map<string, Entry>): ParentView {
+  const kids = childrenIndex(entries);
+  return {
+    entry: (rel) => entries.get(rel),
+    children: (rel) => (kids.get(rel) ?? []).map(nameOf).sort(),
+  };
 }

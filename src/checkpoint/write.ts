@@ -10,20 +10,25 @@ import { run } from '../lib/run.js';
 import { toolHint } from '../lib/toolPackages.js';
 import { MODES, STATE } from '../names.js';
 import { aclPseudoFile } from '../save/acl.js';
-import { compareEntry, compareTrees, type Difference } from '../save/compare.js';
+import { compareTrees, type Difference } from '../save/compare.js';
 import { compileExcludes } from '../save/exclude.js';
 import { deviceChecksum } from '../save/pipeline.js';
 import { TreeReach } from '../save/reach.js';
 import { mksquashfsArgs } from '../save/squash.js';
-import { displayPath, walkTree, type Walk } from '../save/tree.js';
-import { readXattrs, type XattrMap } from '../save/xattrs.js';
+import { displayPath, entryAt, walkTree, type Walk } from '../save/tree.js';
+import { readXattrsOf } from '../save/xattrs.js';
 import { encodeSeal, readSeal, type Seal } from '../state/seal.js';
-import { decodeRemovals, encodeRemovals, linkPartners, planDelta, type DeltaPlan } from './plan.js';
+import { ChainView, covers, withChainView, type ParentView } from './parent.js';
+import { childrenIndex, decodeRemovals, encodeRemovals, planDelta, touchedDirs, type DeltaPlan } from './plan.js';
 
 export interface DeltaOptions {
   upperDir: string;
-  /** The parent link's tree as the boot would unpack it (a mounted state, or a chain unpacked), read only. */
-  parentRoot: string;
+  /**
+   * What the delta extends: the chain's link files on the data partition,
+   * the base first, mounted read only (parent.ts); or a tree as the boot
+   * would unpack it.
+   */
+  parent: { links: string[] } | { root: string };
   /** Files whose ctime (ms) is at or after this changed since the parent (src/changes/baseline.ts). */
   contentsSinceMs: number;
   /** The ids of every link the delta extends, the base first, the parent last. */
@@ -91,12 +96,13 @@ export async function writeDelta(options: DeltaOptions): Promise<DeltaReport> {
     seconds.plan = (Date.now() - t) / 1000;
     return { written: false, bytes: 0, entries: 0, changed: 0, removals: 0, startedMs, directIo: false, seconds };
   }
-  const parent = dropOwn(walkTree(options.parentRoot, matcher));
-  const [upperXattrs, parentXattrs] = await Promise.all([readXattrs(options.upperDir), readXattrs(options.parentRoot)]);
+  return withParentView(options.parent, async (parent) => {
+  const dirs = touchedDirs(upper.entries, parent, options.contentsSinceMs);
+  const [upperXattrs, parentXattrs] = await Promise.all([readXattrsOf(options.upperDir, dirs), parent.xattrsOf(dirs)]);
   const plan = planDelta({
     upper: upper.entries,
+    parent,
     upperXattrs,
-    parent: parent.entries,
     parentXattrs,
     contentsSinceMs: options.contentsSinceMs,
   });
@@ -140,7 +146,7 @@ export async function writeDelta(options: DeltaOptions): Promise<DeltaReport> {
         await appendDurably(temp, list);
       })) &&
       (await step('verify', async () => {
-        verified = await verifyDelta(options, temp, squashBytes, list.length, plan, parent, parentXattrs, upperXattrs, startedMs);
+        verified = await verifyDelta(options, temp, squashBytes, list.length, plan, parent, upper, startedMs);
       })) &&
       (await step('seal', async () => {
         seal = {
@@ -172,6 +178,18 @@ export async function writeDelta(options: DeltaOptions): Promise<DeltaReport> {
   }
   const bytes = (await stat(options.output)).size;
   return report({ written: true, bytes, seal, entries: verified!.entries, directIo: verified!.directIo });
+  });
+}
+
+/** FN with the view of what the delta extends, mounted for as long as it runs. */
+async function withParentView<T>(parent: DeltaOptions['parent'], fn: (view: ChainView) => Promise<T>): Promise<T> {
+  if ('links' in parent) return withChainView(parent.links, fn);
+  const view = new ChainView([{ root: parent.root, removed: new Set() }]);
+  try {
+    return await fn(view);
+  } finally {
+    view.close();
+  }
 }
 
 /**
@@ -220,17 +238,17 @@ interface Verified {
 
 /**
  * Reads the delta back through a direct-I/O loop device and checks that
- * the parent with the delta applied is the upper layer as it is now, entry
- * by entry, without unpacking anything:
+ * the parent with the delta applied is the upper layer as planned, looking
+ * only where something changed, as the plan did:
  * - the removal list read back is the planned one;
- * - each entry of the squashfs part equals the upper layer's (compare.ts:
- *   type, mode, owner, size, target, device, xattrs, ACLs, hard links, and
- *   the contents of its files, which are the changed ones);
- * - every other entry of the upper layer is the parent's, not removed, with
- *   the same metadata and xattrs, untouched since the parent (its ctime:
- *   so the xattrs read for the plan are those it has now);
- * - no path of the result is missing from the upper layer or extra.
- * A file changed while the delta was written fails one of these.
+ * - each entry of the squashfs part equals the upper layer's now
+ *   (compare.ts: type, mode, owner, size, target, device, xattrs, ACLs, hard
+ *   links, and the contents of its files);
+ * - in each changed directory, the names left after the removals and the
+ *   delta are the upper layer's as planned, and each is still there.
+ * Everything else has a ctime older than the parent: it holds what the
+ * parent holds (src/changes/baseline.ts). A file changed while the delta
+ * was written fails the comparison, or is the next checkpoint's.
  */
 async function verifyDelta(
   options: DeltaOptions,
@@ -238,9 +256,8 @@ async function verifyDelta(
   squashBytes: number,
   listBytes: number,
   plan: DeltaPlan,
-  parent: Walk,
-  parentXattrs: XattrMap,
-  upperXattrs: XattrMap,
+  parent: ParentView,
+  upper: Walk,
   since: number,
 ): Promise<Verified> {
   const size = squashBytes + listBytes;
@@ -262,15 +279,24 @@ async function verifyDelta(
     if (removals.join('\0') !== plan.removals.join('\0')) throw new IntegrityError(file, 'its removal list did not read back as written');
     const tree = withTempDir('cairn-delta-verify-', (mnt) =>
       withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
-        const upper = dropOwn(walkTree(options.upperDir, compileExcludes(options.config.excludes), { forSave: true }));
         const image = dropOwn(walkTree(mnt));
-        const inDelta: Walk = { entries: new Map([...upper.entries].filter(([rel]) => image.entries.has(rel))), leftOut: [], packed: [] };
-        // Entries of the delta compared with the upper layer's, contents and all.
+        // The upper layer's entries the delta holds, as they are now.
+        const inDelta: Walk = { entries: new Map(), leftOut: [], packed: [] };
+        const reach = new TreeReach(options.upperDir);
+        const gone: Difference[] = [];
+        try {
+          for (const rel of image.entries.keys()) {
+            try {
+              inDelta.entries.set(rel, entryAt(reach.path(rel)));
+            } catch {
+              gone.push(difference(rel, 'presence', 'present', 'removed while the checkpoint ran', true));
+            }
+          }
+        } finally {
+          reach.close();
+        }
         const result = await compareTrees({ upper: inDelta, upperRoot: options.upperDir, imageRoot: mnt, since, maxDifferences: 50 });
-        // A directory's ctime moves with its entries, so it does not tell whether its xattrs did: those touched since are read again.
-        const touchedDirs = [...upper.entries].some(([rel, u]) => u.type === 'dir' && u.ctimeMs >= since && !image.entries.has(rel));
-        const xattrsNow = touchedDirs ? await readXattrs(options.upperDir) : upperXattrs;
-        const differences = [...result.differences, ...restFromParent(upper, image, parent, parentXattrs, xattrsNow, removals, since)];
+        const differences = [...gone, ...result.differences.filter((d) => d.what !== 'presence' || inDelta.entries.has(d.rel)), ...namesInChangedDirs(upper, image, parent, plan, options.upperDir, since)];
         if (differences.length) {
           const live = differences.every((d) => d.changedDuringSave);
           throw new VerifyMismatchError(
@@ -280,7 +306,7 @@ async function verifyDelta(
           );
         }
         let space = 0;
-        for (const rel of image.entries.keys()) space += upper.entries.get(rel)?.allocated ?? 0;
+        for (const e of inDelta.entries.values()) space += e.allocated;
         return { entries: image.entries.size, space };
       }),
     );
@@ -289,43 +315,47 @@ async function verifyDelta(
   });
 }
 
-/** The upper layer's entries the delta does not hold, against the parent's after the removals. */
-function restFromParent(upper: Walk, image: Walk, parent: Walk, parentXattrs: XattrMap, upperXattrs: XattrMap, removals: string[], since: number): Difference[] {
+function difference(rel: string, what: string, expected: string, actual: string, changedDuringSave: boolean): Difference {
+  return { path: displayPath(rel), rel, what, expected, actual, changedDuringSave };
+}
+
+/**
+ * In each directory that changed since the parent (its ctime) and is not in
+ * the delta whole: the parent's names less the removals, with the delta's,
+ * against the upper layer's as planned. A name made since the plan that the
+ * squash took is fine if it is still there; the next checkpoint compares it.
+ */
+function namesInChangedDirs(upper: Walk, image: Walk, parent: ParentView, plan: DeltaPlan, upperDir: string, since: number): Difference[] {
   const out: Difference[] = [];
-  const removed = new Set(removals);
-  const isRemoved = (rel: string) => {
-    for (let r = rel; r !== ''; r = r.slice(0, Math.max(0, r.lastIndexOf('/')))) if (removed.has(r)) return true;
-    return false;
-  };
-  const differ = (rel: string, what: string, expected: string, actual: string, changed?: boolean) =>
-    out.push({ path: displayPath(rel), rel, what, expected, actual, changedDuringSave: changed ?? (upper.entries.get(rel)?.ctimeMs ?? since) >= since });
-  const xattrText = (m?: Map<string, string>) => (m && m.size ? [...m].map(([k, v]) => `${k}=${v}`).sort().join(' ') : '(none)');
-  const uPartners = linkPartners(upper.entries);
-  const pPartners = linkPartners(parent.entries);
-  for (const [rel, u] of upper.entries) {
-    const partner = uPartners.get(rel);
-    if (partner !== undefined && image.entries.has(rel) !== image.entries.has(partner)) {
-      differ(rel, 'hard links', `linked with ${displayPath(partner)}`, 'only part of its group in the delta', true);
+  const removed = new Set(plan.removals);
+  const kids = childrenIndex(upper.entries);
+  const imageKids = childrenIndex(image.entries);
+  const reach = new TreeReach(upperDir);
+  try {
+    for (const [dir, u] of upper.entries) {
+      if (u.type !== 'dir' || u.ctimeMs < since || covers(removed, dir)) continue;
+      const result = new Set<string>();
+      for (const name of parent.children(dir)) {
+        const rel = dir ? `${dir}/${name}` : name;
+        if (!covers(removed, rel)) result.add(rel);
+      }
+      for (const rel of imageKids.get(dir) ?? []) result.add(rel);
+      for (const rel of kids.get(dir) ?? []) {
+        if (!result.has(rel)) out.push(difference(rel, 'presence', 'present', 'missing from the parent and the delta', false));
+        result.delete(rel);
+      }
+      for (const rel of result) {
+        let there = true;
+        try {
+          entryAt(reach.path(rel));
+        } catch {
+          there = false;
+        }
+        if (!there) out.push(difference(rel, 'presence', 'absent', 'kept from the parent or the delta', !parent.entry(rel)));
+      }
     }
-    if (image.entries.has(rel)) continue;
-    if (partner !== pPartners.get(rel)) differ(rel, 'hard links', partner ? `linked with ${displayPath(partner)}` : 'not linked', 'linked otherwise in the parent');
-    const p = parent.entries.get(rel);
-    if (!p || isRemoved(rel)) {
-      differ(rel, 'presence', 'present', 'missing from the parent and the delta', true);
-      continue;
-    }
-    compareEntry(rel, u, p, differ);
-    if (u.type === 'file' && Math.floor(u.mtimeMs / 1000) !== Math.floor(p.mtimeMs / 1000)) differ(rel, 'modification time', String(u.mtimeMs), String(p.mtimeMs));
-    if (u.type !== 'dir' && u.ctimeMs >= since) differ(rel, 'change time', `before ${since}`, String(u.ctimeMs), true);
-    const ux = xattrText(upperXattrs.get(rel));
-    const px = xattrText(parentXattrs.get(rel));
-    if (ux !== px) differ(rel, 'xattrs', ux, px);
-  }
-  for (const rel of parent.entries.keys()) {
-    if (rel !== '' && !isRemoved(rel) && !image.entries.has(rel) && !upper.entries.has(rel)) differ(rel, 'presence', 'absent', 'kept from the parent', true);
-  }
-  for (const rel of image.entries.keys()) {
-    if (!upper.entries.has(rel)) differ(rel, 'presence', 'absent', 'present in the delta only', true);
+  } finally {
+    reach.close();
   }
   return out;
 }

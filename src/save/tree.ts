@@ -79,6 +79,26 @@ export function longestSavedPath(root: string): number {
   return PATH_MAX - 2 - Math.max(Buffer.byteLength(root), Buffer.byteLength(RUNTIME.upperDir));
 }
 
+/** What lstat tells of PATH (never followed), as a walk keeps it. */
+export function entryAt(path: string | Buffer): Entry {
+  const st = lstatSync(path);
+  const entry: Entry = {
+    type: typeOf(st),
+    mode: st.mode & 0o7777,
+    uid: st.uid,
+    gid: st.gid,
+    size: st.isFile() ? st.size : 0,
+    allocated: st.blocks * 512,
+    rdev: st.rdev,
+    ino: st.ino,
+    nlink: st.nlink,
+    ctimeMs: st.ctimeMs,
+    mtimeMs: st.mtimeMs,
+  };
+  if (entry.type === 'symlink') entry.target = readlinkSync(path, { encoding: 'buffer' }).toString('latin1');
+  return entry;
+}
+
 /**
  * Every entry below `root` (the root itself as ""), with what a save must
  * keep, in depth-first order with names sorted bytewise: the order in which
@@ -95,21 +115,7 @@ export function walkTree(root: string, exclude?: ExcludeMatcher, options: WalkOp
   const reach = new TreeReach(root);
   const visit = (rel: string): void => {
     const path = reach.path(rel);
-    const st = lstatSync(path);
-    const entry: Entry = {
-      type: typeOf(st),
-      mode: st.mode & 0o7777,
-      uid: st.uid,
-      gid: st.gid,
-      size: st.isFile() ? st.size : 0,
-      allocated: st.blocks * 512,
-      rdev: st.rdev,
-      ino: st.ino,
-      nlink: st.nlink,
-      ctimeMs: st.ctimeMs,
-      mtimeMs: st.mtimeMs,
-    };
-    if (entry.type === 'symlink') entry.target = readlinkSync(path, { encoding: 'buffer' }).toString('latin1');
+    const entry = entryAt(path);
     entries.set(rel, entry);
     if (entry.type !== 'dir') return;
     const names = readdirSync(path, { encoding: 'buffer' })

@@ -2,6 +2,9 @@ import { createHash } from 'node:crypto';
 import { CommandFailedError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
 
+/** The xattr namespaces squashfs stores. */
+const SAVED_NAMESPACES = '^(user|trusted|security)\\.';
+
 /** Values up to this many hex digits are kept as they are, to be shown in a difference. */
 const SHOWN_HEX = 128;
 
@@ -18,7 +21,38 @@ const SHOWN_HEX = 128;
  * `system.`, which squashfs cannot store: acl.ts keeps and compares them.
  */
 export async function readXattrs(root: string): Promise<XattrMap> {
-  return dumpXattrs(root, '^(user|trusted|security)\\.', shownValue);
+  return dumpXattrs(root, SAVED_NAMESPACES, shownValue);
+}
+
+/**
+ * readXattrs for the entries RELS name only (a checkpoint reads those of the
+ * directories that changed). Paths go to getfattr as arguments, which must
+ * be UTF-8 and shorter than PATH_MAX: when one is not, the whole tree is read
+ * and the rest dropped.
+ */
+export async function readXattrsOf(root: string, rels: readonly string[]): Promise<XattrMap> {
+  if (rels.length === 0) return new Map();
+  const asArg = (rel: string) => (rel === '' ? '.' : Buffer.from(rel, 'latin1').toString('utf8'));
+  const fits = rels.every((rel) => Buffer.from(asArg(rel), 'utf8').toString('latin1') === rel && rel.length < 4000 && !rel.startsWith('-'));
+  const all = fits ? undefined : await readXattrs(root);
+  const out: XattrMap = new Map();
+  if (all) {
+    for (const rel of rels) out.set(rel, all.get(rel) ?? new Map());
+    return out;
+  }
+  const parser = getfattrDumpParser(shownValue);
+  for (let at = 0; at < rels.length; at += 500) {
+    const args = rels.slice(at, at + 500).map(asArg);
+    await run('getfattr', ['--no-dereference', '--dump', '--encoding=hex', `--match=${SAVED_NAMESPACES}`, '--', ...args], {
+      timeoutMs: 10 * 60_000,
+      okExitCodes: [1],
+      cwd: root,
+      onStdoutLine: parser.line,
+      lineEncoding: 'latin1',
+    });
+  }
+  for (const rel of rels) out.set(rel, parser.entries.get(rel) ?? new Map());
+  return out;
 }
 
 /** Per entry (latin1 relative path, "" for the root): xattr name -> value as getfattr's 0x-hex, or as `value` makes it. */

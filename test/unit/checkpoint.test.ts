@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { badRemovalPath, decodeRemovals, encodeRemovals, planDelta, REMOVALS_ALIGN, type PlanInput } from '../../src/checkpoint/plan.js';
+import { badRemovalPath, decodeRemovals, encodeRemovals, mapParent, planDelta, REMOVALS_ALIGN, type PlanInput } from '../../src/checkpoint/plan.js';
 import { SEAL } from '../../src/names.js';
 import type { Entry } from '../../src/save/tree.js';
 import { Cksum, decodeSeal, encodeSeal, type Seal } from '../../src/state/seal.js';
@@ -16,12 +16,31 @@ const dir = (extra: Partial<Entry> = {}) => entry('dir', extra);
 const file = (size: number, extra: Partial<Entry> = {}) => entry('file', { size, ...extra });
 
 /** A parent tree and the upper layer made from it by CHANGE; both as walks keyed like tree.ts. */
-function scenario(parent: Record<string, Entry>, change: (upper: Map<string, Entry>) => void, xattrs: { parent?: Record<string, Record<string, string>>; upper?: Record<string, Record<string, string>> } = {}): PlanInput {
+function scenario(
+  parent: Record<string, Entry>,
+  change: (upper: Map<string, Entry>) => void,
+  xattrs: { parent?: Record<string, Record<string, string>>; upper?: Record<string, Record<string, string>> } = {},
+  keepCtimes = false,
+): PlanInput {
   const p = new Map<string, Entry>([['', dir()], ...Object.entries(parent)]);
   const u = new Map([...p].map(([k, v]) => [k, { ...v }]));
   change(u);
+  // As the kernel does: any change to an entry (data, metadata, links,
+  // xattrs) sets its ctime, and adding or removing a name sets its
+  // directory's, unless the test says the clock lied (keepCtimes).
+  const moved = (a: Entry, b: Entry) => JSON.stringify({ ...a, ctimeMs: 0 }) !== JSON.stringify({ ...b, ctimeMs: 0 });
+  const xattrsOf = (o: Record<string, Record<string, string>> | undefined, rel: string) => JSON.stringify(o?.[rel] ?? {});
+  for (const [rel, e] of u) {
+    const before = p.get(rel);
+    if (!keepCtimes && before && (moved(e, before) || xattrsOf(xattrs.upper, rel) !== xattrsOf(xattrs.parent, rel))) e.ctimeMs = Math.max(e.ctimeMs, NEW);
+  }
+  // Adding or removing a name sets its directory's ctime.
+  const dirOf = (rel: string) => rel.slice(0, Math.max(0, rel.lastIndexOf('/')));
+  for (const rel of new Set([...p.keys(), ...u.keys()])) {
+    if (rel && p.has(rel) !== u.has(rel) && u.has(dirOf(rel))) u.get(dirOf(rel))!.ctimeMs = Math.max(u.get(dirOf(rel))!.ctimeMs, NEW);
+  }
   const xmap = (o: Record<string, Record<string, string>> = {}) => new Map(Object.entries(o).map(([k, v]) => [k, new Map(Object.entries(v))]));
-  return { upper: u, parent: p, upperXattrs: xmap(xattrs.upper), parentXattrs: xmap(xattrs.parent), contentsSinceMs: SINCE };
+  return { upper: u, parent: mapParent(p), upperXattrs: xmap(xattrs.upper), parentXattrs: xmap(xattrs.parent), contentsSinceMs: SINCE };
 }
 
 const base = (): Record<string, Entry> => ({
@@ -65,10 +84,21 @@ describe('planning a delta', () => {
     ['group', { gid: 1000 }],
     ['size', { size: 99 }],
     ['modification time', { mtimeMs: OLD - 10_000 }],
-  ])('rewrites a file whose %s changed, even with an old ctime', (_what, change) => {
+  ])('rewrites a file whose %s changed (the kernel set its ctime)', (_what, change) => {
     const p = plan(scenario(base(), (u) => Object.assign(u.get('etc/conf')!, change)));
     expect(p.changed).toEqual(['etc/conf']);
     expect(p.removals).toEqual(['etc/conf']);
+  });
+
+  it('never looks again at an entry whose ctime is older than the parent: it holds what the parent holds', () => {
+    const p = plan(scenario(base(), (u) => Object.assign(u.get('etc/conf')!, { mode: 0o600 }), {}, true));
+    expect(p).toEqual({ include: [''], changed: [], removals: [] });
+  });
+
+  it('takes an entry the parent lacks whatever its ctime says, when its directory changed (a clock set back)', () => {
+    const p = plan(scenario(base(), (u) => u.set('home/u/old-looking', file(3)), {}, false));
+    expect(p.changed).toEqual(['home/u/old-looking']);
+    expect(p.removals).toEqual([]);
   });
 
   it('rewrites a file whose xattrs changed', () => {
@@ -164,8 +194,7 @@ describe('planning a delta', () => {
   });
 
   it('brings a hard-link group whole: a link added to an old file takes and rewrites the old name too', () => {
-    // The kernel sets the old inode's ctime when it gains a link; the group
-    // rule holds even without it (an old ctime here).
+    // The kernel sets the old inode's ctime when it gains a link.
     const p = plan(
       scenario(base(), (u) => {
         const a = u.get('home/u/a')!;
@@ -184,7 +213,7 @@ describe('planning a delta', () => {
     expect(p.removals).toEqual(['home/u/docs', 'home/u/out']);
   });
 
-  it('rewrites a name whose group changed, even with an old ctime', () => {
+  it('rewrites a name whose group changed', () => {
     const shared = file(4, { nlink: 2, ino: 4343 });
     const p = plan(scenario({ ...base(), 'home/u/l1': shared, 'home/u/l2': { ...shared } }, (u) => {
       u.delete('home/u/l2');

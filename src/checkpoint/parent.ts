@@ -1,0 +1,157 @@
+import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { IntegrityError } from '../lib/errors.js';
+import { withLoopDevice, withMount, withTempDir } from '../lib/resources.js';
+import { STATE } from '../names.js';
+import { TreeReach } from '../save/reach.js';
+import { entryAt, type Entry } from '../save/tree.js';
+import { readXattrsOf, type XattrMap } from '../save/xattrs.js';
+import { readSeal } from '../state/seal.js';
+import { decodeRemovals } from './plan.js';
+
+/**
+ * The tree a delta extends, looked up a path at a time: a checkpoint reads
+ * only the directories that changed since it (src/checkpoint/plan.ts), never
+ * the whole parent.
+ */
+export interface ParentView {
+  /** The parent's entry at REL, or undefined when it has none. */
+  entry(rel: string): Entry | undefined;
+  /** The names in the parent's directory REL (latin1, sorted); none when it is not one. */
+  children(rel: string): string[];
+}
+
+const ownRecord = (rel: string) => rel === STATE.aclDump || rel === STATE.sparseDir || rel.startsWith(`${STATE.sparseDir}/`);
+const join = (dir: string, name: string) => (dir ? `${dir}/${name}` : name);
+
+/** One link of a chain, mounted: its tree, and for a delta the paths its removal list names (top-most). */
+export interface MountedLink {
+  root: string;
+  removed: ReadonlySet<string>;
+}
+
+/**
+ * A chain of links as the boot unpacks it (initramfs/lib/chain.sh): the
+ * base, then each delta's removals and its tree over the rest. A path is
+ * the last link's that holds it, unless a later link removed it (or a
+ * directory above it) first. A single tree is a chain of one link.
+ */
+export class ChainView implements ParentView {
+  private readonly reaches: TreeReach[];
+
+  constructor(private readonly links: readonly MountedLink[]) {
+    this.reaches = links.map((l) => new TreeReach(l.root));
+  }
+
+  close(): void {
+    for (const r of this.reaches) r.close();
+  }
+
+  /** The index of the link REL comes from, or -1. */
+  private locate(rel: string): number {
+    for (let i = this.links.length - 1; i >= 0; i--) {
+      if (this.lstat(i, rel)) return i;
+      if (covers(this.links[i]!.removed, rel)) return -1;
+    }
+    return -1;
+  }
+
+  private lstat(i: number, rel: string): Entry | undefined {
+    try {
+      return entryAt(this.reaches[i]!.path(rel));
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') return undefined;
+      throw e;
+    }
+  }
+
+  entry(rel: string): Entry | undefined {
+    if (ownRecord(rel)) return undefined;
+    const i = this.locate(rel);
+    return i < 0 ? undefined : this.lstat(i, rel);
+  }
+
+  children(rel: string): string[] {
+    const names = new Set<string>();
+    for (const [i, reach] of this.reaches.entries()) {
+      if (this.lstat(i, rel)?.type !== 'dir') continue;
+      for (const name of readdirSync(reach.path(rel), { encoding: 'buffer' })) names.add(name.toString('latin1'));
+    }
+    return [...names].filter((name) => !ownRecord(join(rel, name)) && this.locate(join(rel, name)) >= 0).sort();
+  }
+
+  /** The xattrs (as readXattrs shows them) of the entries RELS name, each read from the link it comes from. */
+  async xattrsOf(rels: readonly string[]): Promise<XattrMap> {
+    const byLink = new Map<number, string[]>();
+    for (const rel of rels) {
+      const i = this.locate(rel);
+      if (i >= 0) byLink.set(i, [...(byLink.get(i) ?? []), rel]);
+    }
+    const out: XattrMap = new Map();
+    for (const [i, group] of byLink) for (const [rel, x] of await readXattrsOf(this.links[i]!.root, group)) out.set(rel, x);
+    return out;
+  }
+}
+
+/** Whether REL or a directory above it is in SET. */
+export function covers(set: ReadonlySet<string>, rel: string): boolean {
+  if (set.size === 0) return false;
+  for (let r = rel; ; r = r.slice(0, r.lastIndexOf('/'))) {
+    if (set.has(r)) return true;
+    if (!r.includes('/')) return false;
+  }
+}
+
+/**
+ * Mounts each link of a chain (files on the data partition, the base first)
+ * read only, reads each delta's removal list, and runs FN with the chain's
+ * view; everything is unmounted after.
+ */
+export async function withChainView<T>(files: readonly string[], fn: (view: ChainView) => Promise<T>): Promise<T> {
+  const links: MountedLink[] = [];
+  const mountFrom = async (k: number): Promise<T> => {
+    if (k === files.length) {
+      const view = new ChainView(links);
+      try {
+        return await fn(view);
+      } finally {
+        view.close();
+      }
+    }
+    const file = files[k]!;
+    const removed = await removalsOf(file);
+    return withLoopDevice(file, { readOnly: true }, (device) =>
+      withTempDir('cairn-link-', (mnt) =>
+        withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
+          links.push({ root: mnt, removed });
+          try {
+            return await mountFrom(k + 1);
+          } finally {
+            links.pop();
+          }
+        }),
+      ),
+    );
+  };
+  return mountFrom(0);
+}
+
+/** A link's removal list (none for a whole state), from its seal's `removed`. */
+async function removalsOf(file: string): Promise<Set<string>> {
+  const check = await readSeal(file, { deltas: true });
+  if (!check.ok) throw new IntegrityError(file, `its seal cannot be read: ${check.problem}`);
+  const { kind, size, removed } = check.seal;
+  if (kind !== 'delta' || !removed) return new Set();
+  const buf = Buffer.alloc(removed);
+  const fd = openSync(file, 'r');
+  try {
+    for (let got = 0; got < removed; ) {
+      const n = readSync(fd, buf, got, removed - got, size - removed + got);
+      if (n === 0) throw new IntegrityError(file, 'it ends inside its removal list');
+      got += n;
+    }
+  } finally {
+    closeSync(fd);
+  }
+  return new Set(decodeRemovals(buf));
+}
