@@ -180,6 +180,15 @@ tip_check() {
     { echo "is a checkpoint whose base $CAIRN_CHECKPOINTS/${_tc_base##*/} $_tc_why" && return 1; }
 }
 
+# chain_words N: a chain of N deltas, in words for messages.
+chain_words() {
+  case $1 in
+    0) echo "the base alone" ;;
+    1) echo "a base and 1 checkpoint" ;;
+    *) echo "a base and $1 checkpoints" ;;
+  esac
+}
+
 # chain_fill: unpack the chain whose tip is the selected state
 # (cairn_state_file, cairn_state_chain) into the upperdir. A link that ends
 # the chain early leaves the prefix before it: cairn_state_id becomes the
@@ -207,6 +216,6 @@ chain_fill() {
   _cf_id=$(state_identity "$_cf_tip")
   [ -z "$_cf_id" ] || cairn_skipped=${cairn_skipped:+$cairn_skipped }$_cf_id
   _cf_said="${_cf_tip##*/}: its checkpoint chain ended early, at $cairn_chain_why;"
-  _cf_said="$_cf_said booted a base and $cairn_chain_applied checkpoints, dropped: $cairn_chain_dropped"
+  _cf_said="$_cf_said booted $(chain_words "$cairn_chain_applied"), dropped: $cairn_chain_dropped"
   cairn_fallback=${cairn_fallback:+$cairn_fallback; }$_cf_said
 }

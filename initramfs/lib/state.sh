@@ -173,7 +173,8 @@ fallback() {
 
 # state_identity FILE: how the runtime tells a state apart whatever its name
 # (src/state/states.ts identity): its seal id (a state's or, for the tip
-# of a chain, a delta's), or ino:<inode> when the seal cannot be read. Nothing for a file that is not there.
+# of a chain, a delta's), or ino:<inode> when the seal cannot be read.
+# Nothing for a file that is not there.
 state_identity() {
   [ -f "$1" ] && [ ! -L "$1" ] || return 0
   _si_id=$(state_id "$1" 2>/dev/null)
@@ -271,9 +272,6 @@ state_use() {
   cairn_state_id=$3
   cairn_state_chain=$4
   _sx_links=
-  if [ -n "$4" ]; then
-    _sx_links=$(echo "$4" | tr , '\n' | wc -l)
-    _sx_links=": a base and $_sx_links checkpoint$([ "$_sx_links" -eq 1 ] || echo s)"
-  fi
+  [ -z "$4" ] || _sx_links=": $(chain_words "$(echo "$4" | tr , '\n' | wc -l)")"
   info "booting $(state_describe "$1"), id ${3:-none}$_sx_links"
 }

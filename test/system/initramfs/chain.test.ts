@@ -169,6 +169,8 @@ describe('booting a checkpoint chain', () => {
     expect(b.console).toContain(`cairn: booting the newest state (upperfs.squashfs), id ${ids[2]}: a base and 3 checkpoints`);
     expect(b.console).not.toMatch(/warning/);
     expect(await differences(snaps[2]!, b.upper)).toEqual([]);
+    // The comparison sees what one checkpoint changed: the one before the last differs.
+    expect(await differences(snaps[1]!, b.upper)).not.toEqual([]);
     expect(await readFile(join(b.upper, 'etc/hostname'), 'utf8')).toBe('checkpoint 3\n');
     expect(await readFile(join(b.upper, 'home/user/docs/notes'), 'utf8')).toBe('notes, changed twice\n');
   });
@@ -187,10 +189,21 @@ describe('booting a checkpoint chain', () => {
     const dropped = `${ids[1]}.squashfs upperfs.squashfs`;
     expect(b.record).toMatchObject({ used: 'default', state_id: ids[0], skipped: ids[2], chain: '1', chain_dropped: dropped });
     expect(b.record.fallback).toBe(
-      `upperfs.squashfs: its checkpoint chain ended early, at ${ids[1]}.squashfs fails its checksum (cksum mismatch); booted a base and 1 checkpoints, dropped: ${dropped}`,
+      `upperfs.squashfs: its checkpoint chain ended early, at ${ids[1]}.squashfs fails its checksum (cksum mismatch); booted a base and 1 checkpoint, dropped: ${dropped}`,
     );
     expect(b.console).toContain(`cairn: warning: ${ids[1]}.squashfs fails its checksum (cksum mismatch): the chain ends before it; dropped: ${dropped}`);
     expect(await differences(snaps[0]!, b.upper)).toEqual([]);
+  });
+
+  it('ends the chain before a tip whose bytes fail their check: the links before it boot', async () => {
+    const flipped = sb.path('flipped-tip');
+    await bitFlippedCopy(deltas[2]!, flipped, 100);
+    const b = await boot({ ...stick(), 'upperfs.squashfs': flipped, 'upperfs-backup.squashfs': backup }, 'default');
+    expect(b.record).toMatchObject({ used: 'default', state_id: ids[1], skipped: ids[2], chain: '2', chain_dropped: 'upperfs.squashfs' });
+    expect(b.record.fallback).toBe(
+      'upperfs.squashfs: its checkpoint chain ended early, at upperfs.squashfs fails its checksum (cksum mismatch); booted a base and 2 checkpoints, dropped: upperfs.squashfs',
+    );
+    expect(await differences(snaps[1]!, b.upper)).toEqual([]);
   });
 
   it('ends the chain at a missing middle link likewise', async () => {
