@@ -10,8 +10,12 @@ export interface BootRecord {
   /** The seal id of the state unpacked; empty after a clean boot. */
   stateId: string;
   fallback: string;
-  /** Identities (seal ids, or ino:<inode>) of the states the boot fell back past. */
+  /** Identities (seal ids, or ino:<inode>) of the states the boot fell back past; the tip of a chain cut short among them. */
   skipped: string[];
+  /** How many checkpoint deltas were applied over the base; 0 for a whole state, a clean boot or an older initramfs. */
+  chain: number;
+  /** File names of the chain's links left out because one was missing or damaged (the first of them ended the chain); empty when none. */
+  chainDropped: string[];
   /** What the check before the data partition's mount found: `clean`, `repaired by ...`, `errors left (...); mounted read-only` or `not checked (...)`; empty from an older initramfs. */
   dataCheck: string;
   /** What the data partition's growth to fill the stick did this boot (`partition grown from ... MiB to ... MiB`, `off (cairn.grow=0)`, ...); empty when there was nothing to grow. */
@@ -45,6 +49,8 @@ export function parseBootRecord(text: string, source: string): BootRecord {
     stateId: map.get('state_id') ?? '',
     fallback: map.get('fallback') ?? '',
     skipped: (map.get('skipped') ?? '').split(/\s+/).filter(Boolean),
+    chain: /^[0-9]+$/.test(map.get('chain') ?? '') ? Number(map.get('chain')) : 0,
+    chainDropped: (map.get('chain_dropped') ?? '').split(/\s+/).filter(Boolean),
     dataCheck: map.get('data_check') ?? '',
     grow: map.get('grow') ?? '',
     rollback: map.get('rollback') ?? '',

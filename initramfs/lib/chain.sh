@@ -99,35 +99,123 @@ delta_apply() {
 # before it. The first that is not ends the chain: it and the ones after it
 # are dropped and said, and UPPER holds the longest intact prefix. Sets
 # cairn_chain_ids (the links used, comma-separated), cairn_chain_applied
-# (how many deltas) and cairn_chain_dropped (the files left out). Fails
-# (printing why) only when BASE cannot be used, or a delta failed while
-# UPPER was changing (status 3): UPPER is then to be thrown away.
+# (how many deltas), cairn_chain_dropped (the file names of the links left
+# out, space-separated) and cairn_chain_why (what ended the chain, after
+# the file's name). Fails only when BASE cannot be used (status 1 or 2, as
+# state_unpack), or a delta failed while UPPER was changing (status 3):
+# UPPER is then to be thrown away.
 chain_apply() {
   _ca_upper=$1
   _ca_base=$2
   shift 2
   cairn_chain_applied=0
   cairn_chain_dropped=
-  if ! _ca_why=$(state_check "$_ca_base") || ! _ca_why=$(state_unpack "$_ca_base" "$_ca_upper"); then
-    echo "${_ca_base##*/} $_ca_why"
-    return 1
+  cairn_chain_why=
+  _ca_rc=0
+  if ! cairn_chain_why=$(state_check "$_ca_base"); then
+    _ca_rc=1
+  else
+    cairn_chain_why=$(state_unpack "$_ca_base" "$_ca_upper") || _ca_rc=$?
   fi
+  if [ "$_ca_rc" -ne 0 ]; then
+    cairn_chain_why="${_ca_base##*/} $cairn_chain_why"
+    return "$_ca_rc"
+  fi
+  cairn_chain_why=
   cairn_chain_ids=$(state_id "$_ca_base")
   while [ $# -gt 0 ]; do
     info "applying checkpoint ${1##*/}"
     _ca_why=$(delta_apply "$_ca_upper" "$1" "$cairn_chain_ids")
     _ca_rc=$?
     if [ "$_ca_rc" -ne 0 ]; then
-      cairn_chain_dropped=$*
-      warn "${1##*/} $_ca_why: the chain ends before it; dropped: $(for f; do printf '%s ' "${f##*/}"; done)"
-      if [ "$_ca_rc" -eq 3 ]; then
-        echo "${1##*/} $_ca_why"
-        return 3
-      fi
+      cairn_chain_why="${1##*/} $_ca_why"
+      # Past a status 3 nothing of this chain is kept: the caller falls back.
+      [ "$_ca_rc" -ne 3 ] || return 3
+      for _ca_f; do
+        cairn_chain_dropped=${cairn_chain_dropped:+$cairn_chain_dropped }${_ca_f##*/}
+      done
+      warn "$cairn_chain_why: the chain ends before it; dropped: $cairn_chain_dropped"
       return 0
     fi
     cairn_chain_ids=$cairn_chain_ids,$(delta_id "$1")
     cairn_chain_applied=$((cairn_chain_applied + 1))
     shift
   done
+}
+
+# is_delta FILE: whether the seal at the end of FILE starts as a delta's,
+# whatever follows (state_check or delta_check tell whether it is whole).
+is_delta() {
+  [ "$(tail -c "$CAIRN_SEAL_SIZE" "$1" 2>/dev/null | head -n 1)" = "$CAIRN_DELTA_MAGIC" ]
+}
+
+# delta_chain FILE: the ids its seal's chain names (base first,
+# comma-separated), each a name the boot can put in a path unquoted
+# (docs/state-format.md). On failure print why, as words that follow the
+# file's name.
+delta_chain() {
+  _dh_chain=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields "$CAIRN_DELTA_MAGIC" | seal_value chain)
+  case ,$_dh_chain, in
+    *,,* | *[!A-Za-z0-9_.:,-]*) echo "has a delta seal without a valid chain" && return 1 ;;
+  esac
+  echo "$_dh_chain"
+}
+
+# chain_link TIP ID: the file of the link ID of the chain whose tip is the
+# file TIP, on the same data partition.
+chain_link() {
+  echo "${1%/*}/$CAIRN_CHECKPOINTS/$2$CAIRN_STATE_SUFFIX"
+}
+
+# tip_check FILE: succeed when the delta FILE, under a state's name, may be
+# booted: its seal is whole and its base is there and passes state_check.
+# The links between them are checked as they are applied: one missing or
+# damaged only ends the chain early. On failure print why, as words that
+# follow the file's name.
+tip_check() {
+  state_check "$1" "$CAIRN_DELTA_MAGIC" || return 1
+  _tc_chain=$(delta_chain "$1") || { echo "$_tc_chain" && return 1; }
+  _tc_base=$(chain_link "$1" "${_tc_chain%%,*}")
+  _tc_why=$(state_check "$_tc_base") ||
+    { echo "is a checkpoint whose base $CAIRN_CHECKPOINTS/${_tc_base##*/} $_tc_why" && return 1; }
+}
+
+# chain_words N: a chain of N deltas, in words for messages.
+chain_words() {
+  case $1 in
+    0) echo "the base alone" ;;
+    1) echo "a base and 1 checkpoint" ;;
+    *) echo "a base and $1 checkpoints" ;;
+  esac
+}
+
+# chain_fill: unpack the chain whose tip is the selected state
+# (cairn_state_file, cairn_state_chain) into the upperdir. A link that ends
+# the chain early leaves the prefix before it: cairn_state_id becomes the
+# last link applied, the tip is recorded in cairn_skipped (its session is
+# not what this boot shows) and the cut in cairn_fallback. Fails like
+# chain_apply, with cairn_chain_why naming the tip.
+chain_fill() {
+  _cf_tip=$cairn_state_file
+  set --
+  _cf_ifs=$IFS
+  IFS=,
+  for _cf_id in $cairn_state_chain; do
+    set -- "$@" "$(chain_link "$_cf_tip" "$_cf_id")"
+  done
+  IFS=$_cf_ifs
+  if ! chain_apply "$ROOT$CAIRN_UPPER_DIR" "$@" "$_cf_tip"; then
+    case $cairn_chain_why in
+      "${_cf_tip##*/} "*) ;;
+      *) cairn_chain_why="${_cf_tip##*/}: $cairn_chain_why" ;;
+    esac
+    return 1
+  fi
+  [ -n "$cairn_chain_dropped" ] || return 0
+  cairn_state_id=${cairn_chain_ids##*,}
+  _cf_id=$(state_identity "$_cf_tip")
+  [ -z "$_cf_id" ] || cairn_skipped=${cairn_skipped:+$cairn_skipped }$_cf_id
+  _cf_said="${_cf_tip##*/}: its checkpoint chain ended early, at $cairn_chain_why;"
+  _cf_said="$_cf_said booted $(chain_words "$cairn_chain_applied"), dropped: $cairn_chain_dropped"
+  cairn_fallback=${cairn_fallback:+$cairn_fallback; }$_cf_said
 }

@@ -18,6 +18,8 @@ record_write() {
     echo "state_id=$cairn_state_id"
     echo "fallback=$(printf '%s' "$cairn_fallback" | tr '\n' ' ')"
     echo "skipped=$cairn_skipped"
+    echo "chain=${cairn_chain_applied:-0}"
+    echo "chain_dropped=$cairn_chain_dropped"
     echo "data_check=$cairn_data_check"
     echo "grow=$cairn_grow_said"
     echo "rollback=$cairn_rollback"

@@ -104,7 +104,7 @@ state_check() {
     2) echo "has a seal with duplicate keys" && return 1 ;;
     *)
       # A delta extends a state and is never unpacked alone (lib/chain.sh).
-      if [ -z "$2" ] && [ "$(tail -c "$CAIRN_SEAL_SIZE" "$1" | head -n 1)" = "$CAIRN_DELTA_MAGIC" ]; then
+      if [ -z "$2" ] && is_delta "$1"; then
         echo "is a checkpoint delta, not a whole state"
         return 1
       fi
@@ -172,11 +172,13 @@ fallback() {
 }
 
 # state_identity FILE: how the runtime tells a state apart whatever its name
-# (src/state/states.ts identity): its seal id, or ino:<inode> when the seal
-# cannot be read. Nothing for a file that is not there.
+# (src/state/states.ts identity): its seal id (a state's or, for the tip
+# of a chain, a delta's), or ino:<inode> when the seal cannot be read.
+# Nothing for a file that is not there.
 state_identity() {
   [ -f "$1" ] && [ ! -L "$1" ] || return 0
   _si_id=$(state_id "$1" 2>/dev/null)
+  [ -n "$_si_id" ] || _si_id=$(delta_id "$1" 2>/dev/null)
   if [ -n "$_si_id" ]; then
     echo "$_si_id"
   else
@@ -230,18 +232,26 @@ state_none() {
 }
 
 # state_walk WHICH: state_select from WHICH on, adding to the fallbacks
-# already recorded.
+# already recorded. A state name holds a whole state or the tip of a
+# checkpoint chain (lib/chain.sh tip_check); for a tip cairn_state_chain
+# holds the ids of the links before it, and is empty otherwise.
 state_walk() {
   _ss_which=$1
+  cairn_state_chain=
+  cairn_chain_applied=0
+  cairn_chain_dropped=
   while [ "$_ss_which" != clean ]; do
     _ss_name=$(state_name "$_ss_which")
     _ss_file=$ROOT$CAIRN_DATA_DIR/$_ss_name
     info "checking $_ss_name"
     if _ss_why=$(state_check "$_ss_file"); then
-      cairn_used=$_ss_which
-      cairn_state_file=$_ss_file
-      cairn_state_id=$(state_id "$_ss_file")
-      info "booting $(state_describe "$_ss_which"), id ${cairn_state_id:-none}"
+      state_use "$_ss_which" "$_ss_file" "$(state_id "$_ss_file")" ''
+      return 0
+    fi
+    # A tip is a regular file: state_check has said what any other entry is.
+    if [ -f "$_ss_file" ] && [ ! -L "$_ss_file" ] && is_delta "$_ss_file" &&
+      _ss_why=$(tip_check "$_ss_file"); then
+      state_use "$_ss_which" "$_ss_file" "$(delta_id "$_ss_file")" "$(delta_chain "$_ss_file")"
       return 0
     fi
     _ss_next=$(state_next "$_ss_which")
@@ -252,4 +262,16 @@ state_walk() {
   cairn_state_file=
   cairn_state_id=
   info "booting $(state_describe clean)"
+}
+
+# state_use WHICH FILE ID CHAIN: boot FILE, the state WHICH, whose seal id
+# is ID: a whole state when CHAIN is empty, else the tip of the chain CHAIN.
+state_use() {
+  cairn_used=$1
+  cairn_state_file=$2
+  cairn_state_id=$3
+  cairn_state_chain=$4
+  _sx_links=
+  [ -z "$4" ] || _sx_links=": $(chain_words "$(echo "$4" | tr , '\n' | wc -l)")"
+  info "booting $(state_describe "$1"), id ${3:-none}$_sx_links"
 }

@@ -72,18 +72,23 @@ state_unpack() {
   return 1
 }
 
-# state_fill: unpack the selected state (state_select) into the upperdir.
-# A state that fails its check, does not fit or does not unpack falls back:
-# the upper layer is emptied and the walk goes on with the next state
-# (default -> backup -> clean).
+# state_fill: unpack the selected state (state_select) into the upperdir:
+# a whole state, or the chain whose tip it is (chain_fill). A state that
+# fails its check, does not fit or does not unpack falls back: the upper
+# layer is emptied and the walk goes on with the next state (default ->
+# backup -> clean).
 state_fill() {
   while [ "$cairn_used" != clean ]; do
-    if _sf_why=$(state_unpack "$cairn_state_file" "$ROOT$CAIRN_UPPER_DIR"); then
-      return 0
+    if [ -n "$cairn_state_chain" ]; then
+      chain_fill && return 0
+      _sf_why=$cairn_chain_why
+    else
+      _sf_why=$(state_unpack "$cairn_state_file" "$ROOT$CAIRN_UPPER_DIR") && return 0
+      _sf_why="${cairn_state_file##*/} $_sf_why"
     fi
     upper_reset || return 1
     _sf_next=$(state_next "$cairn_used")
-    state_skip "$cairn_state_file" "${cairn_state_file##*/} $_sf_why" "$_sf_next"
+    state_skip "$cairn_state_file" "$_sf_why" "$_sf_next"
     state_walk "$_sf_next"
   done
 }

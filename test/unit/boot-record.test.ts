@@ -27,6 +27,8 @@ describe('parseBootRecord', () => {
       stateId: '0b7c3f7e-2d5e-4a51-9c59-3d1d2f1d9a10',
       fallback: 'upperfs.squashfs: checksum mismatch',
       skipped: ['0f1e2d3c-0000-4000-8000-000000000002', 'ino:1234'],
+      chain: 0,
+      chainDropped: [],
       dataCheck: 'repaired by e2fsck -p (cairn-data was not cleanly unmounted, check forced.)',
       grow: 'partition grown from 1791 MiB to 59343 MiB; file system grown from 1791 MiB to 59343 MiB',
       rollback: '',
@@ -45,6 +47,14 @@ describe('parseBootRecord', () => {
     expect(parseBootRecord('used=default\nunpacked_at=1800000000\nunpacked_uptime=\n', SRC).unpacked).toBeUndefined();
   });
 
+  it('reads a chain booted with its links, or cut short with the links it dropped', () => {
+    expect(parseBootRecord('used=default\nchain=3\nchain_dropped=\n', SRC)).toMatchObject({ chain: 3, chainDropped: [] });
+    const cut = parseBootRecord('used=default\nstate_id=d1\nskipped=d3\nchain=1\nchain_dropped=d2.squashfs upperfs.squashfs\n', SRC);
+    expect(cut).toMatchObject({ stateId: 'd1', skipped: ['d3'], chain: 1, chainDropped: ['d2.squashfs', 'upperfs.squashfs'] });
+    // A whole state's record from an older initramfs, or a value no initramfs writes.
+    for (const line of ['', 'chain=', 'chain=x', 'chain=-1']) expect(parseBootRecord(`used=default\n${line}\n`, SRC).chain, line).toBe(0);
+  });
+
   it('keeps an = inside a value', () => {
     expect(parseBootRecord('used=default\nfallback=a=b\n', SRC).fallback).toBe('a=b');
   });
@@ -61,6 +71,8 @@ describe('parseBootRecord', () => {
       stateId: '',
       fallback: '',
       skipped: [],
+      chain: 0,
+      chainDropped: [],
       dataCheck: '',
       grow: '',
       rollback: '',

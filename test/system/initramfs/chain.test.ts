@@ -1,0 +1,260 @@
+/**
+ * Booting checkpoint chains: a real session on a real overlayfs, three
+ * deltas written in turn by the real writer, laid out on a real data
+ * partition as the runtime lays them (every link as checkpoints/<id>.squashfs,
+ * the tip under a state's name), and booted by the library in busybox sh:
+ * find, mount, select, fill, record. The upper layer the boot made is
+ * compared with the session's, and the faults of a chain checked: a link
+ * damaged or missing in the middle, a missing base, a delta that does not fit.
+ */
+import { execa } from 'execa';
+import { copyFile, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { writeDelta, type DeltaOptions, type DeltaReport } from '../../../src/checkpoint/write.js';
+import { DEFAULTS } from '../../../src/config.js';
+import { keyValues, requireRoot, requireTools } from '../../helpers/initramfs-env.js';
+import { manifest, Scratch, unpackAsBoot } from '../../helpers/system.js';
+import { bitFlippedCopy, buildState, dataPartition, Sandbox, truncatedCopy } from './fixtures.js';
+import { sealImage } from './seal.js';
+
+const config = { ...DEFAULTS, compression: 'gzip' as const, compressionLevel: 1 };
+
+let sb: Sandbox;
+const s = new Scratch();
+let base: string;
+let baseId: string;
+let backup: string;
+/** The deltas in order, their ids, and the session's upper layer as of each (the last is the session's own). */
+const deltas: string[] = [];
+const ids: string[] = [];
+const snaps: string[] = [];
+
+beforeAll(async () => {
+  requireRoot('loop devices, mounts and overlayfs');
+  requireTools(['busybox', 'unshare', 'losetup', 'mkfs.ext4', 'mksquashfs', 'unsquashfs', 'setfattr', 'getfattr', 'findfs']);
+  sb = await Sandbox.create('chain');
+  backup = sb.path('backup.squashfs');
+  await buildState(sb, backup, 'backup', 0, { cksum: true });
+
+  const lower = s.path('lower');
+  for (const d of ['etc', 'opt/app']) await mkdir(join(lower, d), { recursive: true });
+  await writeFile(join(lower, 'etc/hostname'), 'lower\n');
+  await writeFile(join(lower, 'etc/motd'), 'welcome\n');
+  await writeFile(join(lower, 'opt/app/old'), 'old\n');
+  const data = await s.dataPartition('data', 128);
+
+  // The base: a first session's upper layer, saved whole.
+  const first = await s.overlay(lower, 'first');
+  const f = (p: string) => join(first.merged, p);
+  await mkdir(f('home/user/docs'), { recursive: true });
+  await writeFile(f('home/user/docs/notes'), 'notes\n');
+  await writeFile(f('home/user/gone'), 'removed by checkpoint 1\n');
+  await writeFile(f('home/user/later-gone'), 'removed by checkpoint 3\n');
+  await writeFile(f('etc/hostname'), 'base\n');
+  await s.unmount(first.merged);
+  base = s.path('base.squashfs');
+  await execa('mksquashfs', [first.upper, base, '-noappend', '-quiet', '-no-progress', '-xattrs']);
+  baseId = (await sealImage(base, {}, { cksum: true })).id;
+
+  // The session booted from it, its changes checkpointed three times.
+  const upper = s.path('sess', 'upper');
+  await mkdir(upper, { recursive: true });
+  await unpackAsBoot(base, upper);
+  const unpacked = Date.now();
+  const merged = (await s.overlay(lower, 'sess')).merged;
+  const m = (p: string) => join(merged, p);
+  const baseMount = s.path('base-mnt');
+  await mkdir(baseMount);
+  await execa('mount', ['-o', 'loop,ro', '-t', 'squashfs', base, baseMount]);
+  await new Promise((r) => setTimeout(r, 1100));
+  const reports: DeltaReport[] = [];
+  const checkpoint = async (parentRoot: string, since: number) => {
+    const n = reports.length + 1;
+    const options: DeltaOptions = { upperDir: upper, parentRoot, contentsSinceMs: since, chain: [baseId, ...ids], output: join(data, `delta-${n}`), session: 'test-session', config };
+    const report = await writeDelta(options);
+    expect(report.written).toBe(true);
+    reports.push(report);
+    deltas.push(options.output);
+    ids.push(report.seal!.id);
+    const snap = s.path(`snap-${n}`);
+    await execa('cp', ['-a', upper, snap]);
+    snaps.push(snap);
+  };
+  try {
+    await writeFile(m('home/user/docs/notes'), 'notes, changed\n');
+    await writeFile(m('home/user/added-1'), 'added by checkpoint 1\n');
+    await rm(m('home/user/gone'));
+    await rm(m('etc/motd')); // a base file: a whiteout
+    await rm(m('opt/app'), { recursive: true }); // made again: opaque
+    await mkdir(m('opt/app'));
+    await writeFile(m('opt/app/fresh'), 'fresh\n');
+    await checkpoint(baseMount, unpacked + 500);
+    await writeFile(m('home/user/added-2'), 'added by checkpoint 2\n');
+    await writeFile(m('home/user/docs/notes'), 'notes, changed twice\n');
+    await symlink('docs/notes', m('home/user/shortcut'));
+    await checkpoint(snaps[0]!, reports[0]!.startedMs);
+    await rm(m('home/user/later-gone'));
+    await writeFile(m('etc/hostname'), 'checkpoint 3\n');
+    // Large enough not to fit in a small upper layer.
+    await execa('sh', ['-c', 'head -c 3145728 /dev/urandom >"$1"', 'sh', m('home/user/blob')]);
+    await checkpoint(snaps[1]!, reports[1]!.startedMs);
+  } finally {
+    await execa('umount', [baseMount], { reject: false });
+  }
+}, 300_000);
+
+afterAll(async () => {
+  await sb?.cleanup();
+  await s.cleanup();
+});
+
+const link = (id: string) => `checkpoints/${id}.squashfs`;
+
+/** The stick as the runtime leaves it after the third checkpoint: every link under checkpoints/, the tip the newest state. */
+function stick(): Record<string, string> {
+  return {
+    [link(baseId)]: base,
+    ...Object.fromEntries(ids.map((id, i) => [link(id), deltas[i]!])),
+    'upperfs.squashfs': deltas[2]!,
+  };
+}
+
+let rootCount = 0;
+
+/**
+ * Boots REQUESTED from a data partition holding FILES, into a tmpfs upper
+ * layer of UPPER_MIB: the record, what was said, and a copy of the upper
+ * layer the boot made (cp -a: owners, xattrs, whiteouts).
+ */
+async function boot(files: Record<string, string>, requested: string, upperMiB = 64) {
+  const part = await dataPartition(sb, files);
+  const root = await sb.root(`root-${rootCount}`);
+  const copy = sb.path(`upper-${rootCount++}`);
+  const r = await sb.lib(
+    `
+data_find "LABEL=${part.label}" || exit 10
+data_mount "$cairn_data_dev" || exit 11
+cairn_boot=${requested}
+state_select "$cairn_boot"
+upper_create tmpfs ${upperMiB << 20} || exit 12
+cairn_upper_bytes=${upperMiB << 20}
+state_fill || exit 13
+record_write || exit 14
+cat "$ROOT$CAIRN_BOOT_RECORD"
+/usr/bin/cp -a "$ROOT$CAIRN_UPPER_DIR" "$COPY" || exit 15
+`,
+    { root, env: { COPY: copy } },
+  );
+  expect(r.exitCode, r.stderr).toBe(0);
+  return { record: keyValues(r.stdout), console: r.stderr, upper: copy };
+}
+
+/** Every difference a user could see between the upper layers A and B, opaque directories included. */
+async function differences(a: string, b: string): Promise<string[]> {
+  const [ma, mb] = await Promise.all([manifest(a), manifest(b)]);
+  const out: string[] = [];
+  for (const [p, d] of ma) if (mb.get(p) !== d) out.push(`${p}: ${d} / ${mb.get(p) ?? 'absent'}`);
+  for (const [p, d] of mb) if (!ma.has(p)) out.push(`${p}: absent / ${d}`);
+  const opaque = async (dir: string) => (await execa('getfattr', ['--absolute-names', '-n', 'trusted.overlay.opaque', '--only-values', join(dir, 'opt/app')], { reject: false })).stdout;
+  const [oa, ob] = await Promise.all([opaque(a), opaque(b)]);
+  if (oa !== ob) out.push(`opt/app opaque: ${oa} / ${ob}`);
+  return out;
+}
+
+describe('booting a checkpoint chain', () => {
+  it('boots the base and three checkpoints to exactly the session: files added, changed and removed', async () => {
+    const b = await boot({ ...stick(), 'upperfs-backup.squashfs': backup }, 'default');
+    expect(b.record).toMatchObject({ requested: 'default', used: 'default', state_id: ids[2], fallback: '', skipped: '', chain: '3', chain_dropped: '' });
+    expect(b.console).toContain(`cairn: booting the newest state (upperfs.squashfs), id ${ids[2]}: a base and 3 checkpoints`);
+    expect(b.console).not.toMatch(/warning/);
+    expect(await differences(snaps[2]!, b.upper)).toEqual([]);
+    // The comparison sees what one checkpoint changed: the one before the last differs.
+    expect(await differences(snaps[1]!, b.upper)).not.toEqual([]);
+    expect(await readFile(join(b.upper, 'etc/hostname'), 'utf8')).toBe('checkpoint 3\n');
+    expect(await readFile(join(b.upper, 'home/user/docs/notes'), 'utf8')).toBe('notes, changed twice\n');
+  });
+
+  it('still boots a whole state as before, recording no chain', async () => {
+    const b = await boot({ 'upperfs.squashfs': base }, 'default');
+    expect(b.record).toMatchObject({ used: 'default', state_id: baseId, fallback: '', chain: '0', chain_dropped: '' });
+    expect(b.console).toContain(`cairn: booting the newest state (upperfs.squashfs), id ${baseId}\n`);
+    expect(await readFile(join(b.upper, 'etc/hostname'), 'utf8')).toBe('base\n');
+  });
+
+  it('ends the chain before a damaged middle link: the boot keeps the base and checkpoint 1, says what it dropped, and holds the tip', async () => {
+    const flipped = sb.path('flipped-2');
+    await bitFlippedCopy(deltas[1]!, flipped, 100);
+    const b = await boot({ ...stick(), [link(ids[1]!)]: flipped, 'upperfs-backup.squashfs': backup }, 'default');
+    const dropped = `${ids[1]}.squashfs upperfs.squashfs`;
+    expect(b.record).toMatchObject({ used: 'default', state_id: ids[0], skipped: ids[2], chain: '1', chain_dropped: dropped });
+    expect(b.record.fallback).toBe(
+      `upperfs.squashfs: its checkpoint chain ended early, at ${ids[1]}.squashfs fails its checksum (cksum mismatch); booted a base and 1 checkpoint, dropped: ${dropped}`,
+    );
+    expect(b.console).toContain(`cairn: warning: ${ids[1]}.squashfs fails its checksum (cksum mismatch): the chain ends before it; dropped: ${dropped}`);
+    expect(await differences(snaps[0]!, b.upper)).toEqual([]);
+  });
+
+  it('ends the chain before a tip whose bytes fail their check: the links before it boot', async () => {
+    const flipped = sb.path('flipped-tip');
+    await bitFlippedCopy(deltas[2]!, flipped, 100);
+    const b = await boot({ ...stick(), 'upperfs.squashfs': flipped, 'upperfs-backup.squashfs': backup }, 'default');
+    expect(b.record).toMatchObject({ used: 'default', state_id: ids[1], skipped: ids[2], chain: '2', chain_dropped: 'upperfs.squashfs' });
+    expect(b.record.fallback).toBe(
+      'upperfs.squashfs: its checkpoint chain ended early, at upperfs.squashfs fails its checksum (cksum mismatch); booted a base and 2 checkpoints, dropped: upperfs.squashfs',
+    );
+    expect(await differences(snaps[1]!, b.upper)).toEqual([]);
+  });
+
+  it('ends the chain at a missing middle link likewise', async () => {
+    const files = stick();
+    delete files[link(ids[1]!)];
+    const b = await boot({ ...files, 'upperfs-backup.squashfs': backup }, 'default');
+    const dropped = `${ids[1]}.squashfs upperfs.squashfs`;
+    expect(b.record).toMatchObject({ used: 'default', state_id: ids[0], skipped: ids[2], chain: '1', chain_dropped: dropped });
+    expect(b.record.fallback).toContain(`its checkpoint chain ended early, at ${ids[1]}.squashfs is missing;`);
+    expect(b.console).toContain(`cairn: warning: ${ids[1]}.squashfs is missing: the chain ends before it; dropped: ${dropped}`);
+    expect(await differences(snaps[0]!, b.upper)).toEqual([]);
+  });
+
+  it('falls back to the backup when the base is missing, or fails its check while it unpacks', async () => {
+    const files = stick();
+    delete files[link(baseId)];
+    const missing = await boot({ ...files, 'upperfs-backup.squashfs': backup }, 'default');
+    expect(missing.record).toMatchObject({ used: 'backup', state_id: 'id-backup', skipped: ids[2], chain: '0', chain_dropped: '' });
+    expect(missing.record.fallback).toBe(`upperfs.squashfs is a checkpoint whose base ${link(baseId)} is missing`);
+    expect(missing.console).toContain(`cairn: warning: upperfs.squashfs is a checkpoint whose base ${link(baseId)} is missing; booting the backup (upperfs-backup.squashfs) instead`);
+    expect(await readFile(join(missing.upper, 'etc/hostname'), 'utf8')).toBe('backup\n');
+
+    const flipped = sb.path('flipped-base');
+    await bitFlippedCopy(base, flipped, 100);
+    const damaged = await boot({ ...stick(), [link(baseId)]: flipped, 'upperfs-backup.squashfs': backup }, 'default');
+    expect(damaged.record).toMatchObject({ used: 'backup', state_id: 'id-backup', skipped: ids[2], chain: '0', chain_dropped: '' });
+    expect(damaged.record.fallback).toBe(`upperfs.squashfs: ${baseId}.squashfs fails its checksum (cksum mismatch)`);
+    expect(await readFile(join(damaged.upper, 'etc/hostname'), 'utf8')).toBe('backup\n');
+  });
+
+  it('boots a backup that is the tip of a shorter chain: asked for, or as the fallback from a damaged newest tip', async () => {
+    const files = { ...stick(), 'upperfs-backup.squashfs': deltas[1]! };
+    const asked = await boot(files, 'backup');
+    expect(asked.record).toMatchObject({ requested: 'backup', used: 'backup', state_id: ids[1], fallback: '', chain: '2', chain_dropped: '' });
+    expect(asked.console).toContain(`cairn: booting the backup (upperfs-backup.squashfs), id ${ids[1]}: a base and 2 checkpoints`);
+    expect(await differences(snaps[1]!, asked.upper)).toEqual([]);
+
+    const cut = sb.path('cut-tip');
+    await truncatedCopy(deltas[2]!, cut);
+    const fallen = await boot({ ...files, 'upperfs.squashfs': cut }, 'default');
+    expect(fallen.record).toMatchObject({ requested: 'default', used: 'backup', state_id: ids[1], chain: '2', chain_dropped: '' });
+    expect(fallen.record.fallback).toMatch(/^upperfs.squashfs has no intact seal at its end/);
+    expect(await differences(snaps[1]!, fallen.upper)).toEqual([]);
+  });
+
+  it('throws the upper layer away and falls back when a checkpoint runs out of space while it is applied', async () => {
+    const b = await boot({ ...stick(), 'upperfs-backup.squashfs': backup }, 'default', 2);
+    expect(b.record).toMatchObject({ used: 'backup', state_id: 'id-backup', skipped: ids[2], chain: '0', chain_dropped: '' });
+    expect(b.record.fallback).toBe('upperfs.squashfs does not fit in the upper layer (it ran out of space; see cairn.upper_size)');
+    expect(b.console).toContain('booting the backup (upperfs-backup.squashfs) instead');
+    expect(await readFile(join(b.upper, 'etc/hostname'), 'utf8')).toBe('backup\n');
+    expect(await execa('ls', ['-A', join(b.upper, 'home/user')]).then((r) => r.stdout.split('\n').sort())).toEqual(['notes']);
+  });
+});
