@@ -71,7 +71,7 @@ export async function configureRoot(root: string, base: Base, o: ConfigureOption
   await mkdir(join(root, dirname(RUNTIME.config)), { recursive: true });
   await writeFile(
     join(root, RUNTIME.config),
-    '# cairn settings: see `cairn help save` and docs/saving.md. Defaults apply to what is not set.\n# generations=2\n# compression_level=3\n',
+    '# cairn settings: see `cairn help save` and docs/saving.md. Defaults apply to what is not set.\n# generations=2\n# compression_level=3\n# minutes between checkpoints; 0 turns the timer off (read every minute)\n# checkpoint_interval=10\n',
   );
 
   // The services, from openrc/ in the checkout (or beside the bundle).
