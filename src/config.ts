@@ -20,6 +20,12 @@ export interface Config {
   excludes: string[];
   /** Seconds a save waits for another save to finish. */
   lockWait: number;
+  /** Minutes between the timer's checkpoints (openrc/cairn-checkpoint); 0 turns the timer off. */
+  checkpointInterval: number;
+  /** Links of deltas a chain may reach before a save writes a whole state. */
+  chainMax: number;
+  /** The deltas' bytes over the base's above which a save writes a whole state. */
+  chainRatio: number;
 }
 
 export const DEFAULTS: Config = {
@@ -31,6 +37,9 @@ export const DEFAULTS: Config = {
   mksquashfsMem: '256M',
   excludes: [...DEFAULT_EXCLUDES],
   lockWait: 120,
+  checkpointInterval: 10,
+  chainMax: 8,
+  chainRatio: 0.5,
 };
 
 const COMPRESSORS = ['zstd', 'gzip', 'xz', 'lz4', 'lzo'] as const;
@@ -82,6 +91,15 @@ export function parseConfig(text: string, source: string): Config {
       case 'lock_wait':
         config.lockWait = integer(value, where, 0, 86_400);
         break;
+      case 'checkpoint_interval':
+        config.checkpointInterval = integer(value, where, 0, 1440);
+        break;
+      case 'chain_max':
+        config.chainMax = integer(value, where, 1, 64);
+        break;
+      case 'chain_ratio':
+        config.chainRatio = decimal(value, where, 10);
+        break;
       default:
         throw new UsageError(`${where}: unknown setting "${key}"`);
     }
@@ -114,6 +132,15 @@ function integer(value: string, where: string, min: number, max: number): number
   const n = Number(value);
   if (!/^[0-9]+$/.test(value) || n < min || n > max) {
     throw new UsageError(`${where}: "${value}" must be a whole number from ${min} to ${max}`);
+  }
+  return n;
+}
+
+/** A decimal above 0 and at most MAX, written plainly (0.5, 2, .25): no sign, exponent or hex. */
+function decimal(value: string, where: string, max: number): number {
+  const n = Number(value);
+  if (!/^([0-9]+(\.[0-9]*)?|\.[0-9]+)$/.test(value) || !(n > 0) || n > max) {
+    throw new UsageError(`${where}: "${value}" must be a decimal above 0 and at most ${max}`);
   }
   return n;
 }

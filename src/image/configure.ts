@@ -34,6 +34,9 @@ export function runtimeBundle(): string {
   throw new PathError('dist/cairn.mjs', 'the bundled runtime was not found', 'run npm run build first');
 }
 
+/** Where the image keeps the checkpoint timer's loop (openrc/cairn-checkpoint.initd names it too). */
+export const CHECKPOINT_LOOP = 'usr/lib/cairn/checkpoint-loop';
+
 /** cairn's services and the runlevels they run in (the save's is the base's shutdown runlevel). */
 function cairnServices(base: Base): Service[] {
   return [
@@ -42,6 +45,7 @@ function cairnServices(base: Base): Service[] {
     { name: 'cairn-userdirs', runlevel: 'default' },
     { name: 'cairn-swap', runlevel: 'default' },
     { name: 'cairn-boot-good', runlevel: 'default' },
+    { name: 'cairn-checkpoint', runlevel: 'default' },
   ];
 }
 
@@ -67,7 +71,7 @@ export async function configureRoot(root: string, base: Base, o: ConfigureOption
   await mkdir(join(root, dirname(RUNTIME.config)), { recursive: true });
   await writeFile(
     join(root, RUNTIME.config),
-    '# cairn settings: see `cairn help save` and docs/saving.md. Defaults apply to what is not set.\n# generations=2\n# compression_level=3\n',
+    '# cairn settings: see `cairn help save` and docs/saving.md. Defaults apply to what is not set.\n# generations=2\n# compression_level=3\n# minutes between checkpoints; 0 turns the timer off (read every minute)\n# checkpoint_interval=10\n',
   );
 
   // The services, from openrc/ in the checkout (or beside the bundle).
@@ -80,6 +84,9 @@ export async function configureRoot(root: string, base: Base, o: ConfigureOption
     await chmod(join(root, 'etc/init.d', s.name), 0o755);
     await copyFile(join(openrcDir, `${s.name}.confd`), join(root, 'etc/conf.d', s.name));
   }
+  // The checkpoint timer's loop, which its service runs under supervise-daemon.
+  await copyFile(join(openrcDir, 'cairn-checkpoint.loop'), join(root, CHECKPOINT_LOOP));
+  await chmod(join(root, CHECKPOINT_LOOP), 0o755);
   await appendFile(join(root, 'etc/conf.d/cairn-userdirs'), `\nuser=${o.user}\n`);
   await appendFile(join(root, 'etc/conf.d/cairn-swap'), `\nswap_size_mib=${o.swapMiB}\n`);
   await appendFile(join(root, 'etc/conf.d/cairn-save'), `\n${base.save.order}`);

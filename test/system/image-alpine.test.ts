@@ -176,9 +176,11 @@ describe('alpine base: an image from a local repository', () => {
       expect(await cat(rootfs, 'etc/profile.d/cairn-apk.sh')).toContain('PATH="/usr/local/sbin:$PATH"');
       // Services in Alpine's runlevels, the save between killprocs and mount-ro, then the data partition made read-only.
       const links = (await execa('unsquashfs', ['-lls', '-d', '', rootfs, 'etc/runlevels'])).stdout;
-      for (const [level, name] of [['shutdown', 'cairn-save'], ['shutdown', 'cairn-readonly'], ['default', 'cairn-userdirs'], ['default', 'cairn-swap'], ['default', 'cairn-boot-good'], ['sysinit', 'devfs'], ['sysinit', 'mdev'], ['boot', 'bootmisc'], ['shutdown', 'killprocs'], ['shutdown', 'mount-ro']]) {
+      for (const [level, name] of [['shutdown', 'cairn-save'], ['shutdown', 'cairn-readonly'], ['default', 'cairn-userdirs'], ['default', 'cairn-swap'], ['default', 'cairn-boot-good'], ['default', 'cairn-checkpoint'], ['sysinit', 'devfs'], ['sysinit', 'mdev'], ['boot', 'bootmisc'], ['shutdown', 'killprocs'], ['shutdown', 'mount-ro']]) {
         expect(links).toContain(`/etc/runlevels/${level}/${name} -> /etc/init.d/${name}`);
       }
+      // The checkpoint timer's loop, where its service runs it.
+      expect(files).toContain('usr/lib/cairn/checkpoint-loop');
       expect(await cat(rootfs, 'etc/conf.d/cairn-save')).toMatch(/^save_after=killprocs\nsave_before=mount-ro$/m);
       expect(await cat(rootfs, 'etc/conf.d/cairn-readonly')).toMatch(/^readonly_after="killprocs cairn-save"\nreadonly_before=mount-ro$/m);
       expect(await cat(rootfs, 'etc/conf.d/localmount')).toMatch(/^no_umounts="\/persist:/m);

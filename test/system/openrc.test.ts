@@ -34,8 +34,8 @@ async function service(script: string, fn: string, vars: Record<string, string>,
 
 describe('openrc services pass shellcheck', () => {
   it('shellcheck -s sh and shfmt', async () => {
-    const files = listDir('openrc').filter((f) => f.endsWith('.initd')).map((f) => join('openrc', f));
-    expect(files.length).toBe(5);
+    const files = listDir('openrc').filter((f) => f.endsWith('.initd') || f.endsWith('.loop')).map((f) => join('openrc', f));
+    expect(files.length).toBe(7);
     const sc = await execa('shellcheck', ['-s', 'sh', ...files], { reject: false, cwd: '.' });
     expect(sc.stdout).toBe('');
     const fmt = await execa('shfmt', ['-d', '-p', ...files], { reject: false });
@@ -451,5 +451,216 @@ describe('cairn-swap', () => {
     const r = await service('cairn-swap.initd', 'start', { swapfile: s.path('never'), swap_size_mib: '0' });
     expect(r.exitCode).toBe(0);
     expect(existsSync(s.path('never'))).toBe(false);
+  });
+});
+
+describe('cairn-checkpoint', () => {
+  const s = new Scratch();
+  const loops: ReturnType<typeof execa>[] = [];
+  afterAll(async () => {
+    for (const l of loops) l.kill('SIGKILL');
+    await s.cleanup();
+  });
+  const LOOP = resolve('openrc', 'cairn-checkpoint.loop');
+  // What sh runs it: busybox's on Alpine, dash on Debian.
+  const SHELLS: string[][] = [['busybox', 'sh'], ['dash']];
+
+  /**
+   * A stand-in for `cairn` on the path the service names: the real command
+   * needs a booted stick's session. Each call adds a line to CALLS: its pid,
+   * niceness and I/O class, and its arguments. With SLOW set it runs until
+   * SIGTERM, then takes half a second to clean up and says so, as the real
+   * checkpoint removes its temp file.
+   */
+  const standIn = async (name: string, exit = 0) => {
+    const calls = s.path(`${name}.calls`);
+    const path = s.path(`${name}-cairn`);
+    await writeFile(
+      path,
+      `#!/bin/sh
+echo "$$ nice=$(cut -d' ' -f19 /proc/$$/stat) io=$(ionice -p $$ | cut -d: -f1) $*" >> '${calls}'
+echo "stand-in checkpoint says this"
+echo "stand-in checkpoint complains" >&2
+if [ -n "$SLOW" ]; then
+	trap 'sleep 0.5; echo "$$ cleaned up" >> "${calls}"; exit 143' TERM
+	sleep 30 & wait
+fi
+exit ${exit}
+`,
+    );
+    await chmod(path, 0o755);
+    return { path, calls: () => (existsSync(calls) ? readFileSync(calls, 'utf8').split('\n').filter(Boolean) : []) };
+  };
+
+  /** Polls until WHAT holds, for up to MS milliseconds. */
+  const until = async (what: () => boolean, ms: number, label: string) => {
+    const end = Date.now() + ms;
+    while (!what()) {
+      if (Date.now() > end) throw new Error(`not within ${ms} ms: ${label}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  };
+
+  /** The loop as supervise-daemon runs it, with a minute of one second. */
+  const startLoop = (name: string, cairn: string, shell: readonly string[], env: Record<string, string> = {}) => {
+    const conf = s.path(`${name}.conf`);
+    const log = s.path(`${name}-log`, 'cairn-checkpoint.log');
+    const loop = execa(shell[0]!, [...shell.slice(1), LOOP], {
+      env: { cairn, cairn_conf: conf, checkpoint_log: log, checkpoint_minute: '1', ...env },
+      reject: false,
+      all: true,
+    });
+    loops.push(loop);
+    return { loop, conf, log: () => (existsSync(log) ? readFileSync(log, 'utf8') : '') };
+  };
+
+  it.each(SHELLS)('runs cairn checkpoint every checkpoint_interval minutes of cairn.conf, niced, idle for I/O, its words in the log (%s)', async (...shell: string[]) => {
+    requireSystem(['busybox', 'dash', 'ionice', 'shellcheck', 'shfmt']);
+    const cairn = await standIn(`every-${shell[0]}`);
+    const { loop, conf, log } = startLoop(`every-${shell[0]}`, cairn.path, shell);
+    // The last line wins, as cairn reads it; a commented one does not count.
+    await writeFile(conf, '# checkpoint_interval=1\ncheckpoint_interval=7\ncheckpoint_interval = "02"\n');
+    const t0 = Date.now();
+    await until(() => cairn.calls().length >= 1, 6000, 'a first checkpoint');
+    const first = Date.now() - t0;
+    await until(() => cairn.calls().length >= 2, 6000, 'a second checkpoint');
+    const second = Date.now() - t0;
+    // Two "minutes" (seconds here) before the first and between the two.
+    expect(first).toBeGreaterThanOrEqual(1900);
+    expect(second - first).toBeGreaterThanOrEqual(1900);
+    for (const call of cairn.calls()) expect(call).toMatch(/^\d+ nice=10 io=idle checkpoint --wait 0 --progress lines$/);
+    expect(log()).toMatch(/^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d cairn-checkpoint: a checkpoint every 2 minutes$/m);
+    expect(log()).toContain('stand-in checkpoint says this\nstand-in checkpoint complains\n');
+    loop.kill('SIGTERM');
+    const done = await loop;
+    expect(done.exitCode).toBe(0);
+    // Never the console.
+    expect(done.all).toBe('');
+  });
+
+  it('checkpoint_interval=0 turns the timer off and a number on again, read every minute without a restart; a bad value rests it', async () => {
+    const cairn = await standIn('off');
+    const { loop, conf, log } = startLoop('off', cairn.path, ['busybox', 'sh']);
+    await writeFile(conf, 'checkpoint_interval=1\n');
+    await until(() => cairn.calls().length >= 1, 4000, 'a checkpoint');
+    await writeFile(conf, 'checkpoint_interval=0\n');
+    await until(() => /the timer is off/.test(log()), 3000, 'the timer said off');
+    const before = cairn.calls().length;
+    await new Promise((r) => setTimeout(r, 3000));
+    expect(cairn.calls().length).toBe(before);
+    await writeFile(conf, 'checkpoint_interval=ten\n');
+    await until(() => /checkpoint_interval=ten is not a whole number of minutes from 0 to 1440: no checkpoints until it is/.test(log()), 3000, 'the bad value said');
+    await new Promise((r) => setTimeout(r, 2500));
+    expect(cairn.calls().length).toBe(before);
+    await writeFile(conf, 'checkpoint_interval=1\n');
+    await until(() => cairn.calls().length > before, 4000, 'a checkpoint once turned on again');
+    expect(log()).toMatch(/a checkpoint every 1 minutes/);
+    loop.kill('SIGTERM');
+    expect((await loop).exitCode).toBe(0);
+  });
+
+  it('a checkpoint that is refused (another save runs) is logged with its status, and the next round tries again', async () => {
+    const cairn = await standIn('refused', 75);
+    const { loop, conf, log } = startLoop('refused', cairn.path, ['busybox', 'sh']);
+    await writeFile(conf, 'checkpoint_interval=1\n');
+    await until(() => cairn.calls().length >= 2, 6000, 'two tries');
+    expect(log()).toMatch(/stand-in checkpoint complains\n.* cairn-checkpoint: cairn checkpoint exited 75\n/);
+    loop.kill('SIGTERM');
+    expect((await loop).exitCode).toBe(0);
+  });
+
+  it('without ionice (a busybox without it) the checkpoint still runs, niced', async () => {
+    const cairn = await standIn('no-ionice');
+    const { loop, conf } = startLoop('no-ionice', cairn.path, ['busybox', 'sh'], { ionice: '/nonexistent/ionice' });
+    await writeFile(conf, 'checkpoint_interval=1\n');
+    await until(() => cairn.calls().length >= 1, 4000, 'a checkpoint');
+    expect(cairn.calls()[0]).toMatch(/^\d+ nice=10 io=(none|best-effort) checkpoint --wait 0 --progress lines$/);
+    loop.kill('SIGTERM');
+    expect((await loop).exitCode).toBe(0);
+  });
+
+  /** The processes PID started that still run. */
+  const children = (pid: number) => readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+
+  it.each(SHELLS)('SIGTERM (the service stopped) ends the loop at once between checkpoints, leaving no process behind (%s)', async (...shell: string[]) => {
+    const cairn = await standIn(`idle-${shell[0]}`);
+    // A real minute: the loop is in the middle of a pause when stopped.
+    const { loop, conf, log } = startLoop(`idle-${shell[0]}`, cairn.path, shell, { checkpoint_minute: '60' });
+    await writeFile(conf, 'checkpoint_interval=10\n');
+    await until(() => /a checkpoint every 10 minutes/.test(log()), 3000, 'the loop started');
+    await until(() => children(loop.pid!).length === 1, 3000, 'the loop pausing');
+    const [pause] = children(loop.pid!);
+    const t = Date.now();
+    loop.kill('SIGTERM');
+    expect((await loop).exitCode).toBe(0);
+    expect(Date.now() - t).toBeLessThan(1000);
+    expect(existsSync(`/proc/${pause}`)).toBe(false);
+    // The pause it ended is not a line of its own.
+    expect(log()).toMatch(/cairn-checkpoint: a checkpoint every 10 minutes\n.* cairn-checkpoint: stopped\n$/);
+    expect(cairn.calls()).toEqual([]);
+  });
+
+  it.each(SHELLS)('SIGTERM in the middle of a checkpoint stops it with SIGTERM and waits for its clean-up before the loop ends (%s)', async (...shell: string[]) => {
+    const cairn = await standIn(`busy-${shell[0]}`);
+    const { loop, conf, log } = startLoop(`busy-${shell[0]}`, cairn.path, shell, { SLOW: '1' });
+    await writeFile(conf, 'checkpoint_interval=1\n');
+    await until(() => cairn.calls().length === 1, 4000, 'a checkpoint running');
+    const pid = Number(cairn.calls()[0]!.split(' ')[0]);
+    const t = Date.now();
+    loop.kill('SIGTERM');
+    expect((await loop).exitCode).toBe(0);
+    // Its clean-up took half a second, and the loop waited for it, no longer.
+    expect(Date.now() - t).toBeGreaterThanOrEqual(450);
+    expect(Date.now() - t).toBeLessThan(3000);
+    expect(cairn.calls()[1]).toBe(`${pid} cleaned up`);
+    expect(existsSync(`/proc/${pid}`)).toBe(false);
+    expect(log()).toMatch(/cairn-checkpoint: stopped\n$/);
+  });
+
+  /** The service's start() with supervise-daemon stood in for: it runs the loop's command line as the supervisor would and records what it got. */
+  const startService = async (name: string, requested: string | undefined) => {
+    const record = s.path(`${name}.boot`);
+    if (requested) await writeFile(record, `requested=${requested}\nused=${requested}\nsession=x\n`);
+    const got = s.path(`${name}.supervised`);
+    const prelude = `default_start() { echo "supervisor=$supervisor command=$command pidfile=$pidfile retry=$retry" > '${got}'; env | grep -E '^(cairn|cairn_conf|checkpoint_log|checkpoint_minute)=' | sort >> '${got}'; }`;
+    const r = await service('cairn-checkpoint.initd', 'start', { boot_record: record, checkpoint_log: s.path(`${name}.log`), cairn_conf: s.path(`${name}.conf`) }, prelude);
+    return { ...r, supervised: existsSync(got) ? readFileSync(got, 'utf8') : undefined };
+  };
+
+  it('starts the loop under supervise-daemon on a default boot, with its settings in the environment', async () => {
+    const r = await startService('default', 'default');
+    expect(r.exitCode, r.out).toBe(0);
+    expect(r.supervised).toBe(
+      [
+        'supervisor=supervise-daemon command=/usr/lib/cairn/checkpoint-loop pidfile=/run/cairn-checkpoint.pid retry=TERM/30/KILL/5',
+        'cairn=/usr/bin/cairn',
+        `cairn_conf=${s.path('default.conf')}`,
+        `checkpoint_log=${s.path('default.log')}`,
+        'checkpoint_minute=60',
+        '',
+      ].join('\n'),
+    );
+  });
+
+  it('starts nothing on a clean boot the user picked, nor outside a booted cairn system', async () => {
+    const clean = await startService('clean', 'clean');
+    expect(clean.exitCode).toBe(0);
+    expect(clean.out).toMatch(/\* This session booted clean: no checkpoints/);
+    expect(clean.supervised).toBeUndefined();
+    const none = await startService('none', undefined);
+    expect(none.exitCode).toBe(0);
+    expect(none.out).toMatch(/Not a booted cairn system .*: no checkpoints/);
+    expect(none.supervised).toBeUndefined();
+    // Its stop then has nothing to stop, and says nothing.
+    const stopped = await service('cairn-checkpoint.initd', 'stop', { pidfile: s.path('no-such.pid') }, 'default_stop() { echo "default_stop called"; }');
+    expect(stopped.exitCode).toBe(0);
+    expect(stopped.out).not.toContain('default_stop called');
+  });
+
+  it('starts once the system is up, and before the shutdown save', async () => {
+    const deps = s.path('deps');
+    const r = await service('cairn-checkpoint.initd', 'depend', {}, `after() { echo "after $*" >> '${deps}'; }\nbefore() { echo "before $*" >> '${deps}'; }`);
+    expect(r.exitCode, r.out).toBe(0);
+    expect(readFileSync(deps, 'utf8')).toBe('after cairn-boot-good\nbefore cairn-save\n');
   });
 });

@@ -28,6 +28,9 @@ describe('parseConfig', () => {
       mksquashfsMem: '256M',
       excludes: [...DEFAULT_EXCLUDES],
       lockWait: 120,
+      checkpointInterval: 10,
+      chainMax: 8,
+      chainRatio: 0.5,
     });
     expect(parse('')).toEqual(DEFAULTS);
   });
@@ -47,6 +50,9 @@ describe('parseConfig', () => {
         'compression_level=9',
         'mksquashfs_mem=1G',
         'lock_wait=30',
+        'checkpoint_interval=15',
+        'chain_max=4',
+        'chain_ratio=1.25',
       ].join('\n'),
     );
     expect(c).toEqual({
@@ -58,6 +64,9 @@ describe('parseConfig', () => {
       compressionLevel: 9,
       mksquashfsMem: '1G',
       lockWait: 30,
+      checkpointInterval: 15,
+      chainMax: 4,
+      chainRatio: 1.25,
     });
   });
 
@@ -102,6 +111,20 @@ describe('parseConfig', () => {
     ['compression_level=0', 'compression level 0'],
     ['compression_level=23', 'compression level 23'],
     ['compression_level=fast', 'a word as level'],
+    ['checkpoint_interval=-1', 'a negative checkpoint_interval'],
+    ['checkpoint_interval=1441', 'a checkpoint_interval past a day'],
+    ['checkpoint_interval=2.5', 'a fraction of a minute'],
+    ['checkpoint_interval=10m', 'a unit after the minutes'],
+    ['chain_max=0', 'chain_max 0'],
+    ['chain_max=65', 'chain_max past 64'],
+    ['chain_ratio=0', 'chain_ratio 0'],
+    ['chain_ratio=0.0', 'chain_ratio 0.0'],
+    ['chain_ratio=10.5', 'chain_ratio past 10'],
+    ['chain_ratio=-0.5', 'a negative chain_ratio'],
+    ['chain_ratio=1e-1', 'a chain_ratio with an exponent'],
+    ['chain_ratio=50%', 'a chain_ratio in percent'],
+    ['chain_ratio=half', 'a word as chain_ratio'],
+    ['chain_ratio=', 'an empty chain_ratio'],
   ] as const) {
     it(`rejects ${where} (${line}) naming the line`, () => {
       const e = usageError(`# x\n${line}\n`);
@@ -115,6 +138,14 @@ describe('parseConfig', () => {
     expect(parse('generations=100').generations).toBe(100);
     expect(parse('lock_wait=0').lockWait).toBe(0);
     expect(parse('compression_level=22').compressionLevel).toBe(22);
+    expect(parse('checkpoint_interval=0').checkpointInterval).toBe(0);
+    expect(parse('checkpoint_interval=1440').checkpointInterval).toBe(1440);
+    expect(parse('chain_max=1').chainMax).toBe(1);
+    expect(parse('chain_max=64').chainMax).toBe(64);
+    expect(parse('chain_ratio=10').chainRatio).toBe(10);
+    expect(parse('chain_ratio=0.01').chainRatio).toBe(0.01);
+    expect(parse('chain_ratio=.25').chainRatio).toBe(0.25);
+    expect(parse('chain_ratio="2."').chainRatio).toBe(2);
   });
 
   it('rejects an unknown compressor, a bad memory size and relative paths', () => {
