@@ -3,6 +3,7 @@ import { grubCommand } from './commands/grub.js';
 import { imageCommand } from './commands/image.js';
 import { vmCommand } from './commands/vm.js';
 import { saveCommand } from './commands/save.js';
+import { checkpointCommand } from './commands/checkpoint.js';
 import { statusCommand } from './commands/status.js';
 import { diffCommand } from './commands/diff.js';
 import { releaseCommand } from './commands/release.js';
@@ -32,6 +33,7 @@ export function buildProgram(): Command {
     });
   const global = () => program.opts<{ config?: string }>();
   program.addCommand(saveCommand(global));
+  program.addCommand(checkpointCommand(global));
   program.addCommand(statusCommand(global));
   program.addCommand(diffCommand(global));
   program.addCommand(releaseCommand(global));

@@ -26,7 +26,7 @@ export interface ImageCheck {
 export async function verifyImage(image: string): Promise<ImageCheck> {
   // Not followed: a symbolic link or a directory is refused by the check, as at boot.
   if (!(await lstat(image).catch(() => undefined))) throw new PathError(image, 'no such file');
-  const check = await checkIntegrity(image);
+  const check = await checkIntegrity(image, { deltas: true });
   if (!check.ok) throw new IntegrityError(image, check.problem);
   const read = await withLoopDevice(image, { readOnly: true }, (device) =>
     withTempDir('cairn-verify-', (mnt) =>

@@ -41,8 +41,10 @@ export async function writeTries(esp: Esp, tries: Tries): Promise<void> {
  */
 export async function armTries(esp: Esp, subject: TrialSubject, tries?: number): Promise<Tries> {
   const n = tries ?? bootTriesOf(await readBootState(esp));
-  const next = arm(await readTries(esp).catch(() => ({})), subject, n);
-  await writeTries(esp, next);
+  const now = await readTries(esp).catch(() => undefined);
+  const next = arm(now ?? {}, subject, n);
+  // A state armed already (checkpoints every few minutes) leaves the ESP unwritten.
+  if (!now || next.kernel !== now.kernel || next.state !== now.state) await writeTries(esp, next);
   return next;
 }
 

@@ -74,7 +74,7 @@ export const nowMoment = (): Moment => ({ wallMs: Date.now(), uptimeS: uptime() 
  */
 export async function recordSavedBaseline(runDir: string | undefined, image: string, startedMs: number): Promise<void> {
   if (!runDir) return;
-  const seal = await readSeal(image);
+  const seal = await readSeal(image, { deltas: true });
   if (!seal.ok) throw new IntegrityError(image, `its seal did not read back after the save: ${seal.problem}`);
   const stateId = seal.seal.id;
   const now = nowMoment();

@@ -13,6 +13,7 @@ interface SaveFlags {
   yes?: boolean;
   json?: boolean;
   wait?: string;
+  full?: boolean;
   progress: string;
 }
 
@@ -23,20 +24,20 @@ export function saveCommand(global: () => GlobalOptions): Command {
     .option('--data <dir>', 'the data partition to save to (default: the running system\'s)')
     .option('--boot-record <file>', 'act as if this session booted as the given boot record says')
     .option('-y, --yes', 'save even though this session booted clean')
+    .option('--full', 'write a whole state even when a checkpoint delta would do (a running system writes a delta while its chain is short)')
     .option('--wait <seconds>', 'how long to wait for another save to finish (default: lock_wait in the config)')
     .option('--json', 'print the result as JSON')
     .option('--progress <how>', 'terminal (redrawn in place, only on a terminal), lines (a line per phase, for logs and consoles) or none', 'terminal')
     .action(async (flags: SaveFlags) => {
       if (!['terminal', 'lines', 'none'].includes(flags.progress)) throw new UsageError(`--progress "${flags.progress}" is not terminal, lines or none`);
       const ctx = await resolveContext(global(), flags, { upper: true });
-      if (flags.wait !== undefined) {
-        if (!/^[0-9]+$/.test(flags.wait)) throw new UsageError(`--wait "${flags.wait}" is not a number of seconds`);
-        ctx.config.lockWait = Number(flags.wait);
-      }
+      applyWait(ctx.config, flags.wait);
       const progress = flags.progress === 'lines' ? lineProgress() : terminalProgress(!flags.json && flags.progress === 'terminal');
       try {
         const report = await runSave({
           ...ctx,
+          // Deltas only where the upper layer is the running session's: its ctimes are what a delta trusts.
+          kind: ctx.booted && !flags.full ? 'auto' : 'full',
           confirmCleanSave: async (why) =>
             flags.yes === true || (await confirm(`${why[0]!.toUpperCase()}${why.slice(1)}. Save it as the newest state?`)),
           onPhase: (phase) => progress.phase(phase),
@@ -57,14 +58,28 @@ export function saveCommand(global: () => GlobalOptions): Command {
     });
 }
 
-function summary(r: SaveReport): string {
-  const lines = [
-    `saved ${formatBytes(r.bytes)} (${r.files} files, ${formatBytes(r.upperBytes)} before compression) in ${formatSeconds(r.seconds)} to ${r.image}`,
-  ];
+/** --wait SECONDS over the config's lock_wait. */
+export function applyWait(config: { lockWait: number }, wait: string | undefined): void {
+  if (wait === undefined) return;
+  if (!/^[0-9]+$/.test(wait)) throw new UsageError(`--wait "${wait}" is not a number of seconds`);
+  config.lockWait = Number(wait);
+}
+
+export function summary(r: SaveReport): string {
+  const lines =
+    r.kind === 'none'
+      ? [`nothing changed since ${r.image} was saved: nothing written`]
+      : r.kind === 'delta'
+        ? [
+            `saved a checkpoint of ${formatBytes(r.bytes)} (${r.files} entries changed) in ${formatSeconds(r.seconds)} to ${r.image}: ` +
+              `a base and ${r.chainLinks! - 1} checkpoint${r.chainLinks === 2 ? '' : 's'}`,
+          ]
+        : [`saved ${formatBytes(r.bytes)} (${r.files} files, ${formatBytes(r.upperBytes)} before compression) in ${formatSeconds(r.seconds)} to ${r.image}`];
   if (r.bootedFrom) lines.push(`backup: the state this session came from (${r.bootedFrom})`);
   for (const k of r.kept) lines.push(`kept ${k.state} as ${k.as}`);
   for (const p of r.pruned) lines.push(`removed ${p} (more older states than configured)`);
   for (const h of r.held) lines.push(`held ${h.state}: ${h.reason}; no save removes it until you boot it or run cairn release`);
+  if (r.linksRemoved.length) lines.push(`removed ${r.linksRemoved.length} checkpoint link${r.linksRemoved.length === 1 ? '' : 's'} no state uses any more`);
   for (const w of r.warnings) lines.push(`warning: ${w}`);
   return `${lines.join('\n')}\n`;
 }

@@ -84,7 +84,10 @@ export async function readBootState(esp: Esp): Promise<BootState> {
 /** Rewrites the menu from the record, after the states changed. */
 export async function writeMenu(esp: Esp, dataDir: string): Promise<Menu> {
   const menu = await menuFor(await readBootState(esp), dataDir);
-  await esp.install(ESP_PATHS.menu, { data: renderGrubConfig(menu) });
+  const text = renderGrubConfig(menu);
+  // Checkpoints refresh the menu every few minutes: the ESP is written only when the menu changed.
+  const now = await esp.read(ESP_PATHS.menu).catch(() => undefined);
+  if (now?.toString() !== text) await esp.install(ESP_PATHS.menu, { data: text });
   return menu;
 }
 

@@ -151,6 +151,12 @@ export class RefusedError extends CairnError {
   override readonly exitCode = 3;
 }
 
+/** A checkpoint the session must not have (it booted clean, or was reset): a timer tries again later and is refused again, quietly. */
+export class NoCheckpointError extends CairnError {
+  override readonly code = 'NO_CHECKPOINT';
+  override readonly exitCode = 75; // EX_TEMPFAIL, as for a busy lock
+}
+
 /** An initramfs build found no kernel modules tree, or one depmod never indexed. */
 export class ModulesTreeMissingError extends CairnError {
   override readonly code = 'MODULES_TREE_MISSING';

@@ -17,6 +17,8 @@ export const DEFAULT_EXCLUDES: readonly string[] = [
   // Runtime state (pid files, sockets) that each boot makes anew.
   'run/*',
   'run/.*',
+  // The checkpoint timer's own log: kept, each round's line would be a change for the next checkpoint to save.
+  'var/log/cairn-checkpoint.log',
   // Downloaded packages: fetched again when needed, and often large.
   'var/cache/apk/*',
   'var/cache/apt/archives/*.deb',

@@ -15,13 +15,14 @@ import { resolveFrom } from './rotate.js';
 export async function intactFrom(
   states: readonly StateFile[],
   fromId: string | undefined,
+  links: readonly StateFile[] = [],
 ): Promise<{ from: StateFile | undefined; damaged: Map<number, string> }> {
   const damaged = new Map<number, string>();
   for (;;) {
-    const from = resolveFrom(markDamaged(states, damaged), fromId);
+    const from = resolveFrom(markDamaged(states, damaged), fromId, markDamaged(links, damaged));
     // The backup keeps its name whatever it holds: nothing is pushed out for it.
     if (!from || from.role === 'backup') return { from, damaged };
-    const whole = await checkIntegrity(from.path);
+    const whole = await checkIntegrity(from.path, { deltas: true });
     if (whole.ok) return { from, damaged };
     damaged.set(from.ino, whole.problem);
   }

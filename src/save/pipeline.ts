@@ -6,8 +6,8 @@ import { Worker } from 'node:worker_threads';
 import type { BootRecord } from '../bootRecord.js';
 import { recordSavedBaseline } from '../changes/baseline.js';
 import type { Config } from '../config.js';
-import { appendDurably, fsyncFile } from '../lib/durable.js';
-import { IntegrityError, NameTakenError, NoSpaceError, PathError, RefusedError, VerifyMismatchError } from '../lib/errors.js';
+import { appendDurably, fsyncFile, linkDurably } from '../lib/durable.js';
+import { IntegrityError, NameTakenError, NoCheckpointError, NoSpaceError, PathError, RefusedError, VerifyMismatchError } from '../lib/errors.js';
 import { log } from '../lib/log.js';
 import {
   detachLoop,
@@ -21,17 +21,20 @@ import {
 } from '../lib/resources.js';
 import { run } from '../lib/run.js';
 import { toolHint } from '../lib/toolPackages.js';
-import { DATA, MODES } from '../names.js';
+import { checkpointLink, DATA, MODES } from '../names.js';
 import { heldName, holdSkippedStates, type HeldState } from '../state/held.js';
 import { sessionMarkReason } from '../state/reset.js';
-import { encodeSeal, notAStateImage, readSeal } from '../state/seal.js';
-import { isStateName, listStates, type StateFile } from '../state/states.js';
+import { encodeSeal, notAStateImage, readSeal, type Seal } from '../state/seal.js';
+import { isStateName, listLinks, listStates, type StateFile } from '../state/states.js';
 import { compareTrees } from './compare.js';
 import { compileExcludes, type ExcludeMatcher } from './exclude.js';
 import { withSaveLock } from './lock.js';
 import { intactFrom, markDamaged } from './origin.js';
 import { applyOp, planRotation, type RotationPlan } from './rotate.js';
 import { squash } from './squash.js';
+import { chainIds, collectLinks, linkChain, linksOf } from '../checkpoint/chain.js';
+import { deltaTemp, writeDelta } from '../checkpoint/write.js';
+import { resolveBaseline } from '../changes/baseline.js';
 import { describeLeftOut, walkTree, type Walk } from './tree.js';
 
 export type SavePhase = 'locking' | 'preparing' | 'squashing' | 'verifying' | 'sealing' | 'rotating' | 'done';
@@ -58,6 +61,19 @@ export interface SaveOptions {
   /** A warning the user must see before the save ends (the report repeats it). */
   onWarning?: (line: string) => void;
   /**
+   * 'auto' (the default) writes a checkpoint delta over the state this
+   * session's upper layer was last unpacked from or saved as, when that
+   * state's chain is short and light (config chainMax, chainRatio), and a
+   * whole state otherwise; 'full' always writes a whole state.
+   */
+  kind?: 'auto' | 'full';
+  /**
+   * A checkpoint (`cairn checkpoint`): a session that booted clean or was
+   * reset is refused rather than asked about, and nothing is written when
+   * nothing changed since the newest state.
+   */
+  checkpoint?: boolean;
+  /**
    * Run only the first n steps, then return as a crash would leave things
    * (the lock is released, nothing is cleaned up). For crash-safety tests.
    */
@@ -66,6 +82,12 @@ export interface SaveOptions {
 
 export interface SaveReport {
   image: string;
+  /** What was written: a whole state, a checkpoint delta, or nothing (nothing changed since the newest state). */
+  kind: 'state' | 'delta' | 'none';
+  /** For a delta: the links of its chain, the base and the delta included. */
+  chainLinks?: number;
+  /** Checkpoint links no state reaches any more, removed after the rotation. */
+  linksRemoved: string[];
   bytes: number;
   files: number;
   upperBytes: number;
@@ -115,6 +137,9 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
       : options.runDir
         ? sessionMarkReason(options.runDir)
         : undefined;
+  if (why && options.checkpoint) {
+    throw new NoCheckpointError(`${why}: no checkpoint`, { hint: 'run `cairn save` to save this session on purpose' });
+  }
   if (why && !(await options.confirmCleanSave(why))) {
     throw new RefusedError(`${why}: nothing is saved unless you confirm`, {
       hint: 'run `cairn save --yes` to save this session as the newest state anyway',
@@ -141,6 +166,62 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
       /** Inodes of states whose checksum failed when read whole during this save. */
       let damaged = new Map<number, string>();
       let space = 0;
+      let links: StateFile[] = [];
+      /** The state a delta extends, when this save writes one. */
+      let parent: StateFile | undefined;
+      let baselineSince = 0;
+      let kind: SaveReport['kind'] = 'state';
+      let chainLinks: number | undefined;
+      let linksRemoved: string[] = [];
+      let seal: Seal | undefined;
+      /** Set once the first rotation step ran: from then on the temp image may be a state's. */
+      let rotating = false;
+
+      const squashWhole = async () => {
+        // Made root's alone before a byte of the session is in it: mksquashfs keeps the mode of the file it overwrites.
+        await writeFile(temp, '', { mode: MODES.state });
+        await chmod(temp, MODES.state);
+        await withTempDir('cairn-save-', async (tmp) => {
+          await squash(
+            {
+              upperDir,
+              output: temp,
+              excludes: config.excludes,
+              excludeFile: join(tmp, 'exclude'),
+              config,
+              upperBytes: upperEstimate,
+              onProgress: (f) => options.onProgress?.('squashing', f),
+              onWarning: options.onWarning,
+            },
+            () => freeBytes(dataDir),
+          );
+        });
+        // Durable before it is read back: what verification reads is what the stick keeps.
+        await fsyncFile(temp);
+        imageBytes = (await stat(temp)).size;
+      };
+
+      /** The delta over PARENT, written, verified and sealed as the temp image (src/checkpoint/write.ts); false when nothing changed. */
+      const writeCheckpoint = async (over: StateFile): Promise<boolean> => {
+        const delta = await writeDelta({
+          upperDir,
+          parent: { links: linksOf(over) },
+          contentsSinceMs: baselineSince,
+          chain: chainIds(over),
+          output: temp,
+          session: bootSession,
+          config,
+        });
+        if (!delta.written) return false;
+        seal = delta.seal;
+        imageBytes = delta.bytes;
+        files = delta.entries;
+        space = delta.seal!.space ?? 0;
+        upperSaved = space;
+        chainLinks = linksOf(over).length + 1;
+        if (!delta.directIo) warnings.push('the data partition does not allow direct I/O: the delta was read back through the page cache');
+        return true;
+      };
 
       const steps: Step[] = [
         {
@@ -151,46 +232,54 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
             // Only root reads the data partition's root (names.ts MODES).
             await chmod(dataDir, MODES.dataRoot);
             statesBefore = await listStates(dataDir);
+            links = await listLinks(dataDir);
             held = await holdSkippedStates(dataDir, statesBefore, options.bootRecord);
             ({ from, damaged } = await intactFrom(
               statesBefore,
               options.bootRecord?.used === 'clean' ? undefined : options.bootRecord?.stateId,
+              links,
             ));
+            if ((options.kind ?? 'full') === 'auto' && !why) {
+              const choice = await chooseDeltaParent(options, [...statesBefore, ...links], config);
+              parent = choice.parent;
+              baselineSince = choice.since;
+              if (!parent) log.info({ why: choice.why }, 'a whole state, not a checkpoint');
+            }
             upperEstimate = await estimateUpperBytes(upperDir, matcher);
-            await checkFreeSpace(dataDir, upperEstimate);
+            // A delta needs room for what changed only; a whole state is checked against the upper layer.
+            if (!parent) await checkFreeSpace(dataDir, upperEstimate);
           },
         },
         {
           name: 'squash the upper layer into the temp image and fsync it',
           phase: 'squashing',
           run: async () => {
-            // Made root's alone before a byte of the session is in it: mksquashfs keeps the mode of the file it overwrites.
-            await writeFile(temp, '', { mode: MODES.state });
-            await chmod(temp, MODES.state);
-            await withTempDir('cairn-save-', async (tmp) => {
-              await squash(
-                {
-                  upperDir,
-                  output: temp,
-                  excludes: config.excludes,
-                  excludeFile: join(tmp, 'exclude'),
-                  config,
-                  upperBytes: upperEstimate,
-                  onProgress: (f) => options.onProgress?.('squashing', f),
-                  onWarning: options.onWarning,
-                },
-                () => freeBytes(dataDir),
-              );
-            });
-            // Durable before it is read back: what verification reads is what the stick keeps.
-            await fsyncFile(temp);
-            imageBytes = (await stat(temp)).size;
+            if (parent) {
+              try {
+                if (await writeCheckpoint(parent)) {
+                  kind = 'delta';
+                  return;
+                }
+                // Nothing changed since the state the upper layer equals: when that is the newest, there is nothing to save.
+                if (parent.role === 'newest' && statesBefore.includes(parent)) {
+                  kind = 'none';
+                  return;
+                }
+              } catch (e) {
+                if (!(e instanceof RefusedError)) throw e;
+                warnings.push(`${e.message}: saved as a whole state`);
+              }
+            }
+            await checkFreeSpace(dataDir, upperEstimate);
+            await squashWhole();
           },
         },
         {
           name: 'read the image back from the device and compare it with the upper layer',
           phase: 'verifying',
           run: async () => {
+            // A delta was read back and compared as it was written.
+            if (kind !== 'state') return;
             const result = await verifyAgainstUpper(temp, imageBytes, upperDir, matcher, started, (f) =>
               options.onProgress?.('verifying', f),
             );
@@ -209,6 +298,50 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
           name: 'seal the image with its checksum and fsync it',
           phase: 'sealing',
           run: async () => {
+            if (kind === 'none') return;
+            if (kind === 'state') seal = await sealWhole();
+            plan = planRotation({
+              states: markDamaged(await listStates(dataDir), damaged),
+              fromId: from?.check.seal?.id,
+              session: bootSession || undefined,
+              generations: config.generations,
+              held: new Set(held.map((h) => h.identity)),
+              links: markDamaged(links, damaged),
+            });
+            const rotation: Step[] = plan.ops.map((op) => ({
+              name: op.why,
+              phase: 'rotating' as const,
+              run: async () => {
+                rotating = true;
+                if (!lock.intact()) throw new IntegrityError(dataDir, 'the save lock was lost; stopping before rotation');
+                log.info({ op }, 'rotate');
+                await applyOp(dataDir, op);
+              },
+            }));
+            if (kind === 'delta') {
+              // Its links by id before any name holds it: a boot of the new newest finds them all.
+              rotation.unshift({
+                name: 'give the checkpoint and the links it extends their names under checkpoints/',
+                phase: 'rotating',
+                run: async () => {
+                  rotating = true;
+                  await linkChain(dataDir, parent!);
+                  await linkDurably(temp, join(dataDir, checkpointLink(seal!.id)));
+                },
+              });
+            }
+            rotation.push({
+              name: 'remove the checkpoint links no state reaches',
+              phase: 'rotating',
+              run: async () => {
+                linksRemoved = await collectLinks(dataDir, await listStates(dataDir));
+              },
+            });
+            steps.push(...rotation);
+          },
+        },
+      ];
+      const sealWhole = async (): Promise<Seal> => {
             const seal = {
               size: imageBytes,
               sha256,
@@ -224,27 +357,8 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
             if (!back.ok || back.seal.sha256 !== sha256) {
               throw new IntegrityError(temp, `the seal did not read back: ${back.ok ? 'checksum differs' : back.problem}`);
             }
-            plan = planRotation({
-              states: markDamaged(await listStates(dataDir), damaged),
-              fromId: from?.check.seal?.id,
-              session: bootSession || undefined,
-              generations: config.generations,
-              held: new Set(held.map((h) => h.identity)),
-            });
-            steps.push(
-              ...plan.ops.map((op) => ({
-                name: op.why,
-                phase: 'rotating' as const,
-                run: async () => {
-                  if (!lock.intact()) throw new IntegrityError(dataDir, 'the save lock was lost; stopping before rotation');
-                  log.info({ op }, 'rotate');
-                  await applyOp(dataDir, op);
-                },
-              })),
-            );
-          },
-        },
-      ];
+            return seal;
+      };
       let sha256 = '';
       let imageCksum = 0;
 
@@ -265,8 +379,12 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
       } catch (e) {
         // The previous states are untouched until rotation, and rotation
         // never leaves them invalid; the temp image is only litter.
-        if (!plan || stepsRun < steps.length - plan.ops.length) await removeSaveFile(temp);
+        if (!rotating) await removeSaveFile(temp);
         throw e;
+      }
+      if ((kind as SaveReport['kind']) === 'none') {
+        options.onPhase?.('done');
+        return report(true);
       }
       // What `cairn diff` compares with from now on; the save is done whatever happens here.
       await recordSavedBaseline(options.runDir, join(dataDir, DATA.newest), started).catch((e: Error) =>
@@ -278,6 +396,9 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
       function report(complete: boolean): SaveReport {
         return {
           image: join(dataDir, DATA.newest),
+          kind,
+          ...(chainLinks ? { chainLinks } : {}),
+          linksRemoved,
           bytes: imageBytes,
           files,
           upperBytes: upperSaved,
@@ -392,6 +513,7 @@ async function removeLeftovers(dataDir: string): Promise<void> {
     log.info({ temp }, 'removing the temp image of an interrupted save');
   }
   await removeSaveFile(temp);
+  await removeSaveFile(deltaTemp(temp));
   await removeSaveFile(join(dataDir, DATA.backupNext));
 }
 
@@ -547,4 +669,30 @@ export function deviceChecksum(device: string, size: number): Promise<string> {
     worker.once('message', resolve);
     worker.once('error', (e) => reject(new IntegrityError(device, `reading the image back failed: ${e.message}`)));
   });
+}
+
+/**
+ * The state a checkpoint delta extends: the one this session's upper layer
+ * was unpacked from at boot, or saved as since (changes/baseline.ts), when
+ * its chain is whole, shorter than chain_max deltas, and its deltas weigh
+ * at most chain_ratio of its base. Otherwise a whole state is written, and
+ * WHY says so.
+ */
+async function chooseDeltaParent(
+  options: Pick<SaveOptions, 'runDir' | 'bootRecord'>,
+  candidates: readonly StateFile[],
+  config: Pick<Config, 'chainMax' | 'chainRatio'>,
+): Promise<{ parent?: StateFile; since: number; why: string }> {
+  if (!options.bootRecord) return { since: 0, why: 'no boot record: what changed since a state is not known' };
+  const baseline = resolveBaseline(options.runDir, options.bootRecord, undefined);
+  if (!baseline.stateId || baseline.contentsSinceMs <= 0) return { since: 0, why: `no state ${baseline.label} is known to equal` };
+  const parent = candidates.find((s) => s.check.ok && s.check.seal.id === baseline.stateId);
+  if (!parent) return { since: 0, why: `the state of ${baseline.label} is not on the data partition` };
+  const files = linksOf(parent);
+  if (parent.chain && parent.chain.present < files.length) return { since: 0, why: 'a link of its checkpoint chain is missing' };
+  if (files.length - 1 >= config.chainMax) return { since: 0, why: `its chain has ${files.length - 1} checkpoints (chain_max ${config.chainMax})` };
+  const sizes = await Promise.all(files.map(async (f) => (await stat(f)).size));
+  const deltas = sizes.slice(1).reduce((a, b) => a + b, 0);
+  if (deltas > config.chainRatio * sizes[0]!) return { since: 0, why: `its checkpoints weigh more than chain_ratio ${config.chainRatio} of its base` };
+  return { parent, since: baseline.contentsSinceMs, why: '' };
 }

@@ -32,6 +32,8 @@ export interface RotationInput {
    * `generations`.
    */
   held?: ReadonlySet<string>;
+  /** Checkpoint links (states.ts listLinks): where the state this session came from is found when no state's name holds it. */
+  links?: readonly StateFile[];
 }
 
 export interface RotationPlan {
@@ -51,7 +53,7 @@ export function planRotation(input: RotationInput): RotationPlan {
   const newest = states.find((s) => s.role === 'newest');
   const backup = states.find((s) => s.role === 'backup');
   const gens = states.filter((s) => s.role === 'generation');
-  const from = resolveFrom(states, input.fromId);
+  const from = resolveFrom(states, input.fromId, input.links);
 
   const ops: RotationOp[] = [];
   const kept: RotationPlan['kept'] = [];
@@ -114,10 +116,11 @@ export function planRotation(input: RotationInput): RotationPlan {
  * The state a session came from: the one with the booted id, else (outside a
  * booted system, or after a clean boot) the newest intact state.
  */
-export function resolveFrom(states: readonly StateFile[], fromId: string | undefined): StateFile | undefined {
+export function resolveFrom(states: readonly StateFile[], fromId: string | undefined, links: readonly StateFile[] = []): StateFile | undefined {
   const intact = (s: StateFile | undefined) => (s?.check.ok ? s : undefined);
   return (
     (fromId ? states.find((s) => s.check.ok && s.check.seal.id === fromId) : undefined) ??
+    (fromId ? links.find((s) => s.check.ok && s.check.seal.id === fromId) : undefined) ??
     intact(states.find((s) => s.role === 'newest')) ??
     intact(states.find((s) => s.role === 'backup'))
   );
@@ -133,7 +136,8 @@ function seenReplaced(
   if (!state.check.ok) return undefined;
   const seal = state.check.seal;
   if (ancestors.has(seal.id)) return `${state.name} is an earlier state of the one this session booted from`;
-  if (session && from?.check.ok && seal.session === session && seal.parent === from.check.seal.id) {
+  // A checkpoint of this session extends the state it came from through the links before it.
+  if (session && from?.check.ok && seal.session === session && (seal.parent === from.check.seal.id || seal.chain?.includes(from.check.seal.id))) {
     return `${state.name} was saved earlier in this session`;
   }
   return undefined;
@@ -142,7 +146,7 @@ function seenReplaced(
 /** Ids of the states `from` descends from, as far as the seals on disk tell. */
 function ancestorIds(from: StateFile | undefined, states: readonly StateFile[]): Set<string> {
   const byId = new Map(states.filter((s) => s.check.ok).map((s) => [s.check.seal!.id, s]));
-  const out = new Set<string>();
+  const out = new Set<string>(from?.check.seal?.chain ?? []);
   let parent = from?.check.seal?.parent;
   while (parent && !out.has(parent)) {
     out.add(parent);

@@ -137,6 +137,10 @@ async function newestIntact(dataDir: string, warnings: string[]): Promise<StateF
   for (const role of ['newest', 'backup'] as const) {
     const s = states.find((x) => x.role === role);
     if (!s) continue;
+    if (s.chain) {
+      warnings.push(`${s.name} is not in the backup: it is a checkpoint chain, not a whole state (cairn save --full makes it one)`);
+      continue;
+    }
     const whole = await checkIntegrity(s.path);
     if (whole.ok) return { ...s, check: whole };
     warnings.push(`${s.name} is not in the backup: ${whole.problem}`);

@@ -1,6 +1,7 @@
 import { lstat, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DATA, generationNumber } from '../names.js';
+import { chainOf } from '../checkpoint/chain.js';
 import { checkIntegrity, readSeal, type SealCheck } from './seal.js';
 
 export type StateRole = 'newest' | 'backup' | 'generation';
@@ -16,6 +17,12 @@ export interface StateFile {
   mtimeMs: number;
   ino: number;
   check: SealCheck;
+  /**
+   * For a checkpoint chain's tip (a delta under a state's name): its links'
+   * files, the base first and the tip last (src/checkpoint/chain.ts), and
+   * how many of them, from the base on, are on the data partition.
+   */
+  chain?: { files: string[]; present: number };
 }
 
 /** Whether a state is kept under NAME: the newest, the backup or an older generation. */
@@ -52,14 +59,29 @@ export async function listStates(dataDir: string, options: { full?: boolean } = 
   // Whatever holds a state's name is listed, a directory or a symbolic link
   // too (never followed), with a failed check: status shows it, no boot or
   // rotation uses it, and the save refuses to start until it is moved away.
-  return Promise.all(
-    found.map(async (f) => {
-      const path = join(dataDir, f.name);
-      const st = await lstat(path);
-      const check = options.full ? await checkIntegrity(path) : await readSeal(path);
-      return { ...f, path, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, check };
-    }),
-  );
+  return Promise.all(found.map((f) => readStateFile(dataDir, f, options)));
+}
+
+/**
+ * The links of checkpoint chains (src/checkpoint/chain.ts) as states: a
+ * session may have booted one that no state's name holds (a chain cut short
+ * at boot), and it becomes the backup as any state the session came from.
+ */
+export async function listLinks(dataDir: string): Promise<StateFile[]> {
+  const names = await readdir(join(dataDir, DATA.checkpoints)).catch(() => [] as string[]);
+  const links = names.filter((n) => n.endsWith(DATA.stateSuffix)).map((n) => ({ role: 'generation' as const, name: `${DATA.checkpoints}/${n}` }));
+  return Promise.all(links.map((l) => readStateFile(dataDir, l, {})));
+}
+
+async function readStateFile(dataDir: string, f: { role: StateRole; name: string; generation?: number }, options: { full?: boolean }): Promise<StateFile> {
+  const path = join(dataDir, f.name);
+  const st = await lstat(path);
+  let check = options.full ? await checkIntegrity(path, { deltas: true }) : await readSeal(path, { deltas: true });
+  const chain = check.seal?.kind === 'delta' ? await chainOf(dataDir, path, check.seal) : undefined;
+  if (check.ok && chain && chain.present === 0) {
+    check = { ok: false, problem: `its checkpoint chain's base ${chain.files[0]!.slice(dataDir.length + 1)} is missing`, seal: check.seal, fileSize: check.fileSize };
+  }
+  return { ...f, path, size: st.size, mtimeMs: st.mtimeMs, ino: st.ino, check, ...(chain ? { chain } : {}) };
 }
 
 /** The state a default boot would unpack: newest if intact, else the backup, else none. */

@@ -8,13 +8,14 @@
  * damaged or missing in the middle, a missing base, a delta that does not fit.
  */
 import { execa } from 'execa';
-import { copyFile, mkdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { copyFile, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeDelta, type DeltaOptions, type DeltaReport } from '../../../src/checkpoint/write.js';
 import { DEFAULTS } from '../../../src/config.js';
 import { keyValues, requireRoot, requireTools } from '../../helpers/initramfs-env.js';
-import { manifest, Scratch, unpackAsBoot } from '../../helpers/system.js';
+import { cairn, manifest, Scratch, unpackAsBoot } from '../../helpers/system.js';
+import { readSeal } from '../../../src/state/seal.js';
 import { bitFlippedCopy, buildState, dataPartition, Sandbox, truncatedCopy } from './fixtures.js';
 import { sealImage } from './seal.js';
 
@@ -71,7 +72,7 @@ beforeAll(async () => {
   const reports: DeltaReport[] = [];
   const checkpoint = async (parentRoot: string, since: number) => {
     const n = reports.length + 1;
-    const options: DeltaOptions = { upperDir: upper, parentRoot, contentsSinceMs: since, chain: [baseId, ...ids], output: join(data, `delta-${n}`), session: 'test-session', config };
+    const options: DeltaOptions = { upperDir: upper, parent: { root: parentRoot }, contentsSinceMs: since, chain: [baseId, ...ids], output: join(data, `delta-${n}`), session: 'test-session', config };
     const report = await writeDelta(options);
     expect(report.written).toBe(true);
     reports.push(report);
@@ -256,5 +257,106 @@ describe('booting a checkpoint chain', () => {
     expect(b.console).toContain('booting the backup (upperfs-backup.squashfs) instead');
     expect(await readFile(join(b.upper, 'etc/hostname'), 'utf8')).toBe('backup\n');
     expect(await execa('ls', ['-A', join(b.upper, 'home/user')]).then((r) => r.stdout.split('\n').sort())).toEqual(['notes']);
+  });
+});
+
+describe('the chain cairn checkpoint and cairn save lay out, booted', () => {
+  it('writes deltas over the state the session booted from, boots them to exactly the session, merges the chain past chain_max, and removes links no state reaches', async () => {
+    const lower = s.path('rt-lower');
+    await mkdir(join(lower, 'etc'), { recursive: true });
+    await writeFile(join(lower, 'etc/motd'), 'welcome\n');
+    const data = await s.dataPartition('rt-data', 128);
+    const conf = s.path('rt.conf');
+    await writeFile(conf, 'compression=gzip\ncompression_level=1\nchain_max=2\nchain_ratio=10\n');
+    const run = (args: string[]) => cairn(['--config', conf, ...args]);
+
+    // A first session, saved whole.
+    const first = await s.overlay(lower, 'rt-first');
+    await mkdir(join(first.merged, 'home/user'), { recursive: true });
+    await writeFile(join(first.merged, 'home/user/notes'), 'first\n');
+    await writeFile(join(first.merged, 'home/user/gone'), 'removed by checkpoint 1\n');
+    await s.unmount(first.merged);
+    const saved = await run(['save', '--upper', first.upper, '--data', data, '--progress', 'none']);
+    expect(saved.exitCode, saved.stderr).toBe(0);
+    const baseSeal = await readSeal(join(data, 'upperfs.squashfs'));
+    if (!baseSeal.ok) throw new Error(baseSeal.problem);
+
+    // The next session, booted from it: the boot record says when the unpack ended.
+    const upper = s.path('rt-sess', 'upper');
+    await mkdir(upper, { recursive: true });
+    await unpackAsBoot(join(data, 'upperfs.squashfs'), upper);
+    const runDir = s.path('rt-run');
+    await mkdir(runDir);
+    const record = join(runDir, 'boot');
+    await writeFile(
+      record,
+      `requested=default\nused=default\nstate_id=${baseSeal.seal.id}\nsession=rt-session\n` +
+        `unpacked_at=${Math.floor(Date.now() / 1000)}\nunpacked_uptime=${(await readFile('/proc/uptime', 'utf8')).split(' ')[0]}\n`,
+    );
+    const merged = (await s.overlay(lower, 'rt-sess')).merged;
+    const m = (p: string) => join(merged, p);
+    const checkpoint = async () => {
+      // Past the second of margin a checkpoint gives the clock (changes/baseline.ts): the next one does not take these again.
+      await new Promise((r) => setTimeout(r, 1100));
+      const r = await run(['checkpoint', '--upper', upper, '--data', data, '--boot-record', record, '--progress', 'none']);
+      expect(r.exitCode, r.stderr).toBe(0);
+      return r.stdout;
+    };
+    await new Promise((r) => setTimeout(r, 1100));
+
+    await writeFile(m('home/user/notes'), 'changed by checkpoint 1\n');
+    await rm(m('home/user/gone'));
+    await rm(m('etc/motd'));
+    expect(await checkpoint()).toMatch(/^saved a checkpoint of .* a base and 1 checkpoint$/m);
+    const one = await readSeal(join(data, 'upperfs.squashfs'), { deltas: true });
+    expect(one.ok && one.seal.kind).toBe('delta');
+    expect(one.ok && one.seal.chain).toEqual([baseSeal.seal.id]);
+    // The state the session came from is the backup.
+    const backupSeal = await readSeal(join(data, 'upperfs-backup.squashfs'));
+    expect(backupSeal.ok && backupSeal.seal.id).toBe(baseSeal.seal.id);
+
+    expect(await checkpoint()).toMatch(/^nothing changed since .*: nothing written$/m);
+
+    await writeFile(m('home/user/added'), 'added by checkpoint 2\n');
+    await mkdir(m('home/user/dir'));
+    await writeFile(m('home/user/dir/inside'), 'inside\n');
+    expect(await checkpoint()).toMatch(/a base and 2 checkpoints$/m);
+    const two = await readSeal(join(data, 'upperfs.squashfs'), { deltas: true });
+    if (!two.ok || !one.ok) throw new Error('the newest state does not read');
+    expect(two.seal.chain).toEqual([baseSeal.seal.id, one.seal.id]);
+    // The first checkpoint was this session's, replaced: no older state keeps it, but its link does.
+    const names = await readdir(data);
+    expect(names.filter((n) => n.startsWith('upperfs')).sort()).toEqual(['upperfs-backup.squashfs', 'upperfs.squashfs']);
+    expect((await readdir(join(data, 'checkpoints'))).sort()).toEqual([baseSeal.seal.id, one.seal.id, two.seal.id].map((id) => `${id}.squashfs`).sort());
+
+    // The stick booted as it is: exactly the session.
+    const files = Object.fromEntries(
+      [...names.filter((n) => n.startsWith('upperfs')), ...(await readdir(join(data, 'checkpoints'))).map((n) => `checkpoints/${n}`)].map((n) => [n, join(data, n)]),
+    );
+    const b = await boot(files, 'default');
+    expect(b.record).toMatchObject({ used: 'default', state_id: two.seal.id, chain: '2', chain_dropped: '' });
+    expect(await differences(upper, b.upper)).toEqual([]);
+
+    // Past chain_max (2 checkpoints): the next is a whole state, and the chain's links go.
+    await writeFile(m('home/user/added'), 'changed once more\n');
+    expect(await checkpoint()).toMatch(/^saved [0-9.]+ [KMG]?i?B \(/m);
+    const whole = await readSeal(join(data, 'upperfs.squashfs'));
+    expect(whole.ok).toBe(true);
+    expect(await readdir(join(data, 'checkpoints'))).toEqual([]);
+    const again = await boot({ 'upperfs.squashfs': join(data, 'upperfs.squashfs') }, 'default');
+    expect(await differences(upper, again.upper)).toEqual([]);
+  }, 300_000);
+
+  it('refuses a checkpoint of a session that booted clean, with the exit status a timer retries on', async () => {
+    const runDir = s.path('rt-clean');
+    await mkdir(runDir);
+    await writeFile(join(runDir, 'boot'), 'requested=clean\nused=clean\nsession=x\n');
+    const data = await s.dataPartition('rt-clean-data', 64);
+    const upper = s.path('rt-clean-upper');
+    await mkdir(upper);
+    const r = await cairn(['checkpoint', '--upper', upper, '--data', data, '--boot-record', join(runDir, 'boot'), '--progress', 'none']);
+    expect(r.exitCode).toBe(75);
+    expect(r.stderr).toContain('this session booted clean: no checkpoint');
+    expect(await readdir(data)).not.toContain('upperfs.squashfs');
   });
 });
