@@ -21,6 +21,9 @@ export interface StateStatus {
   id?: string;
   /** Why the state is held (a boot fell back past it), until the user acts. */
   held?: string;
+  /** A checkpoint chain's tip: the checkpoints over its base (the tip included), and how many links from the base on are on the data partition. */
+  checkpoints?: number;
+  linksPresent?: number;
 }
 
 export interface Status {
@@ -100,6 +103,7 @@ export async function gatherStatus(ctx: Context, options: { full: boolean; esp?:
       intact: s.check.ok,
       ...(s.check.ok ? {} : { problem: s.check.problem }),
       id: s.check.seal?.id,
+      ...(s.chain ? { checkpoints: s.chain.files.length - 1, linksPresent: s.chain.present } : {}),
       ...(held.has(identity(s)) ? { held: held.get(identity(s)) } : {}),
     })),
     nextDefaultBoot: next ? bootName(next) : 'clean',

@@ -77,6 +77,14 @@ function render(s: Status): string {
   for (const st of s.states) {
     const health = st.intact ? 'intact' : `DAMAGED: ${st.problem}`;
     out.push(`  ${st.boot.padEnd(8)} ${st.name.padEnd(28)} ${formatBytes(st.bytes).padStart(10)}  ${formatDate(st.created ?? 0)}  ${health}`);
+    if (st.checkpoints !== undefined) {
+      const links = st.checkpoints + 1;
+      const missing = links - (st.linksPresent ?? links);
+      out.push(
+        `           a base and ${st.checkpoints} checkpoint${st.checkpoints === 1 ? '' : 's'}, the newest saved ${formatDate(st.created ?? 0)}` +
+          (missing ? `; ${missing} link${missing === 1 ? ' is' : 's are'} missing: a boot uses the ${links - missing} before` : ''),
+      );
+    }
   }
   const held = s.states.filter((st) => st.held !== undefined);
   if (held.length) {

@@ -88,7 +88,8 @@ export interface Menu {
 
 /**
  * Titles, stable so that users and tests can pick them over a serial line.
- * A mark (" [damaged]", " [none saved yet]") may follow a title; nothing
+ * A checkpoint chain's note (" [2 checkpoints, newest ...]", chainNote) and
+ * a mark (" [damaged]", " [none saved yet]") may follow a title; nothing
  * else about it changes.
  */
 export const TITLES = {
@@ -112,7 +113,15 @@ export function entryId(boot: string): string {
 }
 
 /** The state listing as the menu needs it (listStates gives more). */
-export type MenuState = Pick<StateFile, 'role' | 'generation' | 'check'>;
+export type MenuState = Pick<StateFile, 'role' | 'generation' | 'check' | 'chain'>;
+
+/** What a title says of a checkpoint chain's tip: how many checkpoints, and when the newest was written. */
+export function chainNote(s: MenuState | undefined): string {
+  if (!s?.chain) return '';
+  const n = s.chain.files.length - 1;
+  const created = s.check.seal?.created;
+  return ` [${n} checkpoint${n === 1 ? '' : 's'}${created ? `, newest ${shortDate(created)}` : ''}]`;
+}
 
 export const DEFAULT_SETTINGS: BootSettings = {
   kernel: '/vmlinuz-lts',
@@ -149,15 +158,15 @@ export function buildMenu(
 
   const tries = settings.bootTries ?? DEFAULT_BOOT_TRIES;
   const entries = [
-    { ...entry('default', TITLES.default, markOf(find('newest'))), ...(tries ? { counts: ['kernel', 'state'] as TrialSubject[] } : {}) },
-    entry('backup', TITLES.backup, markOf(find('backup'))),
+    { ...entry('default', TITLES.default + chainNote(find('newest')), markOf(find('newest'))), ...(tries ? { counts: ['kernel', 'state'] as TrialSubject[] } : {}) },
+    entry('backup', TITLES.backup + chainNote(find('backup')), markOf(find('backup'))),
     entry('clean', TITLES.clean, undefined),
   ];
   const generations = states
     .filter((s): s is MenuState & { generation: number } => s.role === 'generation' && s.generation !== undefined)
     .sort((a, b) => b.generation - a.generation);
   for (const g of generations) {
-    entries.push(entry(bootName(g), TITLES.generation(g.generation, g.check.seal?.created), g.check.ok ? undefined : 'damaged'));
+    entries.push(entry(bootName(g), TITLES.generation(g.generation, g.check.seal?.created) + chainNote(g), g.check.ok ? undefined : 'damaged'));
   }
   // After a kernel update, the kernel that last booted stays one pick away
   // until the new one has booted once.

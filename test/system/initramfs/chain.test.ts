@@ -329,6 +329,9 @@ describe('the chain cairn checkpoint and cairn save lay out, booted', () => {
     expect(names.filter((n) => n.startsWith('upperfs')).sort()).toEqual(['upperfs-backup.squashfs', 'upperfs.squashfs']);
     expect((await readdir(join(data, 'checkpoints'))).sort()).toEqual([baseSeal.seal.id, one.seal.id, two.seal.id].map((id) => `${id}.squashfs`).sort());
 
+    const status = await run(['status', '--upper', upper, '--data', data, '--boot-record', record, '--quick']);
+    expect(status.stdout).toMatch(/default +upperfs\.squashfs .* intact\n +a base and 2 checkpoints, the newest saved /);
+
     // The stick booted as it is: exactly the session.
     const files = Object.fromEntries(
       [...names.filter((n) => n.startsWith('upperfs')), ...(await readdir(join(data, 'checkpoints'))).map((n) => `checkpoints/${n}`)].map((n) => [n, join(data, n)]),
