@@ -1,4 +1,5 @@
 import { Command } from 'commander';
+import { stopRunning } from './lib/run.js';
 import { grubCommand } from './commands/grub.js';
 import { imageCommand } from './commands/image.js';
 import { vmCommand } from './commands/vm.js';
@@ -65,6 +66,14 @@ export function handleError(e: unknown): number {
 }
 
 export async function main(argv: string[]): Promise<number> {
+  for (const signal of ['SIGTERM', 'SIGINT'] as const) {
+    // on, not once: execa's exit handler re-raises a signal nobody else listens to.
+    process.on(signal, () => {
+      stopRunning(signal);
+      // Clean-up that hangs must not keep a shutdown waiting.
+      setTimeout(() => process.exit(128 + (signal === 'SIGINT' ? 2 : 15)), 30_000).unref();
+    });
+  }
   try {
     await buildProgram().parseAsync(argv);
     return 0;

@@ -1,11 +1,13 @@
-import { lstatSync, type Stats } from 'node:fs';
+import { closeSync, lstatSync, openSync, readSync, type Stats } from 'node:fs';
+import type { ChainView } from '../checkpoint/parent.js';
+import { planDelta, touchedDirs } from '../checkpoint/plan.js';
 import { join } from 'node:path';
 import { STATE } from '../names.js';
-import { compareTrees } from '../save/compare.js';
+import { compareEntry, compareTrees } from '../save/compare.js';
 import type { ExcludeMatcher } from '../save/exclude.js';
 import { TreeReach } from '../save/reach.js';
 import { walkTree, type Entry } from '../save/tree.js';
-import { readXattrs } from '../save/xattrs.js';
+import { readXattrs, readXattrsOf } from '../save/xattrs.js';
 
 /** A: the path appeared; M: it is there in both, with other contents or metadata; D: it is gone. */
 export type ChangeKind = 'A' | 'M' | 'D';
@@ -187,6 +189,86 @@ function shown(rel: string, dir: boolean): string {
 
 function change(kind: ChangeKind, rel: string, u: Entry, what: string[], bytes: number): Change {
   return { kind, path: shown(rel, u.type === 'dir'), rel, what, bytes };
+}
+
+/**
+ * What changed in the upper layer since a checkpoint chain's tip (the
+ * baseline once a checkpoint was written): the entries a checkpoint would
+ * take now (checkpoint/plan.ts, by their ctimes), each compared with the
+ * chain's own, xattrs and contents too, so that a file changed and changed
+ * back is not listed; and what a checkpoint would remove.
+ */
+export async function computeChainChanges(options: Omit<ChangesOptions, 'baselineRoot'> & { parent: ChainView }): Promise<ChangeSet> {
+  const { parent } = options;
+  const upper = walkTree(options.upperRoot, options.exclude);
+  for (const rel of upper.entries.keys()) if (rel === STATE.aclDump || rel === STATE.sparseDir || rel.startsWith(`${STATE.sparseDir}/`)) upper.entries.delete(rel);
+  const since = options.contentsSinceMs;
+  const dirs = touchedDirs(upper.entries, parent, since);
+  const [ux, px] = await Promise.all([readXattrsOf(options.upperRoot, dirs), parent.xattrsOf(dirs)]);
+  const plan = planDelta({ upper: upper.entries, parent, upperXattrs: ux, parentXattrs: px, contentsSinceMs: since });
+  const both = [...plan.changed].filter((rel) => parent.entry(rel) !== undefined);
+  const [xu, xp] = await Promise.all([readXattrsOf(options.upperRoot, both), parent.xattrsOf(both)]);
+  const xattrText = (m?: Map<string, string>) => [...(m ?? [])].map(([k, v]) => `${k}=${v}`).sort().join(' ');
+  const lower = options.lowerRoot ? new TreeReach(options.lowerRoot) : undefined;
+  const reach = new TreeReach(options.upperRoot);
+  const changes: Change[] = [];
+  let contentsRead = 0;
+  try {
+    for (const rel of plan.changed) {
+      const u = upper.entries.get(rel)!;
+      const p = parent.entry(rel);
+      if (!p || isWhiteout(p) !== isWhiteout(u)) {
+        const c = p && isWhiteout(p) ? change('A', rel, u, ['whiteout removed'], fileBytes(u)) : onlyInUpper(rel, u, isWhiteout(u) || !lower ? undefined : lstatIn(lower, rel));
+        if (c) changes.push(c);
+        continue;
+      }
+      const what: string[] = [];
+      compareEntry(rel, u, p, (_r, w) => what.push(w));
+      if (xattrText(xu.get(rel)) !== xattrText(xp.get(rel))) what.push('xattrs');
+      if (u.type === 'file' && p.type === 'file' && u.size === p.size) {
+        if (Math.floor(u.mtimeMs / 1000) !== Math.floor(p.mtimeMs / 1000)) what.push('modification time');
+        contentsRead++;
+        if (!sameContents(reach.path(rel), parent.pathOf(rel)!)) what.push('contents');
+      }
+      if (what.length === 0) continue;
+      const rewritten = what.some((w) => w === 'contents' || w === 'size' || w === 'type' || w === 'modification time');
+      changes.push(change('M', rel, u, what, rewritten ? fileBytes(u) : 0));
+    }
+    for (const rel of plan.removals) {
+      if (upper.entries.has(rel)) continue;
+      const p = parent.entry(rel);
+      const wasWhiteout = isWhiteout(p);
+      changes.push({ kind: wasWhiteout ? 'A' : 'D', path: shown(rel, p?.type === 'dir'), rel, what: wasWhiteout ? ['whiteout removed'] : [], bytes: 0 });
+    }
+  } finally {
+    lower?.close();
+    reach.close();
+  }
+  return summarize(changes, contentsRead);
+}
+
+/** Whether two files hold the same bytes, read side by side. */
+function sameContents(a: Buffer, b: Buffer): boolean {
+  const fa = openSync(a, 'r');
+  const fb = openSync(b, 'r');
+  const ba = Buffer.allocUnsafe(1 << 20);
+  const bb = Buffer.allocUnsafe(1 << 20);
+  try {
+    for (;;) {
+      const na = readSync(fa, ba, 0, ba.length, null);
+      let nb = 0;
+      while (nb < na) {
+        const n = readSync(fb, bb, nb, na - nb, null);
+        if (n === 0) return false;
+        nb += n;
+      }
+      if (na === 0) return readSync(fb, bb, 0, 1, null) === 0;
+      if (ba.compare(bb, 0, nb, 0, na) !== 0) return false;
+    }
+  } finally {
+    closeSync(fa);
+    closeSync(fb);
+  }
 }
 
 function summarize(changes: Change[], contentsRead: number): ChangeSet {

@@ -3,9 +3,11 @@ import { PathError } from '../lib/errors.js';
 import { formatBytes } from '../lib/format.js';
 import { withLoopDevice, withMount, withTempDir } from '../lib/resources.js';
 import { compileExcludes } from '../save/exclude.js';
-import { listStates } from '../state/states.js';
+import { linksOf } from '../checkpoint/chain.js';
+import { withChainView } from '../checkpoint/parent.js';
+import { listLinks, listStates } from '../state/states.js';
 import { resolveBaseline, type Baseline } from './baseline.js';
-import { computeChanges, type ChangeSet } from './changes.js';
+import { computeChainChanges, computeChanges, type ChangeSet } from './changes.js';
 
 export interface Unsaved extends ChangeSet {
   baseline: Baseline;
@@ -27,13 +29,18 @@ export async function gatherUnsaved(ctx: Pick<Context, 'upperDir' | 'dataDir' | 
   if (!baseline.stateId) {
     return { ...(await computeChanges({ ...common, baselineRoot: undefined })), baseline, baselineImage: undefined };
   }
-  const state = states.find((s) => s.check.seal?.id === baseline.stateId);
+  // The state a chain cut short at boot ended with has no state's name: its link has.
+  const state = [...states, ...(await listLinks(ctx.dataDir))].find((s) => s.check.seal?.id === baseline.stateId);
   if (!state) {
     throw new PathError(
       ctx.dataDir,
       `the state of ${baseline.label} (seal id ${baseline.stateId}) is no longer on the data partition, so what is unsaved cannot be told`,
       'cairn save stores the session as it is and makes that the baseline',
     );
+  }
+  if (state.check.seal?.kind === 'delta') {
+    const chain = await withChainView(linksOf(state), (parent) => computeChainChanges({ ...common, parent }));
+    return { ...chain, baseline, baselineImage: state.path };
   }
   const changes = await withLoopDevice(state.path, { readOnly: true }, (device) =>
     withTempDir('cairn-diff-', (mnt) =>

@@ -65,6 +65,12 @@ export class ChainView implements ParentView {
     }
   }
 
+  /** Where REL can be read, in the link it comes from; undefined when the parent has none. */
+  pathOf(rel: string): Buffer | undefined {
+    const i = this.locate(rel);
+    return i < 0 ? undefined : this.reaches[i]!.path(rel);
+  }
+
   entry(rel: string): Entry | undefined {
     if (ownRecord(rel)) return undefined;
     const i = this.locate(rel);
@@ -77,7 +83,9 @@ export class ChainView implements ParentView {
       if (this.lstat(i, rel)?.type !== 'dir') continue;
       for (const name of readdirSync(reach.path(rel), { encoding: 'buffer' })) names.add(name.toString('latin1'));
     }
-    return [...names].filter((name) => !ownRecord(join(rel, name)) && this.locate(join(rel, name)) >= 0).sort();
+    // One link removes nothing: what it lists, it holds.
+    const alone = this.links.length === 1;
+    return [...names].filter((name) => !ownRecord(join(rel, name)) && (alone || this.locate(join(rel, name)) >= 0)).sort();
   }
 
   /** The xattrs (as readXattrs shows them) of the entries RELS name, each read from the link it comes from. */

@@ -132,12 +132,14 @@ export function planDelta(input: PlanInput): DeltaPlan {
   // whatever its ctime says (the clock set back past the parent, say).
   for (const [dir, u] of upper) {
     if (u.type !== 'dir' || u.ctimeMs < since || whole.has(dir)) continue;
+    const before = new Set<string>();
     for (const name of parent.children(dir)) {
       const rel = joinRel(dir, name);
+      before.add(rel);
       if (!upper.has(rel)) removals.add(rel);
     }
     for (const rel of kids.get(dir) ?? []) {
-      if (changed.has(rel) || inParent(rel)) continue;
+      if (changed.has(rel) || before.has(rel)) continue;
       if (upper.get(rel)!.type === 'dir') takeDir(rel);
       else changed.add(rel);
     }

@@ -224,7 +224,7 @@ async function squashDelta(options: DeltaOptions, upper: Walk, plan: DeltaPlan, 
   const included: Walk = { entries: new Map([...plan.include].flatMap((r) => (upper.entries.has(r) ? [[r, upper.entries.get(r)!]] : []))), leftOut: [], packed: [] };
   const args = [options.upperDir, output, ...mksquashfsArgs(options.config), '-ef', excludeFile];
   // squashfs keeps no POSIX ACLs: those of the entries the delta holds go into its record, as a state's do.
-  args.push('-p', await aclPseudoFile(options.upperDir, join(tmp, 'acls'), included));
+  args.push('-p', await aclPseudoFile(options.upperDir, join(tmp, 'acls'), included, true));
   await run('mksquashfs', args, { timeoutMs: 6 * 3600_000, dieWithParent: true, hint: toolHint('mksquashfs') });
 }
 
@@ -295,7 +295,7 @@ async function verifyDelta(
         } finally {
           reach.close();
         }
-        const result = await compareTrees({ upper: inDelta, upperRoot: options.upperDir, imageRoot: mnt, since, maxDifferences: 50 });
+        const result = await compareTrees({ upper: inDelta, upperRoot: options.upperDir, imageRoot: mnt, since, maxDifferences: 50, scoped: true });
         const differences = [...gone, ...result.differences.filter((d) => d.what !== 'presence' || inDelta.entries.has(d.rel)), ...namesInChangedDirs(upper, image, parent, plan, options.upperDir, since)];
         if (differences.length) {
           const live = differences.every((d) => d.changedDuringSave);

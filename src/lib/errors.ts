@@ -151,6 +151,16 @@ export class RefusedError extends CairnError {
   override readonly exitCode = 3;
 }
 
+/** cairn was told to stop (src/lib/run.ts stopRunning). */
+export class StoppedError extends CairnError {
+  override readonly code = 'STOPPED';
+  override readonly exitCode: number;
+  constructor(readonly signal: NodeJS.Signals) {
+    super(`stopped by ${signal}: what was being written is removed, the saved states are as they were`);
+    this.exitCode = 128 + (signal === 'SIGINT' ? 2 : 15);
+  }
+}
+
 /** A checkpoint the session must not have (it booted clean, or was reset): a timer tries again later and is refused again, quietly. */
 export class NoCheckpointError extends CairnError {
   override readonly code = 'NO_CHECKPOINT';

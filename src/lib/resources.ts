@@ -41,7 +41,7 @@ export async function withLoopDevice<T>(file: string, options: LoopOptions, fn: 
 }
 
 export async function detachLoop(device: string): Promise<void> {
-  await retryTransient(`detach ${device}`, () => run('losetup', ['--detach', device], { timeoutMs: 30_000 })).catch((e) =>
+  await retryTransient(`detach ${device}`, () => run('losetup', ['--detach', device], { timeoutMs: 30_000, cleanUp: true })).catch((e) =>
     log.warn({ device, error: (e as Error).message }, 'could not detach loop device'),
   );
 }
@@ -72,7 +72,7 @@ export async function withMount<T>(
 }
 
 export async function unmount(target: string): Promise<void> {
-  await retryTransient(`unmount ${target}`, () => run('umount', [target], { timeoutMs: 60_000 }));
+  await retryTransient(`unmount ${target}`, () => run('umount', [target], { timeoutMs: 60_000, cleanUp: true }));
 }
 
 /** Mount points whose source is the given device, from /proc/self/mountinfo. */

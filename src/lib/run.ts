@@ -1,6 +1,6 @@
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import { CommandFailedError, ToolMissingError } from './errors.js';
+import { CommandFailedError, StoppedError, ToolMissingError } from './errors.js';
 import { log } from './log.js';
 import { busyboxStandIn, isBusybox, toolHint } from './toolPackages.js';
 
@@ -31,6 +31,8 @@ export interface RunOptions {
    * not go on writing after the save that started it is gone.
    */
   dieWithParent?: boolean;
+  /** Undoes what cairn made (an unmount, a loop device detached): runs even once cairn was told to stop (stopRunning). */
+  cleanUp?: boolean;
   hint?: string;
 }
 
@@ -58,8 +60,24 @@ export function dyingWithParent(file: string, args: readonly string[]): [string,
   return [file, [...args]];
 }
 
+/** The programs running now, and the signal that stopped cairn, if one did (stopRunning). */
+const running = new Set<{ kill: (signal?: NodeJS.Signals) => boolean }>();
+let stoppedBy: NodeJS.Signals | undefined;
+
+/**
+ * cairn was told to stop (SIGTERM from a service's stop, Ctrl-C): every
+ * program it runs is stopped, and every later run fails, so the command
+ * unwinds through its own clean-up (the temp image removed, the loop
+ * devices and mounts it made undone) instead of leaving them behind.
+ */
+export function stopRunning(signal: NodeJS.Signals): void {
+  stoppedBy = signal;
+  for (const child of running) child.kill('SIGTERM');
+}
+
 /** Runs one program with an argv array (never a shell string), logged at debug level. */
 export async function run(file: string, args: readonly string[], options: RunOptions): Promise<RunResult> {
+  if (stoppedBy && !options.cleanUp) throw new StoppedError(stoppedBy);
   const standIn = busyboxStandIn(file);
   if (standIn) throw new ToolMissingError(file, toolHint(file, options.hint), standIn);
   const [cmd, argv] = options.dieWithParent ? dyingWithParent(file, args) : [file, [...args]];
@@ -105,7 +123,9 @@ export async function run(file: string, args: readonly string[], options: RunOpt
     });
     child.stdout?.on('end', () => emit(Buffer.concat(pending)));
   }
-  const result = await child;
+  if (!options.cleanUp) running.add(child);
+  const result = await child.finally(() => running.delete(child));
+  if (stoppedBy && !options.cleanUp) throw new StoppedError(stoppedBy);
   const stdout = String(result.stdout ?? '');
   const stderr = String(result.stderr ?? '');
   log.debug({ argv: [file, ...args], exitCode: result.exitCode, ms: Date.now() - started }, 'ran');

@@ -2,7 +2,7 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { STATE } from '../names.js';
 import type { Walk } from './tree.js';
-import { dumpXattrs, formatXattrDump, parseXattrDump, type XattrMap } from './xattrs.js';
+import { dumpXattrs, dumpXattrsOf, formatXattrDump, parseXattrDump, type XattrMap } from './xattrs.js';
 
 /**
  * POSIX ACLs live in system.posix_acl_access (and _default on directories),
@@ -29,14 +29,19 @@ export function readAcls(root: string): Promise<Acls> {
   return dumpXattrs(root, ACL_XATTRS);
 }
 
+/** readAcls of the entries a walk lists, or of the whole tree (`scoped` false). */
+function aclsOf(root: string, walk: Walk, scoped: boolean): Promise<Acls> {
+  return scoped ? dumpXattrsOf(root, [...walk.entries.keys()], ACL_XATTRS) : readAcls(root);
+}
+
 /**
  * Records in FILE the ACLs of the entries of the upper layer the save keeps
  * (SAVED, its walk), and returns the mksquashfs pseudo definition that puts
  * FILE at the image's root: "l" refers to it (contents, mode and owner) with
  * no shell command.
  */
-export async function aclPseudoFile(upperDir: string, file: string, saved: Walk): Promise<string> {
-  const acls = await readAcls(upperDir);
+export async function aclPseudoFile(upperDir: string, file: string, saved: Walk, scoped = false): Promise<string> {
+  const acls = await aclsOf(upperDir, saved, scoped);
   for (const rel of acls.keys()) if (rel === STATE.aclDump || !saved.entries.has(rel)) acls.delete(rel);
   await writeFile(file, formatXattrDump(acls), { mode: 0o600 });
   return `${STATE.aclDump} l ${file.replace(/[^A-Za-z0-9/._-]/g, '\\$&')}`;
@@ -77,12 +82,12 @@ export function diffAcls(
  * against the upper layer's ACLs (its walk `upper`, as saved). An image
  * without a record records none.
  */
-export async function compareImageAcls(upperRoot: string, imageRoot: string, upper: Walk, image: Walk): Promise<AclDifference[]> {
+export async function compareImageAcls(upperRoot: string, imageRoot: string, upper: Walk, image: Walk, scoped = false): Promise<AclDifference[]> {
   const recorded = readFile(join(imageRoot, STATE.aclDump)).then(parseXattrDump, (e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') return new Map() as Acls;
     throw e;
   });
-  const [live, record] = await Promise.all([readAcls(upperRoot), recorded]);
+  const [live, record] = await Promise.all([aclsOf(upperRoot, upper, scoped), recorded]);
   return diffAcls(live, record, { saved: (rel) => upper.entries.has(rel), inImage: (rel) => image.entries.has(rel) });
 }
 

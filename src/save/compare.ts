@@ -6,7 +6,7 @@ import { ContentLanes, type FilePair } from './lanes.js';
 import { TreeReach } from './reach.js';
 import { compareSparse } from './sparse.js';
 import { displayPath, walkTree, type Entry, type Walk } from './tree.js';
-import { readXattrs } from './xattrs.js';
+import { readXattrs, readXattrsOf } from './xattrs.js';
 
 export interface Difference {
   path: string;
@@ -45,6 +45,11 @@ export interface CompareOptions {
    * all). `cairn diff` reads only what changed since its baseline.
    */
   compareContentsOf?: (rel: string, upper: Entry) => boolean;
+  /**
+   * The upper walk lists only part of the tree (a checkpoint delta's
+   * entries): the xattrs and ACLs of those are read, not the whole tree's.
+   */
+  scoped?: boolean;
   onProgress?: (bytesDone: number) => void;
 }
 
@@ -85,8 +90,8 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
   compareLinkGroups(upper.entries, image.entries, differ);
   // Both wait on getfattr walking the trees: side by side.
   const [, acls] = await Promise.all([
-    compareXattrs(upperRoot, imageRoot, upper.entries, differ),
-    compareImageAcls(upperRoot, imageRoot, upper, image),
+    compareXattrs(upperRoot, imageRoot, upper.entries, differ, options.scoped ?? false),
+    compareImageAcls(upperRoot, imageRoot, upper, image, options.scoped ?? false),
   ]);
   for (const d of acls) differ(d.rel, 'ACL', d.expected, d.actual);
   const t2 = Date.now();
@@ -141,8 +146,8 @@ function compareLinkGroups(upper: Map<string, Entry>, image: Map<string, Entry>,
   }
 }
 
-async function compareXattrs(upperRoot: string, imageRoot: string, upper: Map<string, Entry>, differ: Differ): Promise<void> {
-  const [u, i] = await Promise.all([readXattrs(upperRoot), readXattrs(imageRoot)]);
+async function compareXattrs(upperRoot: string, imageRoot: string, upper: Map<string, Entry>, differ: Differ, scoped: boolean): Promise<void> {
+  const [u, i] = await Promise.all([scoped ? readXattrsOf(upperRoot, [...upper.keys()]) : readXattrs(upperRoot), readXattrs(imageRoot)]);
   const show = (m?: Map<string, string>) => (m && m.size ? [...m].map(([k, v]) => `${k}=${v}`).sort().join(' ') : '(none)');
   for (const rel of new Set([...u.keys(), ...i.keys()])) {
     if (!upper.has(rel)) continue; // excluded from the save

@@ -26,24 +26,31 @@ export async function readXattrs(root: string): Promise<XattrMap> {
 
 /**
  * readXattrs for the entries RELS name only (a checkpoint reads those of the
- * directories that changed). Paths go to getfattr as arguments, which must
- * be UTF-8 and shorter than PATH_MAX: when one is not, the whole tree is read
- * and the rest dropped.
+ * directories that changed, and of what its delta holds).
  */
-export async function readXattrsOf(root: string, rels: readonly string[]): Promise<XattrMap> {
-  if (rels.length === 0) return new Map();
-  const asArg = (rel: string) => (rel === '' ? '.' : Buffer.from(rel, 'latin1').toString('utf8'));
-  const fits = rels.every((rel) => Buffer.from(asArg(rel), 'utf8').toString('latin1') === rel && rel.length < 4000 && !rel.startsWith('-'));
-  const all = fits ? undefined : await readXattrs(root);
+export function readXattrsOf(root: string, rels: readonly string[]): Promise<XattrMap> {
+  return dumpXattrsOf(root, rels, SAVED_NAMESPACES, shownValue);
+}
+
+/**
+ * dumpXattrs for the entries RELS name only, each in the map (empty when it
+ * has none). Paths go to getfattr as arguments, which must be UTF-8 and
+ * shorter than PATH_MAX: when one is not, the whole tree is read and the
+ * rest dropped.
+ */
+export async function dumpXattrsOf(root: string, rels: readonly string[], match: string, value?: (hex: string) => string): Promise<XattrMap> {
   const out: XattrMap = new Map();
-  if (all) {
+  if (rels.length === 0) return out;
+  const asArg = (rel: string) => (rel === '' ? '.' : `./${Buffer.from(rel, 'latin1').toString('utf8')}`);
+  const fits = rels.every((rel) => Buffer.from(asArg(rel), 'utf8').toString('latin1') === (rel === '' ? '.' : `./${rel}`) && rel.length < 4000);
+  if (!fits) {
+    const all = await dumpXattrs(root, match, value);
     for (const rel of rels) out.set(rel, all.get(rel) ?? new Map());
     return out;
   }
-  const parser = getfattrDumpParser(shownValue);
+  const parser = getfattrDumpParser(value);
   for (let at = 0; at < rels.length; at += 500) {
-    const args = rels.slice(at, at + 500).map(asArg);
-    await run('getfattr', ['--no-dereference', '--dump', '--encoding=hex', `--match=${SAVED_NAMESPACES}`, '--', ...args], {
+    await run('getfattr', ['--no-dereference', '--dump', '--encoding=hex', `--match=${match}`, '--', ...rels.slice(at, at + 500).map(asArg)], {
       timeoutMs: 10 * 60_000,
       okExitCodes: [1],
       cwd: root,

@@ -3,6 +3,8 @@ import { lstat, readdir, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { unlinkDurably } from '../lib/durable.js';
 import { log } from '../lib/log.js';
+import { collectLinks } from '../checkpoint/chain.js';
+import { deltaTemp } from '../checkpoint/write.js';
 import { DATA } from '../names.js';
 import { withSaveLock, type SaveLockOptions } from '../save/lock.js';
 import { notAStateImage } from './seal.js';
@@ -82,7 +84,7 @@ export async function resetStick(o: ResetOptions): Promise<ResetReport> {
     }
     // Only the saves' own files, and only regular files: whatever else holds
     // these names was put there by someone else.
-    for (const name of [DATA.temp, DATA.backupNext, DATA.held, DATA.saveFailed]) {
+    for (const name of [DATA.temp, deltaTemp(DATA.temp), DATA.backupNext, DATA.held, DATA.saveFailed]) {
       const st = await lstat(join(o.dataDir, name)).catch(() => undefined);
       if (st?.isFile()) files.push(name);
     }
@@ -97,6 +99,8 @@ export async function resetStick(o: ResetOptions): Promise<ResetReport> {
       report.removed.push(name);
       steps++;
     }
+    // No state is left to need a checkpoint chain's links.
+    report.removed.push(...(await collectLinks(o.dataDir, [])));
     if (o.all) {
       const user = join(o.dataDir, DATA.userDir);
       const names = await readdir(user).catch((e: NodeJS.ErrnoException) => {

@@ -123,13 +123,20 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
     expect(await stateDigest(image)).toBe(before);
   }, 1200_000);
 
-  it('6. a corrupt upperfs.squashfs: the default boot falls back to the backup, says so, and runs', async () => {
+  it('6. a corrupt upperfs.squashfs: the default boot passes over it, says so, and runs', async () => {
+    // Step 4's shutdown save wrote a checkpoint over the backup it booted
+    // (docs/saving.md "Checkpoints"): the newest state is that delta, the
+    // tip of a chain whose base is the backup.
     await corruptOnImage(image, 'upperfs.squashfs');
     const s = await boots.boot('6-corrupt', image, 'default');
     try {
       // The state was sealed by this cairn: the boot's check is the whole file's cksum (docs/state-format.md).
-      expect(s.vm.output).toMatch(/upperfs\.squashfs fails its checksum \(cksum mismatch\); booting the backup/);
-      expect(await s.ok('cairn status')).toMatch(/booted: backup \(asked for default\)/);
+      // A damaged link ends its chain: the links before it, here the base alone, boot.
+      expect(s.vm.output).toMatch(/upperfs\.squashfs fails its checksum \(cksum mismatch\): the chain ends before it; dropped: upperfs\.squashfs/);
+      const status = await s.ok('cairn status');
+      expect(status).toMatch(/booted: default/);
+      expect(status).toMatch(/fallback: upperfs\.squashfs: its checkpoint chain ended early/);
+      expect(await s.ok('cat /root/notes')).toBe('root-change');
       await s.powerOff();
     } finally {
       // A guest left running would hold the image the next case boots.
@@ -137,16 +144,24 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
     }
   }, 900_000);
 
-  it('7. QEMU killed in the middle of the shutdown save: the next boot finds a valid state', async () => {
+  it('7. a checkpoint, then QEMU killed in the middle of the shutdown save: the next boot unpacks the checkpoint', async () => {
     const s = await boots.boot('7-killed', image, 'default');
+    // The timer that writes checkpoints runs in every session.
+    expect(await s.ok('rc-service cairn-checkpoint status')).toMatch(/started/);
+    await s.ok('echo kept-by-the-checkpoint > /root/checkpointed');
+    const checkpoint = await s.ok('cairn checkpoint --progress none', 600_000);
+    expect(checkpoint).toMatch(/^saved a checkpoint of .*: a base and \d+ checkpoints?$/m);
     await s.ok('dd if=/dev/urandom of=/root/big bs=1M count=64 status=none');
     s.vm.send('poweroff\r');
     await s.vm.waitFor('Saving this session to the stick', 300_000);
     await s.vm.stop();
     const again = await boots.boot('7-after-kill', image, 'default');
+    // The save was cut short: the checkpoint is the newest state, or the save's own delta over it if it got that far.
+    expect(again.vm.output).toMatch(/cairn: booting the newest state \(upperfs\.squashfs\), id [0-9a-f-]+: a base and \d+ checkpoints?/);
+    expect(await again.ok('cat /root/checkpointed')).toBe('kept-by-the-checkpoint');
     const status = await again.ok('cairn status');
-    expect(status).toMatch(/next default boot: (default|backup)/);
-    expect(status).not.toMatch(/default\s+upperfs\.squashfs.*DAMAGED/);
+    expect(status).toMatch(/next default boot: default/);
+    expect(status).not.toMatch(/DAMAGED/);
     await again.vm.stop();
   }, 1200_000);
 });

@@ -8,13 +8,13 @@
  * damaged or missing in the middle, a missing base, a delta that does not fit.
  */
 import { execa } from 'execa';
-import { copyFile, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
+import { chmod, copyFile, mkdir, readdir, readFile, rm, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeDelta, type DeltaOptions, type DeltaReport } from '../../../src/checkpoint/write.js';
 import { DEFAULTS } from '../../../src/config.js';
 import { keyValues, requireRoot, requireTools } from '../../helpers/initramfs-env.js';
-import { cairn, manifest, Scratch, unpackAsBoot } from '../../helpers/system.js';
+import { cairn, CLI, manifest, Scratch, unpackAsBoot } from '../../helpers/system.js';
 import { readSeal } from '../../../src/state/seal.js';
 import { bitFlippedCopy, buildState, dataPartition, Sandbox, truncatedCopy } from './fixtures.js';
 import { sealImage } from './seal.js';
@@ -340,6 +340,17 @@ describe('the chain cairn checkpoint and cairn save lay out, booted', () => {
     expect(b.record).toMatchObject({ used: 'default', state_id: two.seal.id, chain: '2', chain_dropped: '' });
     expect(await differences(upper, b.upper)).toEqual([]);
 
+    // What is unsaved, against the chain: a file changed and changed back is not listed.
+    await new Promise((r) => setTimeout(r, 1100));
+    await chmod(m('home/user/added'), 0o600);
+    await chmod(m('home/user/added'), 0o644);
+    await writeFile(m('home/user/fresh'), 'new\n');
+    await writeFile(m('home/user/notes'), 'changed after the checkpoints\n');
+    await rm(m('home/user/dir/inside'));
+    const diff = await run(['diff', '--upper', upper, '--data', data, '--boot-record', record]);
+    expect(diff.exitCode, diff.stderr).toBe(0);
+    expect(diff.stdout.split('\n').filter((l) => /^[AMD] /.test(l))).toEqual(['D home/user/dir/inside', 'A home/user/fresh', 'M home/user/notes']);
+
     // Past chain_max (2 checkpoints): the next is a whole state, and the chain's links go.
     await writeFile(m('home/user/added'), 'changed once more\n');
     expect(await checkpoint()).toMatch(/^saved [0-9.]+ [KMG]?i?B \(/m);
@@ -349,6 +360,40 @@ describe('the chain cairn checkpoint and cairn save lay out, booted', () => {
     const again = await boot({ 'upperfs.squashfs': join(data, 'upperfs.squashfs') }, 'default');
     expect(await differences(upper, again.upper)).toEqual([]);
   }, 300_000);
+
+  it('stopped by SIGTERM in the middle (the timer stopped at shutdown), a checkpoint leaves no temp file, mount or loop device, and the states as they were', async () => {
+    const data = await s.dataPartition('rt-term-data', 256);
+    const first = s.path('rt-term-first');
+    await mkdir(join(first, 'root'), { recursive: true });
+    await writeFile(join(first, 'root/notes'), 'saved\n');
+    expect((await cairn(['save', '--upper', first, '--data', data, '--progress', 'none'])).exitCode).toBe(0);
+    const before = await readFile(join(data, 'upperfs.squashfs'));
+    const seal = await readSeal(join(data, 'upperfs.squashfs'));
+    const upper = s.path('rt-term-upper');
+    await mkdir(upper);
+    await unpackAsBoot(join(data, 'upperfs.squashfs'), upper);
+    const runDir = s.path('rt-term-run');
+    await mkdir(runDir);
+    await writeFile(
+      join(runDir, 'boot'),
+      `requested=default\nused=default\nstate_id=${seal.ok ? seal.seal.id : ''}\nsession=t\nunpacked_at=${Math.floor(Date.now() / 1000)}\n` +
+        `unpacked_uptime=${(await readFile('/proc/uptime', 'utf8')).split(' ')[0]}\n`,
+    );
+    await new Promise((r) => setTimeout(r, 1100));
+    await execa('sh', ['-c', 'head -c 100000000 /dev/urandom >"$1"', 'sh', join(upper, 'root/big')]);
+    const child = execa(process.execPath, [CLI, 'checkpoint', '--upper', upper, '--data', data, '--boot-record', join(runDir, 'boot'), '--progress', 'none'], { reject: false, stdin: 'ignore', forceKillAfterDelay: false });
+    // Once its image is being written, the links are mounted and mksquashfs runs.
+    for (let i = 0; i < 600 && !(await readdir(data)).some((n) => n.endsWith('.tmp.tmp')); i++) await new Promise((r) => setTimeout(r, 20));
+    child.kill('SIGTERM');
+    const r = await child;
+    expect(r.exitCode, r.stderr).toBe(143);
+    expect(r.stderr).toContain('stopped by SIGTERM');
+    expect((await readdir(data)).filter((n) => n.includes('.tmp'))).toEqual([]);
+    expect(await readFile(join(data, 'upperfs.squashfs'))).toEqual(before);
+    const loops = (await execa('losetup', ['--associated', join(data, 'upperfs.squashfs'), '--noheadings'])).stdout;
+    expect(loops).toBe('');
+    expect(await readFile('/proc/self/mounts', 'utf8')).not.toContain('cairn-link-');
+  }, 120_000);
 
   it('refuses a checkpoint of a session that booted clean, with the exit status a timer retries on', async () => {
     const runDir = s.path('rt-clean');
