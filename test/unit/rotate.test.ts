@@ -20,6 +20,8 @@ interface Inode {
   ok: boolean;
   /** Whether a (possibly wrong) seal can be read at all. */
   sealed: boolean;
+  /** A checkpoint delta's chain: the ids of the links before it, the base first. */
+  chain?: string[];
 }
 
 const NEW = 'NEW';
@@ -39,7 +41,7 @@ class Disk {
   }
 
   /** A new file (new inode) under `name`. */
-  put(name: string, state: { id: string; parent?: string; session?: string; ok?: boolean; sealed?: boolean }): number {
+  put(name: string, state: { id: string; parent?: string; session?: string; ok?: boolean; sealed?: boolean; chain?: string[] }): number {
     const ino = this.nextIno++;
     this.inodes.set(ino, {
       id: state.id,
@@ -47,6 +49,7 @@ class Disk {
       session: state.session ?? '',
       ok: state.ok ?? true,
       sealed: state.sealed ?? true,
+      ...(state.chain ? { chain: state.chain } : {}),
     });
     this.names.set(name, ino);
     return ino;
@@ -138,6 +141,7 @@ function stateFile(role: StateRole, name: string, ino: number, s: Inode, generat
     created: 1_700_000_000,
     files: 42,
     space: 0,
+    ...(s.chain ? { kind: 'delta' as const, removed: 0, chain: s.chain } : {}),
   };
   const check: SealCheck = s.ok
     ? { ok: true, seal, fileSize: 8192 + 4096 }
@@ -224,6 +228,8 @@ interface SaveInput {
   newId?: string;
   /** Seal ids of held states. */
   held?: string[];
+  /** The new state is a checkpoint delta extending these links (its parent the last). */
+  newChain?: string[];
 }
 
 /** One save as the pipeline runs it: a sealed temp image, a plan, its ops applied. */
@@ -232,8 +238,9 @@ function save(start: Disk, input: SaveInput = {}) {
   const from = resolveFrom(before.states(), input.fromId);
   const newIno = before.put(DATA.temp, {
     id: input.newId ?? NEW,
-    parent: from?.check.seal?.id ?? '',
+    parent: input.newChain?.at(-1) ?? from?.check.seal?.id ?? '',
     session: input.session ?? '',
+    ...(input.newChain ? { chain: input.newChain } : {}),
   });
   const rotation = {
     states: before.states(),
@@ -325,6 +332,35 @@ describe('planRotation', () => {
     expect(after.layout()).toEqual({ [DATA.newest]: 'NEW2', [DATA.backup]: 'N2' });
     expect(ids(plan.dropped.map((d) => d.state))).toEqual([NEW]);
     expect(plan.kept).toEqual([]);
+  });
+
+  describe('checkpoint chains', () => {
+    it('a third checkpoint of the session replaces the second, which extends the booted state through the first', () => {
+      const d = twoStates();
+      d.put(DATA.newest, { id: 'C2', parent: 'C1', session: 'boot-3', chain: ['N2', 'C1'] });
+      d.put(DATA.backup, { id: 'N2', parent: 'B1', session: 'boot-2' });
+      const { plan, after } = save(d, { fromId: 'N2', session: 'boot-3', newId: 'C3', newChain: ['N2', 'C1', 'C2'] });
+      expect(after.layout()).toEqual({ [DATA.newest]: 'C3', [DATA.backup]: 'N2' });
+      expect(ids(plan.dropped.map((x) => x.state))).toEqual(['C2']);
+      expect(plan.dropped[0]!.reason).toMatch(/this session/);
+    });
+
+    it('a checkpoint of a later session keeps the tip it did not boot as an older state', () => {
+      const d = twoStates();
+      d.put(DATA.newest, { id: 'C2', parent: 'C1', session: 'boot-3', chain: ['N2', 'C1'] });
+      d.put(DATA.backup, { id: 'N2', parent: 'B1', session: 'boot-2' });
+      const { after } = save(d, { fromId: 'N2', session: 'boot-4', newId: 'D1', newChain: ['N2'] });
+      expect(after.layout()).toEqual({ [DATA.newest]: 'D1', [DATA.backup]: 'N2', [gen(1)]: 'C2' });
+    });
+
+    it('a session booted from a tip drops the chain\'s base under the backup name: an earlier state of the one it booted', () => {
+      const d = new Disk();
+      d.put(DATA.backup, { id: 'B', parent: '', session: 'boot-1' });
+      d.put(DATA.newest, { id: 'C2', parent: 'C1', session: 'boot-2', chain: ['B', 'C1'] });
+      const { plan, after } = save(d, { fromId: 'C2', session: 'boot-3', newId: 'C3', newChain: ['B', 'C1', 'C2'] });
+      expect(after.layout()).toEqual({ [DATA.newest]: 'C3', [DATA.backup]: 'C2' });
+      expect(plan.dropped[0]!.reason).toMatch(/earlier state of the one this session booted from/);
+    });
   });
 
   describe('boot from an older generation (gen-3)', () => {
