@@ -12,7 +12,7 @@
  */
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, unlinkSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { writeDelta } from '../src/checkpoint/write.js';
@@ -101,12 +101,72 @@ async function main(): Promise<void> {
       if (out.status !== 0) throw new Error(`cairn save failed: ${out.stderr}`);
     });
     console.log(`full cairn save of the same upper layer: ${save.seconds.toFixed(1)} s, ${(save.bytes / MiB).toFixed(1)} MiB written`);
+    await chainUnpack(root, upper, data);
   } finally {
     spawnSync('umount', [parent]);
     spawnSync('umount', [data]);
     spawnSync('umount', [staging]);
     spawnSync('umount', [upper]);
     rmSync(root, { recursive: true, force: true });
+  }
+}
+
+/**
+ * The boot's side: the state just saved, then 8 checkpoints written by the
+ * real `cairn checkpoint` (about 1 MiB changed each), unpacked link by link
+ * by the initramfs library under busybox sh (chain_apply), against the same
+ * session saved as one whole state and unpacked as the boot unpacks one
+ * (state_check, state_unpack). Caches dropped before each.
+ */
+async function chainUnpack(root: string, upper: string, data: string): Promise<void> {
+  const conf = join(root, 'cairn.conf');
+  const record = join(root, 'run', 'boot');
+  mkdirSync(dirname(record));
+  const seal = sh('tail', ['-c', '4096', join(data, 'upperfs.squashfs')]);
+  const id = /^id=(.*)$/m.exec(seal)![1]!;
+  const uptime = readFileSync('/proc/uptime', 'utf8').split(' ')[0]!;
+  writeFileSync(record, `requested=default\nused=default\nstate_id=${id}\nsession=bench\nunpacked_at=${Math.floor(Date.now() / 1000)}\nunpacked_uptime=${uptime}\n`);
+  await new Promise((r) => setTimeout(r, 1100));
+  for (let n = 1; n <= 8; n++) {
+    for (let i = 0; i < 20; i++) writeFileSync(join(upper, `home/user/projects/p${(n * 20 + i) % 200}/f${n}.txt`), text(24 * 1024));
+    writeFileSync(join(upper, `home/user/checkpoint-${n}.bin`), randomBytes(512 * 1024));
+    await new Promise((r) => setTimeout(r, 1100));
+    const out = spawnSync(process.execPath, [cli, '--config', conf, 'checkpoint', '--upper', upper, '--data', data, '--boot-record', record, '--progress', 'none'], { encoding: 'utf8' });
+    if (out.status !== 0 || !out.stdout.includes(`a base and ${n} checkpoint`)) throw new Error(`cairn checkpoint ${n}: ${out.stdout}${out.stderr}`);
+  }
+  const tip = readFileSync(join(data, 'upperfs.squashfs')).subarray(-4096).toString('latin1');
+  const chain = /^chain=(.*)$/m.exec(tip)![1]!.split(',');
+  const links = [...chain.map((x) => join(data, 'checkpoints', `${x}.squashfs`)), join(data, 'upperfs.squashfs')];
+  const whole = join(root, 'whole');
+  mkdirSync(whole);
+  sh(process.execPath, [cli, '--config', conf, 'save', '--upper', upper, '--data', whole, '--progress', 'none']);
+  const target = join(root, 'target');
+  mkdirSync(target, { recursive: true });
+  sh('mount', ['-t', 'tmpfs', '-o', 'size=3G', 'tmpfs', target]);
+  const lib = join(process.cwd(), 'initramfs/lib');
+  const first = ['names.sh', 'config.sh'];
+  const library = [...first, ...readdirSync(lib).filter((f) => f.endsWith('.sh') && !first.includes(f)).sort()].map((f) => `. '${join(lib, f)}' || exit 99\n`).join('');
+  const boot = (script: string, args: string[]) => {
+    sh('sh', ['-c', `rm -rf "${target}"/*`]);
+    sh('sync', []);
+    writeFileSync('/proc/sys/vm/drop_caches', '3');
+    const t = process.hrtime.bigint();
+    const r = spawnSync('busybox', ['sh', '-c', `${library}cairn_debug=0\n${script}`, 'sh', ...args], { encoding: 'utf8', env: { ...process.env, CAIRN_KMSG: '/dev/null' } });
+    if (r.status !== 0) throw new Error(`the boot's unpack failed: ${r.stdout}${r.stderr}`);
+    return Number(process.hrtime.bigint() - t) / 1e9;
+  };
+  try {
+    const sizes = links.map((f) => statSync(f).size);
+    for (let round = 1; round <= 2; round++) {
+      const one = boot('state_check "$2" >/dev/null || exit 3\nstate_unpack "$2" "$1/u" >/dev/null || exit 4', [target, join(whole, 'upperfs.squashfs')]);
+      const chained = boot('u=$1; shift; mkdir "$u/u"; chain_apply "$u/u" "$@" >/dev/null || exit 4; [ "$cairn_chain_applied" = 8 ] || exit 5', [target, ...links]);
+      console.log(
+        `boot, round ${round}: a base (${(sizes[0]! / MiB).toFixed(0)} MiB) and 8 checkpoints (${(sizes.slice(1).reduce((a, b) => a + b, 0) / MiB).toFixed(1)} MiB) ` +
+          `unpacked in ${chained.toFixed(2)} s; the same session as one whole state in ${one.toFixed(2)} s; ratio ${(chained / one).toFixed(2)} (target <= 1.2)`,
+      );
+    }
+  } finally {
+    spawnSync('umount', [target]);
   }
 }
 

@@ -27,6 +27,20 @@ const menu = (states: MenuState[], settings: Partial<BootSettings> = {}, default
   buildMenu(states, { ...DEFAULT_SETTINGS, ...settings }, { timeoutSeconds: 3, defaultBoot });
 
 describe('buildMenu', () => {
+  it('says how many checkpoints a state that is a chain\'s tip has, and when the newest was saved; a whole state says nothing of it', () => {
+    const tip = (role: MenuState['role'], n: number, generation?: number): MenuState => ({
+      ...intact(role, 1_765_000_000, generation),
+      chain: { files: Array.from({ length: n + 1 }, (_, i) => `/persist/checkpoints/${i}.squashfs`), present: n + 1 },
+    });
+    const m = menu([tip('newest', 3), intact('backup'), tip('generation', 1, 4)]);
+    expect(m.entries.map((e) => e.title)).toEqual([
+      `cairn (newest state) [3 checkpoints, newest ${shortDate(1_765_000_000)}]`,
+      'cairn (backup state)',
+      'cairn (clean: nothing loaded, nothing saved)',
+      `${TITLES.generation(4, 1_765_000_000)} [1 checkpoint, newest ${shortDate(1_765_000_000)}]`,
+    ]);
+  });
+
   it('on a new stick: default, backup and clean, the first two marked as not saved yet', () => {
     const m = menu([]);
     expect(m.entries.map((e) => [e.id, e.boot, e.title])).toEqual([
