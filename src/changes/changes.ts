@@ -1,12 +1,11 @@
 import { closeSync, lstatSync, openSync, readSync, type Stats } from 'node:fs';
 import type { ChainView } from '../checkpoint/parent.js';
-import { planDelta, touchedDirs } from '../checkpoint/plan.js';
+import { planDelta, touchedDirs, xattrText } from '../checkpoint/plan.js';
 import { join } from 'node:path';
-import { STATE } from '../names.js';
 import { compareEntry, compareTrees } from '../save/compare.js';
 import type { ExcludeMatcher } from '../save/exclude.js';
 import { TreeReach } from '../save/reach.js';
-import { walkTree, type Entry } from '../save/tree.js';
+import { dropOwnRecords, walkTree, type Entry } from '../save/tree.js';
 import { readXattrs, readXattrsOf } from '../save/xattrs.js';
 
 /** A: the path appeared; M: it is there in both, with other contents or metadata; D: it is gone. */
@@ -69,7 +68,7 @@ const isWhiteout = (e: Entry | undefined): boolean => e?.type === 'char' && e.rd
 export async function computeChanges(options: ChangesOptions): Promise<ChangeSet> {
   const upper = walkTree(options.upperRoot, options.exclude);
   // The save's own records at the root are never the user's to save (tree.ts leaves them out of a save alike).
-  for (const rel of upper.entries.keys()) if (rel === STATE.aclDump || rel === STATE.sparseDir || rel.startsWith(`${STATE.sparseDir}/`)) upper.entries.delete(rel);
+  dropOwnRecords(upper);
   const lower = options.lowerRoot ? new TreeReach(options.lowerRoot) : undefined;
   const baseline = options.baselineRoot ? new TreeReach(options.baselineRoot) : undefined;
   const inLower = (rel: string) => (lower ? lstatIn(lower, rel) : undefined);
@@ -201,14 +200,13 @@ function change(kind: ChangeKind, rel: string, u: Entry, what: string[], bytes: 
 export async function computeChainChanges(options: Omit<ChangesOptions, 'baselineRoot'> & { parent: ChainView }): Promise<ChangeSet> {
   const { parent } = options;
   const upper = walkTree(options.upperRoot, options.exclude);
-  for (const rel of upper.entries.keys()) if (rel === STATE.aclDump || rel === STATE.sparseDir || rel.startsWith(`${STATE.sparseDir}/`)) upper.entries.delete(rel);
+  dropOwnRecords(upper);
   const since = options.contentsSinceMs;
   const dirs = touchedDirs(upper.entries, parent, since);
   const [ux, px] = await Promise.all([readXattrsOf(options.upperRoot, dirs), parent.xattrsOf(dirs)]);
   const plan = planDelta({ upper: upper.entries, parent, upperXattrs: ux, parentXattrs: px, contentsSinceMs: since });
   const both = [...plan.changed].filter((rel) => parent.entry(rel) !== undefined);
   const [xu, xp] = await Promise.all([readXattrsOf(options.upperRoot, both), parent.xattrsOf(both)]);
-  const xattrText = (m?: Map<string, string>) => [...(m ?? [])].map(([k, v]) => `${k}=${v}`).sort().join(' ');
   const lower = options.lowerRoot ? new TreeReach(options.lowerRoot) : undefined;
   const reach = new TreeReach(options.upperRoot);
   const changes: Change[] = [];

@@ -1,9 +1,8 @@
 import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import { IntegrityError } from '../lib/errors.js';
 import { withLoopDevice, withMount, withTempDir } from '../lib/resources.js';
-import { STATE } from '../names.js';
 import { TreeReach } from '../save/reach.js';
-import { entryAt, type Entry } from '../save/tree.js';
+import { entryAt, isOwnRecord, type Entry } from '../save/tree.js';
 import { readXattrsOf, type XattrMap } from '../save/xattrs.js';
 import { readSeal } from '../state/seal.js';
 import { decodeRemovals } from './plan.js';
@@ -20,7 +19,6 @@ export interface ParentView {
   children(rel: string): string[];
 }
 
-const ownRecord = (rel: string) => rel === STATE.aclDump || rel === STATE.sparseDir || rel.startsWith(`${STATE.sparseDir}/`);
 const join = (dir: string, name: string) => (dir ? `${dir}/${name}` : name);
 
 /** One link of a chain, mounted: its tree, and for a delta the paths its removal list names (top-most). */
@@ -72,7 +70,7 @@ export class ChainView implements ParentView {
   }
 
   entry(rel: string): Entry | undefined {
-    if (ownRecord(rel)) return undefined;
+    if (isOwnRecord(rel)) return undefined;
     const i = this.locate(rel);
     return i < 0 ? undefined : this.lstat(i, rel);
   }
@@ -85,7 +83,7 @@ export class ChainView implements ParentView {
     }
     // One link removes nothing: what it lists, it holds.
     const alone = this.links.length === 1;
-    return [...names].filter((name) => !ownRecord(join(rel, name)) && (alone || this.locate(join(rel, name)) >= 0)).sort();
+    return [...names].filter((name) => !isOwnRecord(join(rel, name)) && (alone || this.locate(join(rel, name)) >= 0)).sort();
   }
 
   /** The xattrs (as readXattrs shows them) of the entries RELS name, each read from the link it comes from. */
@@ -150,16 +148,21 @@ async function removalsOf(file: string): Promise<Set<string>> {
   if (!check.ok) throw new IntegrityError(file, `its seal cannot be read: ${check.problem}`);
   const { kind, size, removed } = check.seal;
   if (kind !== 'delta' || !removed) return new Set();
-  const buf = Buffer.alloc(removed);
+  return new Set(decodeRemovals(readRange(file, size - removed, removed)));
+}
+
+/** LENGTH bytes of FILE (a link, or a device holding one) from OFFSET. */
+export function readRange(file: string, offset: number, length: number): Buffer {
+  const buf = Buffer.alloc(length);
   const fd = openSync(file, 'r');
   try {
-    for (let got = 0; got < removed; ) {
-      const n = readSync(fd, buf, got, removed - got, size - removed + got);
-      if (n === 0) throw new IntegrityError(file, 'it ends inside its removal list');
+    for (let got = 0; got < length; ) {
+      const n = readSync(fd, buf, got, length - got, offset + got);
+      if (n === 0) throw new IntegrityError(file, `it ends ${length - got} bytes early, inside its removal list`);
       got += n;
     }
   } finally {
     closeSync(fd);
   }
-  return new Set(decodeRemovals(buf));
+  return buf;
 }

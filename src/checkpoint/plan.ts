@@ -54,7 +54,8 @@ const parentOf = (rel: string): string => {
 const nameOf = (rel: string): string => rel.slice(rel.lastIndexOf('/') + 1);
 const joinRel = (dir: string, name: string): string => (dir ? `${dir}/${name}` : name);
 
-function xattrText(m: Map<string, string> | undefined): string {
+/** An entry's xattrs as one comparable text, in name order. */
+export function xattrText(m: Map<string, string> | undefined): string {
   return m && m.size ? [...m].map(([k, v]) => `${k}=${v}`).sort().join(' ') : '';
 }
 

@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
+import { readdirSync } from 'node:fs';
 import { chmod, lstat, stat, unlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { Config } from '../config.js';
@@ -8,17 +8,18 @@ import { IntegrityError, RefusedError, VerifyMismatchError } from '../lib/errors
 import { loopUsesDirectIo, withLoopDevice, withMount, withTempDir } from '../lib/resources.js';
 import { run } from '../lib/run.js';
 import { toolHint } from '../lib/toolPackages.js';
-import { MODES, STATE } from '../names.js';
+import { MODES } from '../names.js';
 import { aclPseudoFile } from '../save/acl.js';
 import { compareTrees, type Difference } from '../save/compare.js';
 import { compileExcludes } from '../save/exclude.js';
 import { deviceChecksum } from '../save/pipeline.js';
 import { TreeReach } from '../save/reach.js';
 import { mksquashfsArgs } from '../save/squash.js';
-import { displayPath, entryAt, walkTree, type Walk } from '../save/tree.js';
+import { displayPath, dropOwnRecords, entryAt, walkTree, type Walk } from '../save/tree.js';
+import { excludeFromDir } from '../save/wildcards.js';
 import { readXattrsOf } from '../save/xattrs.js';
 import { encodeSeal, readSeal, type Seal } from '../state/seal.js';
-import { ChainView, covers, withChainView, type ParentView } from './parent.js';
+import { ChainView, covers, readRange, withChainView, type ParentView } from './parent.js';
 import { childrenIndex, decodeRemovals, encodeRemovals, planDelta, touchedDirs, type DeltaPlan } from './plan.js';
 
 export interface DeltaOptions {
@@ -62,14 +63,6 @@ export interface DeltaReport {
 /** The temp file a delta is written to before its rename: litter after a crash. */
 export const deltaTemp = (output: string): string => `${output}.tmp`;
 
-/** The save's own records at a state's root, which no walk of the user's entries has. */
-const ownRecord = (rel: string) => rel === STATE.aclDump || rel === STATE.sparseDir || rel.startsWith(`${STATE.sparseDir}/`);
-
-function dropOwn(walk: Walk): Walk {
-  for (const rel of [...walk.entries.keys()]) if (ownRecord(rel)) walk.entries.delete(rel);
-  return walk;
-}
-
 /**
  * Writes a checkpoint delta of the upper layer over its parent link
  * (docs/state-format.md "Checkpoint deltas") with a full save's guarantees:
@@ -83,7 +76,7 @@ export async function writeDelta(options: DeltaOptions): Promise<DeltaReport> {
   const matcher = compileExcludes(options.config.excludes);
   const temp = deltaTemp(options.output);
   let t = Date.now();
-  const upper = dropOwn(walkTree(options.upperDir, matcher, { forSave: true }));
+  const upper = dropOwnRecords(walkTree(options.upperDir, matcher, { forSave: true }));
   if (upper.packed.length) {
     throw new RefusedError('a sparse file too large to squash as it is changed: a checkpoint cannot keep it, a full save can', {
       hint: 'run cairn save',
@@ -137,7 +130,7 @@ export async function writeDelta(options: DeltaOptions): Promise<DeltaReport> {
         // Root's alone before a byte of the session is in it.
         await writeFile(temp, '', { mode: MODES.state });
         await chmod(temp, MODES.state);
-        await withTempDir('cairn-delta-', (tmp) => squashDelta(options, upper, plan, tmp, temp));
+        await withTempDir('cairn-delta-', (tmp) => squashDelta(options, plan, upper, tmp, temp));
         await fsyncFile(temp);
         squashBytes = (await stat(temp)).size;
       })) &&
@@ -194,27 +187,26 @@ async function withParentView<T>(parent: DeltaOptions['parent'], fn: (view: Chai
 
 /**
  * mksquashfs over the upper layer with everything that did not change left
- * out: a directory with nothing changed below it is left out whole, an
- * unchanged entry beside a changed one by its own name. The exclude file
- * holds absolute paths without -wildcards, which mksquashfs matches by
- * inode (a set, not a list of patterns tried on every name: 20 000 of them
- * cost it a quarter of a second), so it never reads what is left out.
+ * out: a directory with nothing changed below it is left out whole, and in
+ * a directory the delta goes into, what the plan does not take is left out
+ * by a pattern (wildcards.ts) that names either it or what is taken,
+ * whichever is shorter. Patterns, not paths: mksquashfs looks each path of an
+ * exclude file up in a list as long as the file for every entry it reads,
+ * and 20 000 unchanged files beside 300 changed ones cost it 0.2 s more
+ * than squashing the changed ones alone.
  */
-async function squashDelta(options: DeltaOptions, upper: Walk, plan: DeltaPlan, tmp: string, output: string): Promise<void> {
+async function squashDelta(options: DeltaOptions, plan: DeltaPlan, upper: Walk, tmp: string, output: string): Promise<void> {
   const lines: Buffer[] = [];
   const reach = new TreeReach(options.upperDir);
   try {
     for (const dir of plan.include) {
       if (upper.entries.get(dir)?.type !== 'dir') continue;
-      for (const name of readdirSync(reach.path(dir), { encoding: 'buffer' })) {
-        const rel = dir ? `${dir}/${name.toString('latin1')}` : name.toString('latin1');
-        if (plan.include.has(rel)) continue;
-        if (name.includes(0x0a)) {
-          // Only what the save's patterns leave out gets here (planDelta takes the user's whole).
-          throw new RefusedError(`${displayPath(rel)} has a newline in its name and cannot be left out of a checkpoint`, { hint: 'run cairn save' });
-        }
-        lines.push(Buffer.concat([Buffer.from(options.upperDir), Buffer.from(`/${rel}\n`, 'latin1')]));
-      }
+      // Read again, not taken from the walk: it left out what the save's
+      // patterns exclude, which must stay out here too.
+      const kept: string[] = [];
+      const left: string[] = [];
+      for (const name of readdirSync(reach.path(dir), 'latin1')) (plan.include.has(dir ? `${dir}/${name}` : name) ? kept : left).push(name);
+      lines.push(...excludeFromDir(dir, kept, left));
     }
   } finally {
     reach.close();
@@ -222,7 +214,7 @@ async function squashDelta(options: DeltaOptions, upper: Walk, plan: DeltaPlan, 
   const excludeFile = join(tmp, 'exclude');
   await writeFile(excludeFile, Buffer.concat(lines));
   const included: Walk = { entries: new Map([...plan.include].flatMap((r) => (upper.entries.has(r) ? [[r, upper.entries.get(r)!]] : []))), leftOut: [], packed: [] };
-  const args = [options.upperDir, output, ...mksquashfsArgs(options.config), '-ef', excludeFile];
+  const args = [options.upperDir, output, ...mksquashfsArgs(options.config), '-wildcards', '-ef', excludeFile];
   // squashfs keeps no POSIX ACLs: those of the entries the delta holds go into its record, as a state's do.
   args.push('-p', await aclPseudoFile(options.upperDir, join(tmp, 'acls'), included, true));
   await run('mksquashfs', args, { timeoutMs: 6 * 3600_000, dieWithParent: true, hint: toolHint('mksquashfs') });
@@ -269,7 +261,7 @@ async function verifyDelta(
       if (!m || Number(m[2]) !== size) throw new IntegrityError(device, `cksum printed "${r.stdout.trim()}", not the CRC and the ${size} bytes of the delta`);
       return Number(m[1]);
     });
-    const listBack = readAt(device, squashBytes, listBytes);
+    const listBack = readRange(device, squashBytes, listBytes);
     let removals: string[];
     try {
       removals = decodeRemovals(listBack);
@@ -279,7 +271,7 @@ async function verifyDelta(
     if (removals.join('\0') !== plan.removals.join('\0')) throw new IntegrityError(file, 'its removal list did not read back as written');
     const tree = withTempDir('cairn-delta-verify-', (mnt) =>
       withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
-        const image = dropOwn(walkTree(mnt));
+        const image = dropOwnRecords(walkTree(mnt));
         // The upper layer's entries the delta holds, as they are now.
         const inDelta: Walk = { entries: new Map(), leftOut: [], packed: [] };
         const reach = new TreeReach(options.upperDir);
@@ -358,20 +350,4 @@ function namesInChangedDirs(upper: Walk, image: Walk, parent: ParentView, plan: 
     reach.close();
   }
   return out;
-}
-
-/** LENGTH bytes of a device from OFFSET. */
-function readAt(device: string, offset: number, length: number): Buffer {
-  const buf = Buffer.alloc(length);
-  const fd = openSync(device, 'r');
-  try {
-    for (let got = 0; got < length; ) {
-      const n = readSync(fd, buf, got, length - got, offset + got);
-      if (n === 0) throw new IntegrityError(device, `the device ended ${length - got} bytes early`);
-      got += n;
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return buf;
 }

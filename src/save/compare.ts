@@ -1,11 +1,10 @@
 import { closeSync, lstatSync, openSync } from 'node:fs';
 import { log } from '../lib/log.js';
-import { STATE } from '../names.js';
 import { compareImageAcls } from './acl.js';
 import { ContentLanes, type FilePair } from './lanes.js';
 import { TreeReach } from './reach.js';
 import { compareSparse } from './sparse.js';
-import { displayPath, walkTree, type Entry, type Walk } from './tree.js';
+import { displayPath, dropOwnRecords, walkTree, type Entry, type Walk } from './tree.js';
 import { readXattrs, readXattrsOf } from './xattrs.js';
 
 export interface Difference {
@@ -69,9 +68,7 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
   // The records are the save's own, compared as ACLs and sparse files below
   // (acl.ts, sparse.ts); the upper layer's walk for a save leaves out
   // whatever of the user's has their names.
-  for (const rel of image.entries.keys()) {
-    if (rel === STATE.aclDump || rel === STATE.sparseDir || rel.startsWith(`${STATE.sparseDir}/`)) image.entries.delete(rel);
-  }
+  dropOwnRecords(image);
   const t1 = Date.now();
   const differences: Difference[] = [];
   const differ: Differ = (rel, what, expected, actual, changed) => {

@@ -9,6 +9,7 @@ import { aclPseudoFile } from './acl.js';
 import { compileExcludes } from './exclude.js';
 import { sparsePseudoFiles } from './sparse.js';
 import { describeLeftOut, displayPath, walkTree, type LeftOut } from './tree.js';
+import { literalExclude } from './wildcards.js';
 
 export interface SquashOptions {
   upperDir: string;
@@ -126,16 +127,3 @@ async function expectImage(output: string, stderr: string): Promise<void> {
 
 /** A squashfs image begins with a superblock of this many bytes, its magic "hsqs" first. */
 const SQUASHFS_SUPERBLOCK = 96;
-
-/**
- * A line of mksquashfs's exclude file (-wildcards: fnmatch per component)
- * that matches exactly `rel`, latin1 form. A backslash makes the next
- * character literal; a newline cannot be written in a line, so `?` stands
- * for it, which can only match a sibling name of the same length. The
- * leading backslash is for mksquashfs, which takes one off a line (its way
- * to write a leading space or #).
- */
-function literalExclude(rel: string): Buffer {
-  const escaped = rel.replace(/[\\*?[\]+@!().]/g, '\\$&').replace(/\n/g, '?');
-  return Buffer.from(`\\${escaped}\n`, 'latin1');
-}

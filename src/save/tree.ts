@@ -146,6 +146,15 @@ export function walkTree(root: string, exclude?: ExcludeMatcher, options: WalkOp
 /** The save's own records at the root of a state. */
 const OWN_NAMES = new Set<string>([STATE.aclDump, STATE.sparseDir]);
 
+/** Whether REL is one of the save's own records in a state (acl.ts, sparse.ts) or below one: never a user's entry. */
+export const isOwnRecord = (rel: string): boolean => rel === STATE.aclDump || rel === STATE.sparseDir || rel.startsWith(`${STATE.sparseDir}/`);
+
+/** WALK without the save's own records, which a walk of an image or a booted upper layer meets. */
+export function dropOwnRecords(walk: Walk): Walk {
+  for (const rel of [...walk.entries.keys()]) if (isOwnRecord(rel)) walk.entries.delete(rel);
+  return walk;
+}
+
 /**
  * The holes a save reads at most. mksquashfs finds a sparse file's holes by
  * reading them, and the verification reads them back through the image:
