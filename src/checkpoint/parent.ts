@@ -1,6 +1,6 @@
 import { closeSync, openSync, readdirSync, readSync } from 'node:fs';
 import { IntegrityError } from '../lib/errors.js';
-import { withLoopDevice, withMount, withTempDir } from '../lib/resources.js';
+import { withEach, withLoopDevice, withMount, withTempDir } from '../lib/resources.js';
 import { TreeReach } from '../save/reach.js';
 import { entryAt, isOwnRecord, type Entry } from '../save/tree.js';
 import { readXattrsOf, type XattrMap } from '../save/xattrs.js';
@@ -111,35 +111,23 @@ export function covers(set: ReadonlySet<string>, rel: string): boolean {
 /**
  * Mounts each link of a chain (files on the data partition, the base first)
  * read only, reads each delta's removal list, and runs FN with the chain's
- * view; everything is unmounted after.
+ * view; everything is unmounted after. The links are mounted side by side:
+ * one after the other, a chain of 8 took a checkpoint half a second.
  */
 export async function withChainView<T>(files: readonly string[], fn: (view: ChainView) => Promise<T>): Promise<T> {
-  const links: MountedLink[] = [];
-  const mountFrom = async (k: number): Promise<T> => {
-    if (k === files.length) {
-      const view = new ChainView(links);
-      try {
-        return await fn(view);
-      } finally {
-        view.close();
-      }
-    }
-    const file = files[k]!;
-    const removed = await removalsOf(file);
-    return withLoopDevice(file, { readOnly: true }, (device) =>
-      withTempDir('cairn-link-', (mnt) =>
-        withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, async () => {
-          links.push({ root: mnt, removed });
-          try {
-            return await mountFrom(k + 1);
-          } finally {
-            links.pop();
-          }
-        }),
-      ),
+  const removed = await Promise.all(files.map(removalsOf));
+  const mountLink = (file: string, body: (root: string) => Promise<void>) =>
+    withLoopDevice(file, { readOnly: true }, (device) =>
+      withTempDir('cairn-link-', (mnt) => withMount(device, mnt, { type: 'squashfs', options: ['ro'] }, () => body(mnt))),
     );
-  };
-  return mountFrom(0);
+  return withEach(files, mountLink, async (roots) => {
+    const view = new ChainView(roots.map((root, i) => ({ root, removed: removed[i]! })));
+    try {
+      return await fn(view);
+    } finally {
+      view.close();
+    }
+  });
 }
 
 /** A link's removal list (none for a whole state), from its seal's `removed`. */

@@ -18,6 +18,45 @@ export async function withTempDir<T>(prefix: string, fn: (dir: string) => Promis
   }
 }
 
+/**
+ * FN with one resource for each of ITEMS, acquired side by side by USE (a
+ * with-function as above) and all given back after FN. When one cannot be
+ * acquired, those that were are given back and its error is thrown.
+ */
+export async function withEach<I, R, T>(
+  items: readonly I[],
+  use: (item: I, body: (resource: R) => Promise<void>) => Promise<void>,
+  fn: (resources: R[]) => Promise<T>,
+): Promise<T> {
+  let giveBack!: () => void;
+  const givenBack = new Promise<void>((resolve) => (giveBack = resolve));
+  const resources: R[] = [];
+  const acquired: Promise<void>[] = [];
+  const held = items.map((item, i) => {
+    let gotIt!: () => void;
+    acquired.push(new Promise<void>((resolve) => (gotIt = resolve)));
+    return use(item, async (resource) => {
+      resources[i] = resource;
+      gotIt();
+      await givenBack;
+    });
+  });
+  // Each one either acquired, or failed before it was.
+  const outcomes = await Promise.allSettled(held.map((h, i) => Promise.race([acquired[i], h])));
+  const failed = outcomes.find((o): o is PromiseRejectedResult => o.status === 'rejected');
+  if (failed) {
+    giveBack();
+    await Promise.allSettled(held);
+    throw failed.reason;
+  }
+  try {
+    return await fn(resources);
+  } finally {
+    giveBack();
+    await Promise.all(held);
+  }
+}
+
 export interface LoopOptions {
   readOnly?: boolean;
   /**
