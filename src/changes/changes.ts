@@ -1,7 +1,8 @@
 import { closeSync, lstatSync, openSync, readSync, type Stats } from 'node:fs';
-import type { ChainView } from '../checkpoint/parent.js';
-import { planDelta, touchedDirs, xattrText } from '../checkpoint/plan.js';
+import { planOverChain, type ChainView } from '../checkpoint/parent.js';
+import { xattrText } from '../checkpoint/plan.js';
 import { join } from 'node:path';
+import { readAclsOf } from '../save/acl.js';
 import { compareEntry, compareTrees } from '../save/compare.js';
 import type { ExcludeMatcher } from '../save/exclude.js';
 import { TreeReach } from '../save/reach.js';
@@ -202,11 +203,9 @@ export async function computeChainChanges(options: Omit<ChangesOptions, 'baselin
   const upper = walkTree(options.upperRoot, options.exclude);
   dropOwnRecords(upper);
   const since = options.contentsSinceMs;
-  const dirs = touchedDirs(upper.entries, parent, since);
-  const [ux, px] = await Promise.all([readXattrsOf(options.upperRoot, dirs), parent.xattrsOf(dirs)]);
-  const plan = planDelta({ upper: upper.entries, parent, upperXattrs: ux, parentXattrs: px, contentsSinceMs: since });
+  const plan = await planOverChain(options.upperRoot, upper.entries, parent, since);
   const both = [...plan.changed].filter((rel) => parent.entry(rel) !== undefined);
-  const [xu, xp] = await Promise.all([readXattrsOf(options.upperRoot, both), parent.xattrsOf(both)]);
+  const [xu, xp, au, ap] = await Promise.all([readXattrsOf(options.upperRoot, both), parent.xattrsOf(both), readAclsOf(options.upperRoot, both), parent.aclsOf(both)]);
   const lower = options.lowerRoot ? new TreeReach(options.lowerRoot) : undefined;
   const reach = new TreeReach(options.upperRoot);
   const changes: Change[] = [];
@@ -223,6 +222,7 @@ export async function computeChainChanges(options: Omit<ChangesOptions, 'baselin
       const what: string[] = [];
       compareEntry(rel, u, p, (_r, w) => what.push(w));
       if (xattrText(xu.get(rel)) !== xattrText(xp.get(rel))) what.push('xattrs');
+      if (xattrText(au.get(rel)) !== xattrText(ap.get(rel))) what.push('ACL');
       if (u.type === 'file' && p.type === 'file' && u.size === p.size) {
         if (Math.floor(u.mtimeMs / 1000) !== Math.floor(p.mtimeMs / 1000)) what.push('modification time');
         contentsRead++;
@@ -232,11 +232,24 @@ export async function computeChainChanges(options: Omit<ChangesOptions, 'baselin
       const rewritten = what.some((w) => w === 'contents' || w === 'size' || w === 'type' || w === 'modification time');
       changes.push(change('M', rel, u, what, rewritten ? fileBytes(u) : 0));
     }
-    for (const rel of plan.removals) {
-      if (upper.entries.has(rel)) continue;
+    const removed = (rel: string) => {
       const p = parent.entry(rel);
       const wasWhiteout = isWhiteout(p);
       changes.push({ kind: wasWhiteout ? 'A' : 'D', path: shown(rel, p?.type === 'dir'), rel, what: wasWhiteout ? ['whiteout removed'] : [], bytes: 0 });
+    };
+    // A directory the plan re-adds whole (its mode, owner, xattrs or ACL
+    // changed) is in the removals as a whole: what it lost is found below it.
+    const removedBelow = (dir: string) => {
+      for (const name of parent.children(dir)) {
+        const rel = dir ? `${dir}/${name}` : name;
+        const u = upper.entries.get(rel);
+        if (!u) removed(rel);
+        else if (u.type === 'dir' && parent.entry(rel)?.type === 'dir') removedBelow(rel);
+      }
+    };
+    for (const rel of plan.removals) {
+      if (!upper.entries.has(rel)) removed(rel);
+      else if (upper.entries.get(rel)!.type === 'dir' && parent.entry(rel)?.type === 'dir') removedBelow(rel);
     }
   } finally {
     lower?.close();

@@ -3,9 +3,10 @@ import { IntegrityError } from '../lib/errors.js';
 import { withEach, withLoopDevice, withMount, withTempDir } from '../lib/resources.js';
 import { TreeReach } from '../save/reach.js';
 import { entryAt, isOwnRecord, type Entry } from '../save/tree.js';
+import { readAclsOf, recordedAcls, type Acls } from '../save/acl.js';
 import { readXattrsOf, type XattrMap } from '../save/xattrs.js';
 import { readSeal } from '../state/seal.js';
-import { decodeRemovals } from './plan.js';
+import { decodeRemovals, planDelta, touchedDirs, type DeltaPlan } from './plan.js';
 
 /**
  * The tree a delta extends, looked up a path at a time: a checkpoint reads
@@ -88,15 +89,49 @@ export class ChainView implements ParentView {
 
   /** The xattrs (as readXattrs shows them) of the entries RELS name, each read from the link it comes from. */
   async xattrsOf(rels: readonly string[]): Promise<XattrMap> {
-    const byLink = new Map<number, string[]>();
-    for (const rel of rels) {
-      const i = this.locate(rel);
-      if (i >= 0) byLink.set(i, [...(byLink.get(i) ?? []), rel]);
-    }
     const out: XattrMap = new Map();
-    for (const [i, group] of byLink) for (const [rel, x] of await readXattrsOf(this.links[i]!.root, group)) out.set(rel, x);
+    for (const [i, group] of this.byLink(rels)) for (const [rel, x] of await readXattrsOf(this.links[i]!.root, group)) out.set(rel, x);
     return out;
   }
+
+  /**
+   * The POSIX ACLs of the entries RELS name, each from the link it comes
+   * from: its ACL record when it has one (squashfs keeps no ACLs, acl.ts),
+   * else the tree's own (an unpacked one).
+   */
+  async aclsOf(rels: readonly string[]): Promise<Acls> {
+    const out: Acls = new Map();
+    for (const [i, group] of this.byLink(rels)) {
+      const root = this.links[i]!.root;
+      const record = await recordedAcls(root);
+      const acls = record ?? (await readAclsOf(root, group));
+      for (const rel of group) out.set(rel, acls.get(rel) ?? new Map());
+    }
+    return out;
+  }
+
+  /** RELS the parent has, by the link each comes from. */
+  private byLink(rels: readonly string[]): Map<number, string[]> {
+    const out = new Map<number, string[]>();
+    for (const rel of rels) {
+      const i = this.locate(rel);
+      if (i >= 0) out.set(i, [...(out.get(i) ?? []), rel]);
+    }
+    return out;
+  }
+}
+
+/**
+ * planDelta of the upper layer (its walk UPPER, at UPPER_ROOT) over the
+ * chain PARENT. The directories that changed since it are compared with the
+ * chain's by their xattrs and their POSIX ACLs too: an ACL set on a
+ * directory or taken off it can leave its mode as it was.
+ */
+export async function planOverChain(upperRoot: string, upper: Map<string, Entry>, parent: ChainView, since: number): Promise<DeltaPlan> {
+  const dirs = touchedDirs(upper, parent, since);
+  const [ux, px, ua, pa] = await Promise.all([readXattrsOf(upperRoot, dirs), parent.xattrsOf(dirs), readAclsOf(upperRoot, dirs), parent.aclsOf(dirs)]);
+  const withAcls = (x: XattrMap, a: Acls): XattrMap => new Map(dirs.map((rel) => [rel, new Map([...(x.get(rel) ?? []), ...(a.get(rel) ?? [])])]));
+  return planDelta({ upper, parent, upperXattrs: withAcls(ux, ua), parentXattrs: withAcls(px, pa), contentsSinceMs: since });
 }
 
 /** Whether REL or a directory above it is in SET. */

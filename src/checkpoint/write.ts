@@ -17,10 +17,9 @@ import { TreeReach } from '../save/reach.js';
 import { mksquashfsArgs } from '../save/squash.js';
 import { displayPath, dropOwnRecords, entryAt, walkTree, type Walk } from '../save/tree.js';
 import { excludeFromDir } from '../save/wildcards.js';
-import { readXattrsOf } from '../save/xattrs.js';
 import { encodeSeal, readSeal, type Seal } from '../state/seal.js';
-import { ChainView, covers, readRange, withChainView, type ParentView } from './parent.js';
-import { childrenIndex, decodeRemovals, encodeRemovals, planDelta, touchedDirs, type DeltaPlan } from './plan.js';
+import { ChainView, covers, planOverChain, readRange, withChainView, type ParentView } from './parent.js';
+import { childrenIndex, decodeRemovals, encodeRemovals, type DeltaPlan } from './plan.js';
 
 export interface DeltaOptions {
   upperDir: string;
@@ -90,15 +89,7 @@ export async function writeDelta(options: DeltaOptions): Promise<DeltaReport> {
     return { written: false, bytes: 0, entries: 0, changed: 0, removals: 0, startedMs, directIo: false, seconds };
   }
   return withParentView(options.parent, async (parent) => {
-  const dirs = touchedDirs(upper.entries, parent, options.contentsSinceMs);
-  const [upperXattrs, parentXattrs] = await Promise.all([readXattrsOf(options.upperDir, dirs), parent.xattrsOf(dirs)]);
-  const plan = planDelta({
-    upper: upper.entries,
-    parent,
-    upperXattrs,
-    parentXattrs,
-    contentsSinceMs: options.contentsSinceMs,
-  });
+  const plan = await planOverChain(options.upperDir, upper.entries, parent, options.contentsSinceMs);
   seconds.plan = (Date.now() - t) / 1000;
   const report = (extra: Partial<DeltaReport>): DeltaReport => ({
     written: false,

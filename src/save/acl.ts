@@ -29,6 +29,20 @@ export function readAcls(root: string): Promise<Acls> {
   return dumpXattrs(root, ACL_XATTRS);
 }
 
+/** readAcls of the entries RELS name only, each in the map (empty when it has none). */
+export function readAclsOf(root: string, rels: readonly string[]): Promise<Acls> {
+  return dumpXattrsOf(root, rels, ACL_XATTRS);
+}
+
+/** The ACLs a state or delta records (STATE.aclDump at its root), or undefined when it records none. */
+export async function recordedAcls(root: string): Promise<Acls | undefined> {
+  const data = await readFile(join(root, STATE.aclDump)).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') return undefined;
+    throw e;
+  });
+  return data && parseXattrDump(data);
+}
+
 /** readAcls of the entries a walk lists, or of the whole tree (`scoped` false). */
 function aclsOf(root: string, walk: Walk, scoped: boolean): Promise<Acls> {
   return scoped ? dumpXattrsOf(root, [...walk.entries.keys()], ACL_XATTRS) : readAcls(root);

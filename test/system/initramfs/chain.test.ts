@@ -320,6 +320,8 @@ describe('the chain cairn checkpoint and cairn save lay out, booted', () => {
     await writeFile(m('home/user/added'), 'added by checkpoint 2\n');
     await mkdir(m('home/user/dir'));
     await writeFile(m('home/user/dir/inside'), 'inside\n');
+    // An ACL whose mask is the group's bits: the directory's mode stays as it was, the ACL is all that changed.
+    await execa('setfacl', ['-m', 'u:1234:r-x', m('home/user')]);
     expect(await checkpoint()).toMatch(/a base and 2 checkpoints$/m);
     const two = await readSeal(join(data, 'upperfs.squashfs'), { deltas: true });
     if (!two.ok || !one.ok) throw new Error('the newest state does not read');
@@ -339,17 +341,19 @@ describe('the chain cairn checkpoint and cairn save lay out, booted', () => {
     const b = await boot(files, 'default');
     expect(b.record).toMatchObject({ used: 'default', state_id: two.seal.id, chain: '2', chain_dropped: '' });
     expect(await differences(upper, b.upper)).toEqual([]);
+    expect((await execa('getfacl', ['-cp', join(b.upper, 'home/user')])).stdout).toContain('user:1234:r-x');
 
-    // What is unsaved, against the chain: a file changed and changed back is not listed.
+    // What is unsaved, against the chain: a file changed and changed back is not listed; an ACL taken off is.
     await new Promise((r) => setTimeout(r, 1100));
     await chmod(m('home/user/added'), 0o600);
     await chmod(m('home/user/added'), 0o644);
     await writeFile(m('home/user/fresh'), 'new\n');
     await writeFile(m('home/user/notes'), 'changed after the checkpoints\n');
     await rm(m('home/user/dir/inside'));
+    await execa('setfacl', ['-b', m('home/user')]);
     const diff = await run(['diff', '--upper', upper, '--data', data, '--boot-record', record]);
     expect(diff.exitCode, diff.stderr).toBe(0);
-    expect(diff.stdout.split('\n').filter((l) => /^[AMD] /.test(l))).toEqual(['D home/user/dir/inside', 'A home/user/fresh', 'M home/user/notes']);
+    expect(diff.stdout.split('\n').filter((l) => /^[AMD] /.test(l))).toEqual(['M home/user/', 'D home/user/dir/inside', 'A home/user/fresh', 'M home/user/notes']);
 
     // Past chain_max (2 checkpoints): the next is a whole state, and the chain's links go.
     await writeFile(m('home/user/added'), 'changed once more\n');
