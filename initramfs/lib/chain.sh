@@ -13,11 +13,12 @@ delta_id() {
   echo "$seal_got"
 }
 
-# delta_check FILE CHAIN: succeed when FILE is an intact delta, its bytes
-# checked, that extends exactly the links CHAIN names (their ids, the base
-# first, comma-separated). Sets delta_checked_id and delta_checked_removed
-# (the bytes of its removal list). On failure print why, as words that
-# follow the file's name.
+# delta_check FILE CHAIN SUM: succeed when FILE is an intact delta, its
+# bytes checked, that extends exactly the links CHAIN names (their ids, the
+# base first, comma-separated). SUM is what cksum printed of FILE (see
+# state_cksum). Sets delta_checked_id and delta_checked_removed (the bytes
+# of its removal list). On failure print why, as words that follow the
+# file's name.
 delta_check() {
   state_check "$1" "$CAIRN_DELTA_MAGIC" || return 1
   # The cksum of the whole file is the check: a delta's seal always has it.
@@ -39,7 +40,7 @@ delta_check() {
     { echo "does not extend the links before it (it extends $seal_got, not $2)" && return 1; }
   seal_get "$checked_seal" id
   delta_checked_id=$seal_got
-  state_cksum "$1" "$checked_size"
+  state_cksum "$1" "$checked_size" "$3"
 }
 
 # delta_list FILE REMOVED OUT: write the removal list of the delta FILE,
@@ -63,10 +64,30 @@ chain_check() {
   _ck_ids=$(state_id "$2")
   echo "ok $_ck_ids"
   shift 2
+  [ $# -gt 0 ] || return 0
+  # One cksum for every delta: a program started costs more than a
+  # delta's bytes. It prints nothing of a file it cannot read, so each line
+  # is taken for the file it names only.
+  cksum "$@" >"$_ck_dir/sums" 2>/dev/null
+  chain_check_each "$_ck_dir" "$_ck_ids" "$@" 4<"$_ck_dir/sums"
+}
+
+# chain_check_each DIR IDS DELTA...: chain_check's deltas, the ids before
+# them IDS, with cksum's lines on fd 4.
+chain_check_each() {
+  _ck_dir=$1
+  _ck_ids=$2
+  shift 2
   _ck_n=0
   for _ck_f; do
     _ck_n=$((_ck_n + 1))
-    if ! delta_check "$_ck_f" "$_ck_ids" >"$_ck_dir/why"; then
+    # A line of another file means none of this one: the checks end here.
+    IFS= read -r _ck_sum <&4 || _ck_sum=
+    case $_ck_sum in
+      *" $_ck_f") ;;
+      *) _ck_sum= ;;
+    esac
+    if ! delta_check "$_ck_f" "$_ck_ids" "$_ck_sum" >"$_ck_dir/why"; then
       IFS= read -r _ck_why <"$_ck_dir/why"
       echo "bad $_ck_why"
       return 0
@@ -162,7 +183,8 @@ chain_apply() {
   _ca_rc=0
   cairn_chain_why=$(state_unpack "$_ca_base" "$_ca_upper") || _ca_rc=$?
   if [ "$_ca_rc" -ne 0 ]; then
-    kill "$_ca_check_pid" 2>/dev/null
+    # Waited for, not killed: a program it started would go on reading
+    # the data partition, which the boot unmounts or moves.
     wait "$_ca_check_pid"
     rm -rf "$_ca_dir"
     cairn_chain_why="${_ca_base##*/} $cairn_chain_why"

@@ -195,13 +195,22 @@ state_verify() {
     { echo "fails its checksum (sha256 mismatch)" && return 1; }
 }
 
-# state_cksum FILE SIZE: succeed when the POSIX cksum of the whole of FILE,
-# whose seal has cksum_fix, is CAIRN_SEAL_CKSUM, over its SIZE bytes
-# (state_verify). On failure print why, as words that follow the file's
-# name.
+# state_cksum FILE SIZE [SUM]: succeed when the POSIX cksum of the whole of
+# FILE, whose seal has cksum_fix, is CAIRN_SEAL_CKSUM, over its SIZE bytes
+# (state_verify). With SUM, what cksum printed of FILE when it was given
+# several files at once (CRC, size, name; empty when it printed nothing of
+# it), instead of running it again. On failure print why, as words that
+# follow the file's name.
 state_cksum() {
-  _cs_have=$(cksum <"$1") || { echo "cannot be read" && return 1; }
-  [ "$_cs_have" = "$CAIRN_SEAL_CKSUM $2" ] ||
+  if [ $# -ge 3 ]; then
+    [ -n "$3" ] || { echo "cannot be read" && return 1; }
+    _cs_have=$3
+    _cs_want="$CAIRN_SEAL_CKSUM $2 $1"
+  else
+    _cs_have=$(cksum <"$1") || { echo "cannot be read" && return 1; }
+    _cs_want="$CAIRN_SEAL_CKSUM $2"
+  fi
+  [ "$_cs_have" = "$_cs_want" ] ||
     { echo "fails its checksum (cksum mismatch)" && return 1; }
 }
 
