@@ -102,24 +102,29 @@ chain_check_each() {
   done
 }
 
-# The check of a batch of removal list paths, run by xargs in the upper
-# layer: each relative, without an empty, . or .. component, and below
-# directories only, never a symbolic link (rm -rf does not follow the path
-# itself). Prints the first bad one and fails.
-# shellcheck disable=SC2016 # expanded by the sh xargs runs
-DELTA_PATHS_CHECK='for p; do
-  [ -n "$p" ] || continue
-  case /$p/ in
-    // | //* | *//* | */./* | */../*) printf "a bad path in its removal list: %s\n" "$p"; exit 1 ;;
-  esac
-  a=$p
-  while case $a in */*) true ;; *) false ;; esac; do
-    a=${a%/*}
-    if [ -L "$a" ] || [ ! -d "$a" ]; then
-      printf "a path in its removal list below what is not a directory: %s\n" "$p"; exit 1
-    fi
-  done
-done'
+# delta_paths_check UPPER LIST: succeed when every path of the removal list
+# LIST (delta_list) may go from UPPER: relative, without an empty, . or ..
+# component, and below directories only, never a symbolic link (rm -rf
+# does not follow the path itself). In the shell alone, as the list is
+# short: a program run per delta is time the boot waits. On failure print
+# the first bad one.
+delta_paths_check() {
+  # shellcheck disable=SC3045 # busybox sh reads up to a NUL with -d ''
+  while IFS= read -r -d '' _dp_path || [ -n "$_dp_path" ]; do
+    case /$_dp_path/ in
+      // | //* | *//* | */./* | */../*)
+        printf 'a bad path in its removal list: %s\n' "$_dp_path" && return 1
+        ;;
+    esac
+    _dp_dir=$_dp_path
+    while case $_dp_dir in */*) true ;; *) false ;; esac do
+      _dp_dir=${_dp_dir%/*}
+      if [ -L "$1/$_dp_dir" ] || [ ! -d "$1/$_dp_dir" ]; then
+        printf 'a path in its removal list below what is not a directory: %s\n' "$_dp_path" && return 1
+      fi
+    done
+  done <"$2"
+}
 
 # delta_apply UPPER FILE [LIST]: apply the delta FILE, which passed
 # delta_check, to UPPER, which holds its parent: the paths of its removal
@@ -131,13 +136,9 @@ done'
 # failure print why, as words that follow the file's name.
 delta_apply() {
   if [ -n "$3" ]; then
-    if ! _da_err=$(cd "$1" && xargs -0 sh -c "$DELTA_PATHS_CHECK" sh <"$3" 2>&1); then
-      printf '%s\n' "$_da_err" | grep . | head -n 1
-      return 1
-    fi
-    # From here on UPPER changes.
-    # shellcheck disable=SC2016 # expanded by the sh xargs runs
-    if ! _da_err=$(cd "$1" && xargs -0 sh -c 'for p do shift; [ -z "$p" ] || set -- "$@" "$p"; done; [ $# -eq 0 ] || rm -rf -- "$@"' sh <"$3" 2>&1); then
+    delta_paths_check "$1" "$3" || return 1
+    # From here on UPPER changes. No path is empty (delta_paths_check).
+    if ! _da_err=$(cd "$1" && xargs -0 rm -rf -- <"$3" 2>&1); then
       echo "could not have its removals done ($(echo "$_da_err" | grep . | tail -n 1))"
       return 3
     fi
