@@ -15,12 +15,18 @@ acl_restore() {
   if [ ! -f "$_ar_dump" ] || [ -L "$_ar_dump" ]; then
     return 0
   fi
+  # An empty record (no ACLs in what was saved, as in most checkpoints)
+  # needs no setfattr: every program run here is time the boot waits.
+  if [ ! -s "$_ar_dump" ]; then
+    rm -f "$_ar_dump"
+    return
+  fi
   # The exit status tells: newer setfattrs also warn on stderr about
   # restores that may follow symbolic links, which these cannot.
   if ! _ar_err=$(cd "$1" && setfattr -h --restore="$CAIRN_ACL_DUMP" 2>&1 >/dev/null); then
     echo "could not have its ACLs set again ($(echo "$_ar_err" | grep -v '^Warning: ' | grep . | tail -n 1))"
     return 1
   fi
-  debug "ACLs set again on $(grep -c '^# file: ' "$_ar_dump") entries"
+  [ "${cairn_debug:-0}" != 1 ] || debug "ACLs set again on $(grep -c '^# file: ' "$_ar_dump") entries"
   rm -f "$_ar_dump"
 }

@@ -8,82 +8,141 @@
 
 # delta_id FILE: the id in the delta FILE's seal.
 delta_id() {
-  tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields "$CAIRN_DELTA_MAGIC" | seal_value id
+  seal_read "$1" "$CAIRN_DELTA_MAGIC"
+  seal_get "$seal_read_fields" id
+  echo "$seal_got"
 }
 
-# delta_check FILE [CHAIN]: succeed when FILE is an intact delta, its bytes
-# checked, and, with CHAIN, when it extends exactly the links CHAIN names
-# (their ids, the base first, comma-separated). On failure print why, as
-# words that follow the file's name.
+# delta_check FILE CHAIN SUM: succeed when FILE is an intact delta, its
+# bytes checked, that extends exactly the links CHAIN names (their ids, the
+# base first, comma-separated). SUM is what cksum printed of FILE (see
+# state_cksum). Sets delta_checked_id and delta_checked_removed (the bytes
+# of its removal list). On failure print why, as words that follow the
+# file's name.
 delta_check() {
   state_check "$1" "$CAIRN_DELTA_MAGIC" || return 1
-  _dc_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields "$CAIRN_DELTA_MAGIC")
   # The cksum of the whole file is the check: a delta's seal always has it.
-  echo "$_dc_fields" | grep -q '^cksum_fix=' || { echo "has a delta seal without cksum_fix" && return 1; }
-  _dc_size=$(echo "$_dc_fields" | seal_value size)
-  _dc_removed=$(echo "$_dc_fields" | seal_value removed)
-  case $_dc_removed in
-    '' | 0?* | *[!0-9]*) _dc_removed=x ;;
+  seal_get "$checked_seal" cksum_fix
+  [ -n "$seal_got" ] || { echo "has a delta seal without cksum_fix" && return 1; }
+  seal_get "$checked_seal" size
+  _dc_size=$seal_got
+  seal_get "$checked_seal" removed
+  delta_checked_removed=$seal_got
+  case $delta_checked_removed in
+    '' | 0?* | *[!0-9]*) delta_checked_removed=x ;;
   esac
-  if [ "$_dc_removed" = x ] || [ "${#_dc_removed}" -gt 18 ] || [ "$_dc_removed" -ge "$_dc_size" ]; then
+  if [ "$delta_checked_removed" = x ] || [ "${#delta_checked_removed}" -gt 18 ] ||
+    [ "$delta_checked_removed" -ge "$_dc_size" ]; then
     echo "has a delta seal without a valid removed" && return 1
   fi
-  if [ -n "$2" ]; then
-    _dc_chain=$(echo "$_dc_fields" | seal_value chain)
-    [ "$_dc_chain" = "$2" ] ||
-      { echo "does not extend the links before it (it extends $_dc_chain, not $2)" && return 1; }
-  fi
-  state_verify "$1" "$CAIRN_DELTA_MAGIC"
+  seal_get "$checked_seal" chain
+  [ "$seal_got" = "$2" ] ||
+    { echo "does not extend the links before it (it extends $seal_got, not $2)" && return 1; }
+  seal_get "$checked_seal" id
+  delta_checked_id=$seal_got
+  state_cksum "$1" "$checked_size" "$3"
 }
 
-# The check of a batch of removal list paths, run by xargs in the upper
-# layer: each relative, without an empty, . or .. component, and below
-# directories only, never a symbolic link (rm -rf does not follow the path
-# itself). Prints the first bad one and fails.
-# shellcheck disable=SC2016 # expanded by the sh xargs runs
-DELTA_PATHS_CHECK='for p; do
-  [ -n "$p" ] || continue
-  case /$p/ in
-    // | //* | *//* | */./* | */../*) printf "a bad path in its removal list: %s\n" "$p"; exit 1 ;;
-  esac
-  a=$p
-  while case $a in */*) true ;; *) false ;; esac; do
-    a=${a%/*}
-    if [ -L "$a" ] || [ ! -d "$a" ]; then
-      printf "a path in its removal list below what is not a directory: %s\n" "$p"; exit 1
-    fi
-  done
-done'
+# delta_list FILE REMOVED OUT: write the removal list of the delta FILE,
+# REMOVED bytes, to OUT, as xargs -0 reads it. The list ends where the seal
+# begins; its NUL padding goes.
+delta_list() {
+  tail -c $(($2 + CAIRN_SEAL_SIZE)) "$1" | head -c "$2" | tr -s '\000' >"$3"
+}
 
-# delta_apply UPPER FILE [CHAIN]: apply the delta FILE to UPPER, which holds
-# its parent. The delta is checked whole first (delta_check) and every path
-# of its removal list before anything is removed: a delta that fails them
-# leaves UPPER as it was, with status 1. A failure once UPPER is being
-# changed (a removal or the unpack) leaves it holding neither link: status
-# 3, and the caller throws UPPER away. On failure print why, as words that
-# follow the file's name.
+# chain_check DIR BASE DELTA...: check the links of a chain before they are
+# applied, in the order chain_apply applies them, each against the ids of
+# the links before it. Prints a line per link, the base first: "ok ID" for
+# one that may be applied (the base is only read for its id: it is checked
+# as it is unpacked), then, for the first delta that may not, "bad WHY",
+# which ends the checks. The removal list of the n-th delta is left in
+# DIR/n when it has one. Run beside the base's unpack: a delta is small, and
+# its checks are mostly programs started, which the boot would otherwise
+# wait for one by one.
+chain_check() {
+  _ck_dir=$1
+  _ck_ids=$(state_id "$2")
+  echo "ok $_ck_ids"
+  shift 2
+  [ $# -gt 0 ] || return 0
+  # One cksum for every delta: a program started costs more than a
+  # delta's bytes. It prints nothing of a file it cannot read, so each line
+  # is taken for the file it names only.
+  cksum "$@" >"$_ck_dir/sums" 2>/dev/null
+  chain_check_each "$_ck_dir" "$_ck_ids" "$@" 4<"$_ck_dir/sums"
+}
+
+# chain_check_each DIR IDS DELTA...: chain_check's deltas, the ids before
+# them IDS, with cksum's lines on fd 4.
+chain_check_each() {
+  _ck_dir=$1
+  _ck_ids=$2
+  shift 2
+  _ck_n=0
+  for _ck_f; do
+    _ck_n=$((_ck_n + 1))
+    # A line of another file means none of this one: the checks end here.
+    IFS= read -r _ck_sum <&4 || _ck_sum=
+    case $_ck_sum in
+      *" $_ck_f") ;;
+      *) _ck_sum= ;;
+    esac
+    if ! delta_check "$_ck_f" "$_ck_ids" "$_ck_sum" >"$_ck_dir/why"; then
+      IFS= read -r _ck_why <"$_ck_dir/why"
+      echo "bad $_ck_why"
+      return 0
+    fi
+    if [ "$delta_checked_removed" -gt 0 ] &&
+      ! delta_list "$_ck_f" "$delta_checked_removed" "$_ck_dir/$_ck_n"; then
+      echo "bad could not be applied: no room for its removal list"
+      return 0
+    fi
+    _ck_ids=$_ck_ids,$delta_checked_id
+    echo "ok $delta_checked_id"
+  done
+}
+
+# delta_paths_check UPPER LIST: succeed when every path of the removal list
+# LIST (delta_list) may go from UPPER: relative, without an empty, . or ..
+# component, and below directories only, never a symbolic link (rm -rf
+# does not follow the path itself). In the shell alone, as the list is
+# short: a program run per delta is time the boot waits. On failure print
+# the first bad one.
+delta_paths_check() {
+  # shellcheck disable=SC3045 # busybox sh reads up to a NUL with -d ''
+  while IFS= read -r -d '' _dp_path || [ -n "$_dp_path" ]; do
+    case /$_dp_path/ in
+      // | //* | *//* | */./* | */../*)
+        printf 'a bad path in its removal list: %s\n' "$_dp_path" && return 1
+        ;;
+    esac
+    _dp_dir=$_dp_path
+    while case $_dp_dir in */*) true ;; *) false ;; esac do
+      _dp_dir=${_dp_dir%/*}
+      if [ -L "$1/$_dp_dir" ] || [ ! -d "$1/$_dp_dir" ]; then
+        printf 'a path in its removal list below what is not a directory: %s\n' "$_dp_path" && return 1
+      fi
+    done
+  done <"$2"
+}
+
+# delta_apply UPPER FILE [LIST]: apply the delta FILE, which passed
+# delta_check, to UPPER, which holds its parent: the paths of its removal
+# list LIST (delta_list; none without LIST) go, then its squashfs part is
+# unpacked over the rest. Every path of the list is checked before anything
+# is removed: a delta that fails them leaves UPPER as it was, with status 1.
+# A failure once UPPER is being changed (a removal or the unpack) leaves it
+# holding neither link: status 3, and the caller throws UPPER away. On
+# failure print why, as words that follow the file's name.
 delta_apply() {
-  delta_check "$2" "$3" || return 1
-  _da_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$2" | seal_fields "$CAIRN_DELTA_MAGIC")
-  _da_removed=$(echo "$_da_fields" | seal_value removed)
-  if ! _da_list=$(mktemp); then
-    echo "could not be applied: no temp file for its removal list" && return 1
+  if [ -n "$3" ]; then
+    delta_paths_check "$1" "$3" || return 1
+    # From here on UPPER changes. No path is empty (delta_paths_check).
+    if ! _da_err=$(cd "$1" && xargs -0 rm -rf -- <"$3" 2>&1); then
+      echo "could not have its removals done ($(echo "$_da_err" | grep . | tail -n 1))"
+      return 3
+    fi
   fi
-  # The list ends where the seal begins; its NUL padding goes.
-  tail -c $((_da_removed + CAIRN_SEAL_SIZE)) "$2" | head -c "$_da_removed" | tr -s '\000' >"$_da_list"
-  if ! _da_err=$(cd "$1" && xargs -0 sh -c "$DELTA_PATHS_CHECK" sh <"$_da_list" 2>&1); then
-    rm -f "$_da_list"
-    printf '%s\n' "$_da_err" | grep . | head -n 1
-    return 1
-  fi
-  # From here on UPPER changes.
-  # shellcheck disable=SC2016 # expanded by the sh xargs runs
-  if ! _da_err=$(cd "$1" && xargs -0 sh -c 'for p do shift; [ -z "$p" ] || set -- "$@" "$p"; done; [ $# -eq 0 ] || rm -rf -- "$@"' sh <"$_da_list" 2>&1); then
-    rm -f "$_da_list"
-    echo "could not have its removals done ($(echo "$_da_err" | grep . | tail -n 1))"
-    return 3
-  fi
-  rm -f "$_da_list"
   if ! _da_err=$(unsquashfs -f -no-progress -d "$1" "$2" 2>&1 >/dev/null); then
     case $_da_err in
       *"No space left"*) echo "does not fit in the upper layer (it ran out of space; see cairn.upper_size)" ;;
@@ -103,7 +162,8 @@ delta_apply() {
 # out, space-separated) and cairn_chain_why (what ended the chain, after
 # the file's name). Fails only when BASE cannot be used (status 1 or 2, as
 # state_unpack), or a delta failed while UPPER was changing (status 3):
-# UPPER is then to be thrown away.
+# UPPER is then to be thrown away. The deltas are checked (chain_check)
+# while the base unpacks; only their results are waited for.
 chain_apply() {
   _ca_upper=$1
   _ca_base=$2
@@ -111,33 +171,72 @@ chain_apply() {
   cairn_chain_applied=0
   cairn_chain_dropped=
   cairn_chain_why=
-  _ca_rc=0
   if ! cairn_chain_why=$(state_check "$_ca_base"); then
-    _ca_rc=1
-  else
-    cairn_chain_why=$(state_unpack "$_ca_base" "$_ca_upper") || _ca_rc=$?
+    cairn_chain_why="${_ca_base##*/} $cairn_chain_why"
+    return 1
   fi
+  if ! _ca_dir=$(mktemp -d); then
+    cairn_chain_why="${_ca_base##*/} could not be unpacked: no temp file for its check"
+    return 1
+  fi
+  chain_check "$_ca_dir" "$_ca_base" "$@" >"$_ca_dir/checks" &
+  _ca_check_pid=$!
+  _ca_rc=0
+  cairn_chain_why=$(state_unpack "$_ca_base" "$_ca_upper") || _ca_rc=$?
   if [ "$_ca_rc" -ne 0 ]; then
+    # Waited for, not killed: a program it started would go on reading
+    # the data partition, which the boot unmounts or moves.
+    wait "$_ca_check_pid"
+    rm -rf "$_ca_dir"
     cairn_chain_why="${_ca_base##*/} $cairn_chain_why"
     return "$_ca_rc"
   fi
   cairn_chain_why=
-  cairn_chain_ids=$(state_id "$_ca_base")
+  wait "$_ca_check_pid"
+  chain_extend "$_ca_upper" "$_ca_dir" "$@" 3<"$_ca_dir/checks"
+  _ca_rc=$?
+  rm -rf "$_ca_dir"
+  return "$_ca_rc"
+}
+
+# chain_extend UPPER DIR DELTA...: chain_apply's deltas, applied to UPPER,
+# which holds the base, by the results of chain_check DIR read on fd 3. A
+# delta whose line is missing (its check did not finish) counts as failing
+# its check.
+chain_extend() {
+  _ce_upper=$1
+  _ce_dir=$2
+  shift 2
+  IFS= read -r _ce_line <&3
+  cairn_chain_ids=${_ce_line#ok }
+  _ce_n=0
   while [ $# -gt 0 ]; do
+    _ce_n=$((_ce_n + 1))
     info "applying checkpoint ${1##*/}"
-    _ca_why=$(delta_apply "$_ca_upper" "$1" "$cairn_chain_ids")
-    _ca_rc=$?
-    if [ "$_ca_rc" -ne 0 ]; then
-      cairn_chain_why="${1##*/} $_ca_why"
+    IFS= read -r _ce_line <&3 || _ce_line="bad could not be checked"
+    _ce_rc=1
+    case $_ce_line in
+      "ok "*)
+        _ce_list=$_ce_dir/$_ce_n
+        [ -f "$_ce_list" ] || _ce_list=
+        # Said through a file: a subshell is a fork per link.
+        delta_apply "$_ce_upper" "$1" "$_ce_list" >"$_ce_dir/said"
+        _ce_rc=$?
+        IFS= read -r _ce_why <"$_ce_dir/said"
+        ;;
+      *) _ce_why=${_ce_line#bad } ;;
+    esac
+    if [ "$_ce_rc" -ne 0 ]; then
+      cairn_chain_why="${1##*/} $_ce_why"
       # Past a status 3 nothing of this chain is kept: the caller falls back.
-      [ "$_ca_rc" -ne 3 ] || return 3
-      for _ca_f; do
-        cairn_chain_dropped=${cairn_chain_dropped:+$cairn_chain_dropped }${_ca_f##*/}
+      [ "$_ce_rc" -ne 3 ] || return 3
+      for _ce_f; do
+        cairn_chain_dropped=${cairn_chain_dropped:+$cairn_chain_dropped }${_ce_f##*/}
       done
       warn "$cairn_chain_why: the chain ends before it; dropped: $cairn_chain_dropped"
       return 0
     fi
-    cairn_chain_ids=$cairn_chain_ids,$(delta_id "$1")
+    cairn_chain_ids=$cairn_chain_ids,${_ce_line#ok }
     cairn_chain_applied=$((cairn_chain_applied + 1))
     shift
   done
@@ -154,7 +253,9 @@ is_delta() {
 # (docs/state-format.md). On failure print why, as words that follow the
 # file's name.
 delta_chain() {
-  _dh_chain=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields "$CAIRN_DELTA_MAGIC" | seal_value chain)
+  seal_read "$1" "$CAIRN_DELTA_MAGIC"
+  seal_get "$seal_read_fields" chain
+  _dh_chain=$seal_got
   case ,$_dh_chain, in
     *,,* | *[!A-Za-z0-9_.:,-]*) echo "has a delta seal without a valid chain" && return 1 ;;
   esac

@@ -53,8 +53,12 @@ seal_fields() {
     case $_sf_line in
       end)
         # The padding at once: the shell reads a pipe a byte at a time,
-        # and the seal is mostly padding.
-        [ "$(tr -d '\n' | wc -c)" -eq 0 ]
+        # and the seal is mostly padding. Nothing but newlines: as many
+        # bytes as newlines.
+        _sf_counts=$(wc -lc)
+        # shellcheck disable=SC2086 # split on purpose: "lines bytes"
+        set -- $_sf_counts
+        [ "$1" = "$2" ]
         return
         ;;
       [a-z]*=*)
@@ -71,22 +75,43 @@ seal_fields() {
   return 1
 }
 
-# seal_value KEY: the value of KEY in seal_fields output on stdin. In the
-# shell alone: the boot reads the seal several times before it unpacks.
-seal_value() {
-  while IFS= read -r _sl_line; do
-    case $_sl_line in
-      "$1="*) echo "${_sl_line#*=}" && return 0 ;;
-    esac
-  done
+# seal_read FILE [MAGIC]: set seal_read_fields to the fields of the seal at
+# the end of FILE (seal_fields, whose status it returns; when it fails, the
+# fields it read before).
+seal_read() {
+  seal_read_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields "$2")
+}
+
+# seal_get FIELDS KEY: set seal_got to the value of KEY in FIELDS
+# (seal_fields output), empty when it has none. In the shell alone, without
+# a fork: the boot reads several fields of the seal of every link of a chain.
+# A value holds no newline and a key comes once (seal_fields), so the first
+# line that starts with KEY= is the one.
+seal_get() {
+  # A newline before the first line too: every field then follows one.
+  _sg_fields="
+$1"
+  seal_got=
+  case $_sg_fields in
+    *"
+$2="*)
+      seal_got=${_sg_fields#*"
+$2="}
+      seal_got=${seal_got%%"
+"*}
+      ;;
+  esac
 }
 
 # state_check FILE [MAGIC]: succeed when FILE may be an intact state: a
 # regular file whose size is the sealed size plus the seal, and whose seal
 # is whole and a state's (or, with MAGIC, a delta's: lib/chain.sh). Its
-# bytes are checked by state_verify. On failure print why, as words that
+# bytes are checked by state_verify. Sets checked_seal to the seal's fields
+# and checked_size to the file's bytes, for the caller to use without
+# reading the file again (seal_get). On failure print why, as words that
 # follow the file's name.
 state_check() {
+  checked_seal=
   # A symbolic link is never followed: it would resolve here, in the
   # initramfs, not on the data partition (and cairn status says the same).
   [ ! -L "$1" ] || { echo "is a symbolic link, not a state image" && return 1; }
@@ -96,7 +121,7 @@ state_check() {
   _sc_total=$(stat -c %s "$1") || { echo "cannot be read" && return 1; }
   _sc_rc=1
   if [ "$_sc_total" -gt "$CAIRN_SEAL_SIZE" ]; then
-    _sc_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields "$2")
+    seal_read "$1" "$2"
     _sc_rc=$?
   fi
   case $_sc_rc in
@@ -112,8 +137,10 @@ state_check() {
       return 1
       ;;
   esac
-  _sc_size=$(echo "$_sc_fields" | seal_value size)
-  _sc_sum=$(echo "$_sc_fields" | seal_value sha256)
+  seal_get "$seal_read_fields" size
+  _sc_size=$seal_got
+  seal_get "$seal_read_fields" sha256
+  _sc_sum=$seal_got
   case $_sc_size in
     '' | 0* | *[!0-9]*) _sc_size=x ;;
   esac
@@ -124,18 +151,25 @@ state_check() {
     echo "has a seal without a valid size or sha256"
     return 1
   fi
-  if echo "$_sc_fields" | grep -q '^cksum_fix='; then
-    _sc_fix=$(echo "$_sc_fields" | seal_value cksum_fix)
-    case $_sc_fix in
-      *[!01]*) _sc_fix= ;;
-    esac
-    [ "${#_sc_fix}" -eq 32 ] || { echo "has a seal without a valid cksum_fix" && return 1; }
-  fi
+  case "
+$seal_read_fields" in
+    *"
+cksum_fix="*)
+      seal_get "$seal_read_fields" cksum_fix
+      _sc_fix=$seal_got
+      case $_sc_fix in
+        *[!01]*) _sc_fix= ;;
+      esac
+      [ "${#_sc_fix}" -eq 32 ] || { echo "has a seal without a valid cksum_fix" && return 1; }
+      ;;
+  esac
   if [ "$_sc_total" -ne $((_sc_size + CAIRN_SEAL_SIZE)) ]; then
     echo "is $_sc_total bytes where its seal says $((_sc_size + CAIRN_SEAL_SIZE))" \
       "(truncated or damaged)"
     return 1
   fi
+  checked_seal=$seal_read_fields
+  checked_size=$_sc_total
 }
 
 # state_verify FILE [MAGIC]: succeed when the bytes of FILE (state_check passed)
@@ -146,23 +180,47 @@ state_check() {
 # has the sha256 of the image only. On failure print why, as words that
 # follow the file's name.
 state_verify() {
-  _sv_fields=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields "$2") ||
+  seal_read "$1" "$2" ||
     { echo "has no intact seal at its end (truncated, damaged or not a cairn state)" && return 1; }
-  if echo "$_sv_fields" | grep -q '^cksum_fix='; then
-    _sv_have=$(cksum <"$1") || { echo "cannot be read" && return 1; }
-    [ "$_sv_have" = "$CAIRN_SEAL_CKSUM $(stat -c %s "$1")" ] ||
-      { echo "fails its checksum (cksum mismatch)" && return 1; }
-    return 0
+  seal_get "$seal_read_fields" cksum_fix
+  if [ -n "$seal_got" ]; then
+    _sv_size=$(stat -c %s "$1") || { echo "cannot be read" && return 1; }
+    state_cksum "$1" "$_sv_size"
+    return
   fi
-  _sv_size=$(echo "$_sv_fields" | seal_value size)
-  _sv_have=$(head -c "$_sv_size" "$1" | sha256sum)
-  [ "${_sv_have%% *}" = "$(echo "$_sv_fields" | seal_value sha256)" ] ||
+  seal_get "$seal_read_fields" size
+  _sv_have=$(head -c "$seal_got" "$1" | sha256sum)
+  seal_get "$seal_read_fields" sha256
+  [ "${_sv_have%% *}" = "$seal_got" ] ||
     { echo "fails its checksum (sha256 mismatch)" && return 1; }
+}
+
+# state_cksum FILE SIZE [SUM]: succeed when the POSIX cksum of the whole of
+# FILE, whose seal has cksum_fix, is CAIRN_SEAL_CKSUM, over its SIZE bytes
+# (state_verify). With SUM, what cksum printed of FILE when it was given
+# several files at once (CRC, size, name; empty when it printed nothing of
+# it), instead of running it again. On failure print why, as words that
+# follow the file's name.
+state_cksum() {
+  if [ $# -ge 3 ]; then
+    [ -n "$3" ] || { echo "cannot be read" && return 1; }
+    _cs_have=$3
+    _cs_want="$CAIRN_SEAL_CKSUM $2 $1"
+  else
+    _cs_have=$(cksum <"$1") || { echo "cannot be read" && return 1; }
+    _cs_want="$CAIRN_SEAL_CKSUM $2"
+  fi
+  [ "$_cs_have" = "$_cs_want" ] ||
+    { echo "fails its checksum (cksum mismatch)" && return 1; }
 }
 
 # state_id FILE: the id in FILE's seal.
 state_id() {
-  tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields | seal_value id
+  # What a seal that fails its form says before it fails counts too: the
+  # id of a damaged state tells it apart (state_identity).
+  seal_read "$1"
+  seal_get "$seal_read_fields" id
+  echo "$seal_got"
 }
 
 # fallback REASON NEXT: say why the boot goes on with NEXT, and record it.

@@ -9,7 +9,9 @@
 # saved before cairn recorded it), and then only unsquashfs running out of
 # space tells that a state does not fit.
 state_need() {
-  _sn_space=$(tail -c "$CAIRN_SEAL_SIZE" "$1" | seal_fields | seal_value space)
+  seal_read "$1"
+  seal_get "$seal_read_fields" space
+  _sn_space=$seal_got
   case $_sn_space in
     '' | *[!0-9]*) ;;
     *) [ "${#_sn_space}" -gt 18 ] || echo "$_sn_space" ;;

@@ -196,6 +196,26 @@ describe('booting a checkpoint chain', () => {
     expect(await differences(snaps[0]!, b.upper)).toEqual([]);
   });
 
+  it('ends the chain at the first checkpoint when only its removal list is damaged: its check, run while the base unpacks, finds it before anything of it is applied', async () => {
+    const sealed = await readSeal(deltas[0]!, { deltas: true });
+    if (!sealed.ok) throw new Error(sealed.problem);
+    expect(sealed.seal.removed).toBeGreaterThan(0);
+    // The first path of the list, a name that is not in the upper layer: only the cksum tells.
+    const flipped = sb.path('flipped-list-1');
+    await bitFlippedCopy(deltas[0]!, flipped, sealed.seal.size - sealed.seal.removed!);
+    const b = await boot({ ...stick(), [link(ids[0]!)]: flipped, 'upperfs-backup.squashfs': backup }, 'default');
+    const dropped = `${ids[0]}.squashfs ${ids[1]}.squashfs upperfs.squashfs`;
+    expect(b.record).toMatchObject({ used: 'default', state_id: baseId, skipped: ids[2], chain: '0', chain_dropped: dropped });
+    expect(b.record.fallback).toBe(
+      `upperfs.squashfs: its checkpoint chain ended early, at ${ids[0]}.squashfs fails its checksum (cksum mismatch); booted the base alone, dropped: ${dropped}`,
+    );
+    expect(b.console).toContain(`cairn: applying checkpoint ${ids[0]}.squashfs\n`);
+    expect(b.console).toContain(`cairn: warning: ${ids[0]}.squashfs fails its checksum (cksum mismatch): the chain ends before it; dropped: ${dropped}`);
+    expect(b.console).not.toContain(`applying checkpoint ${ids[1]}.squashfs`);
+    const alone = await boot({ 'upperfs.squashfs': base }, 'default');
+    expect(await differences(alone.upper, b.upper)).toEqual([]);
+  });
+
   it('ends the chain before a tip whose bytes fail their check: the links before it boot', async () => {
     const flipped = sb.path('flipped-tip');
     await bitFlippedCopy(deltas[2]!, flipped, 100);
