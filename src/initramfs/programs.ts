@@ -136,7 +136,7 @@ export const REQUIRED_APPLETS = [
   'sh', 'mount', 'umount', 'switch_root', 'modprobe', 'findfs', 'awk', 'sed', 'grep',
   'sha256sum', 'stat', 'setsid', 'sleep', 'cat', 'echo', 'printf', 'test', 'mkdir',
   'rm', 'mv', 'tr', 'head', 'tail', 'sort', 'xargs', 'find', 'date', 'stty', 'sync', 'poweroff',
-  'uname', 'ls', 'chmod', 'chown', 'dd', 'touch', 'ln', 'timeout', 'od', 'blockdev', 'mktemp', 'kill',
+  'uname', 'ls', 'chmod', 'chown', 'dd', 'touch', 'ln', 'timeout', 'od', 'blockdev', 'mktemp', 'kill', 'wc',
 ] as const;
 
 /**
