@@ -145,7 +145,8 @@ async function chainUnpack(root: string, upper: string, data: string): Promise<v
   const tip = readFileSync(join(data, 'upperfs.squashfs')).subarray(-4096).toString('latin1');
   const chain = /^chain=(.*)$/m.exec(tip)![1]!.split(',');
   const links = [...chain.map((x) => join(data, 'checkpoints', `${x}.squashfs`)), join(data, 'upperfs.squashfs')];
-  const whole = join(root, 'whole');
+  // On the same data partition as the chain: both are read through its loop device.
+  const whole = join(data, 'whole');
   mkdirSync(whole);
   sh(process.execPath, [cli, '--config', conf, 'save', '--upper', upper, '--data', whole, '--progress', 'none']);
   const target = join(root, 'target');

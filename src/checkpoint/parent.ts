@@ -4,7 +4,7 @@ import { withEach, withLoopDevice, withMount, withTempDir } from '../lib/resourc
 import { TreeReach } from '../save/reach.js';
 import { entryAt, isOwnRecord, type Entry } from '../save/tree.js';
 import { readAclsOf, recordedAcls, type Acls } from '../save/acl.js';
-import { readXattrsOf, type XattrMap } from '../save/xattrs.js';
+import { readXattrsAndAclsOf, readXattrsOf, shownValue, type XattrMap } from '../save/xattrs.js';
 import { readSeal } from '../state/seal.js';
 import { decodeRemovals, planDelta, touchedDirs, type DeltaPlan } from './plan.js';
 
@@ -103,9 +103,27 @@ export class ChainView implements ParentView {
     const out: Acls = new Map();
     for (const [i, group] of this.byLink(rels)) {
       const root = this.links[i]!.root;
-      const record = await recordedAcls(root);
-      const acls = record ?? (await readAclsOf(root, group));
+      const acls = (await recordedAcls(root)) ?? (await readAclsOf(root, group));
       for (const rel of group) out.set(rel, acls.get(rel) ?? new Map());
+    }
+    return out;
+  }
+
+  /** xattrsOf with the entries' ACLs (aclsOf) among their xattrs, as readXattrsAndAclsOf shows them. */
+  async xattrsAndAclsOf(rels: readonly string[]): Promise<XattrMap> {
+    const out: XattrMap = new Map();
+    for (const [i, group] of this.byLink(rels)) {
+      const root = this.links[i]!.root;
+      const record = await recordedAcls(root);
+      if (!record) {
+        for (const [rel, x] of await readXattrsAndAclsOf(root, group)) out.set(rel, x);
+        continue;
+      }
+      const xattrs = await readXattrsOf(root, group);
+      for (const rel of group) {
+        const acls = [...(record.get(rel) ?? [])].map(([k, v]): [string, string] => [k, shownValue(v)]);
+        out.set(rel, new Map([...(xattrs.get(rel) ?? []), ...acls]));
+      }
     }
     return out;
   }
@@ -129,9 +147,8 @@ export class ChainView implements ParentView {
  */
 export async function planOverChain(upperRoot: string, upper: Map<string, Entry>, parent: ChainView, since: number): Promise<DeltaPlan> {
   const dirs = touchedDirs(upper, parent, since);
-  const [ux, px, ua, pa] = await Promise.all([readXattrsOf(upperRoot, dirs), parent.xattrsOf(dirs), readAclsOf(upperRoot, dirs), parent.aclsOf(dirs)]);
-  const withAcls = (x: XattrMap, a: Acls): XattrMap => new Map(dirs.map((rel) => [rel, new Map([...(x.get(rel) ?? []), ...(a.get(rel) ?? [])])]));
-  return planDelta({ upper, parent, upperXattrs: withAcls(ux, ua), parentXattrs: withAcls(px, pa), contentsSinceMs: since });
+  const [upperXattrs, parentXattrs] = await Promise.all([readXattrsAndAclsOf(upperRoot, dirs), parent.xattrsAndAclsOf(dirs)]);
+  return planDelta({ upper, parent, upperXattrs, parentXattrs, contentsSinceMs: since });
 }
 
 /** Whether REL or a directory above it is in SET. */

@@ -32,6 +32,18 @@ export function readXattrsOf(root: string, rels: readonly string[]): Promise<Xat
   return dumpXattrsOf(root, rels, SAVED_NAMESPACES, shownValue);
 }
 
+/** What the namespaces squashfs stores hold, and POSIX ACLs (acl.ts), in one pass. */
+const SAVED_AND_ACLS = '^((user|trusted|security)\\.|system\\.posix_acl_(access|default)$)';
+
+/**
+ * readXattrsOf with the entries' POSIX ACLs among their xattrs, shown the
+ * same way: one getfattr for both, where a checkpoint compares a directory
+ * by both.
+ */
+export function readXattrsAndAclsOf(root: string, rels: readonly string[]): Promise<XattrMap> {
+  return dumpXattrsOf(root, rels, SAVED_AND_ACLS, shownValue);
+}
+
 /**
  * dumpXattrs for the entries RELS name only, each in the map (empty when it
  * has none). Paths go to getfattr as arguments, which must be UTF-8 and
@@ -113,7 +125,7 @@ export function getfattrDumpParser(value: (hex: string) => string = (v) => v): {
 }
 
 /** A getfattr hex value (0x...) as compared and shown: itself if short, else its length and digest. */
-function shownValue(hex: string): string {
+export function shownValue(hex: string): string {
   if (hex.length <= SHOWN_HEX + 2) return hex;
   const bytes = (hex.length - 2) / 2;
   return `(${bytes} bytes, sha256 ${createHash('sha256').update(hex).digest('hex')})`;
