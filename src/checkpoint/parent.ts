@@ -36,6 +36,7 @@ export interface MountedLink {
  */
 export class ChainView implements ParentView {
   private readonly reaches: TreeReach[];
+  private readonly records = new Map<number, Promise<Acls | undefined>>();
 
   constructor(private readonly links: readonly MountedLink[]) {
     this.reaches = links.map((l) => new TreeReach(l.root));
@@ -103,7 +104,7 @@ export class ChainView implements ParentView {
     const out: Acls = new Map();
     for (const [i, group] of this.byLink(rels)) {
       const root = this.links[i]!.root;
-      const acls = (await recordedAcls(root)) ?? (await readAclsOf(root, group));
+      const acls = (await this.recordOf(i)) ?? (await readAclsOf(root, group));
       for (const rel of group) out.set(rel, acls.get(rel) ?? new Map());
     }
     return out;
@@ -114,7 +115,7 @@ export class ChainView implements ParentView {
     const out: XattrMap = new Map();
     for (const [i, group] of this.byLink(rels)) {
       const root = this.links[i]!.root;
-      const record = await recordedAcls(root);
+      const record = await this.recordOf(i);
       if (!record) {
         for (const [rel, x] of await readXattrsAndAclsOf(root, group)) out.set(rel, x);
         continue;
@@ -126,6 +127,16 @@ export class ChainView implements ParentView {
       }
     }
     return out;
+  }
+
+  /** The ACL record of link I, read once: cairn diff asks for ACLs twice, the changed directories' and then the changed entries'. */
+  private recordOf(i: number): Promise<Acls | undefined> {
+    let record = this.records.get(i);
+    if (!record) {
+      record = recordedAcls(this.links[i]!.root);
+      this.records.set(i, record);
+    }
+    return record;
   }
 
   /** RELS the parent has, by the link each comes from. */
