@@ -14,7 +14,7 @@ import { compareTrees, type Difference } from '../save/compare.js';
 import { compileExcludes } from '../save/exclude.js';
 import { deviceChecksum } from '../save/pipeline.js';
 import { TreeReach } from '../save/reach.js';
-import { mksquashfsArgs } from '../save/squash.js';
+import { mksquashfsArgs, runMksquashfs } from '../save/squash.js';
 import { displayPath, dropOwnRecords, entryAt, walkTree, type Walk } from '../save/tree.js';
 import { excludeFromDir } from '../save/wildcards.js';
 import { encodeSeal, readSeal, type Seal } from '../state/seal.js';
@@ -205,10 +205,10 @@ async function squashDelta(options: DeltaOptions, plan: DeltaPlan, upper: Walk, 
   const excludeFile = join(tmp, 'exclude');
   await writeFile(excludeFile, Buffer.concat(lines));
   const included: Walk = { entries: new Map([...plan.include].flatMap((r) => (upper.entries.has(r) ? [[r, upper.entries.get(r)!]] : []))), leftOut: [], packed: [] };
-  const args = [options.upperDir, output, ...mksquashfsArgs(options.config), '-wildcards', '-ef', excludeFile];
+  const args = [output, ...mksquashfsArgs(options.config), '-wildcards', '-ef', excludeFile];
   // squashfs keeps no POSIX ACLs: those of the entries the delta holds go into its record, as a state's do.
   args.push('-p', await aclPseudoFile(options.upperDir, join(tmp, 'acls'), included, true));
-  await run('mksquashfs', args, { timeoutMs: 6 * 3600_000, dieWithParent: true, hint: toolHint('mksquashfs') });
+  await runMksquashfs(options.upperDir, args);
 }
 
 interface Verified {

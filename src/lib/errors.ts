@@ -48,6 +48,20 @@ export class CommandFailedError extends CairnError {
   }
 }
 
+/**
+ * A file mksquashfs kept reading again because its size kept changing: a
+ * program is writing it. mksquashfs itself would read it again for as long
+ * as the program writes, so cairn stops it.
+ */
+export class KeepsChangingError extends CairnError {
+  override readonly code = 'KEEPS_CHANGING';
+  constructor(readonly path: string, readonly reads: number) {
+    super(`${path} kept changing while it was read (${reads} reads): a program is writing it; nothing was written, the saved states are as they were`, {
+      hint: 'run it again when that program is done, or leave the file out (an exclude= line in /etc/cairn/cairn.conf)',
+    });
+  }
+}
+
 export class PathError extends CairnError {
   override readonly code = 'BAD_PATH';
   constructor(readonly path: string, readonly problem: string, hint?: string) {

@@ -16,8 +16,12 @@ export interface RunOptions {
    * stays small however much the command prints.
    */
   onStdoutLine?: (line: string) => void;
-  /** How onStdoutLine's lines are decoded: latin1 keeps every byte, for file names. */
+  /** Called with each line the command prints on stderr, as it prints it (stderr is still kept). */
+  onStderrLine?: (line: string) => void;
+  /** How onStdoutLine's and onStderrLine's lines are decoded: latin1 keeps every byte, for file names. */
   lineEncoding?: 'utf8' | 'latin1';
+  /** Aborting it kills the command; run then throws the signal's reason. */
+  signal?: AbortSignal;
   /**
    * stdout goes to /dev/null, unread: for output that only has to be made.
    * A write there costs nothing, where through a pipe every byte is copied
@@ -97,34 +101,17 @@ export async function run(file: string, args: readonly string[], options: RunOpt
     ...(options.input === undefined ? { stdin: 'ignore' as const } : {}),
     ...(options.discardStdout ? { stdout: 'ignore' as const } : {}),
   });
-  if (options.onStdoutLine) {
-    const onLine = options.onStdoutLine;
-    const encoding = options.lineEncoding ?? 'utf8';
-    // Split as bytes, decoded a whole line at a time: a chunk may end inside
-    // a UTF-8 character, and a line may span many chunks.
-    let pending: Buffer[] = [];
-    const emit = (line: Buffer) => {
-      if (line.length) onLine(line.toString(encoding));
-    };
-    child.stdout?.on('data', (chunk: Buffer) => {
-      // Progress bars redraw with \r: it ends a line too.
-      let start = 0;
-      let nl = chunk.indexOf(0x0a);
-      let cr = chunk.indexOf(0x0d);
-      while (nl >= 0 || cr >= 0) {
-        const end = nl < 0 ? cr : cr < 0 ? nl : Math.min(nl, cr);
-        emit(Buffer.concat([...pending, chunk.subarray(start, end)]));
-        pending = [];
-        start = end + 1;
-        if (nl >= 0 && nl < start) nl = chunk.indexOf(0x0a, start);
-        if (cr >= 0 && cr < start) cr = chunk.indexOf(0x0d, start);
-      }
-      if (start < chunk.length) pending.push(chunk.subarray(start));
-    });
-    child.stdout?.on('end', () => emit(Buffer.concat(pending)));
-  }
+  const encoding = options.lineEncoding ?? 'utf8';
+  if (options.onStdoutLine && child.stdout) splitLines(child.stdout, encoding, options.onStdoutLine);
+  if (options.onStderrLine && child.stderr) splitLines(child.stderr, encoding, options.onStderrLine);
+  const abort = () => child.kill('SIGKILL');
+  options.signal?.addEventListener('abort', abort, { once: true });
   if (!options.cleanUp) running.add(child);
-  const result = await child.finally(() => running.delete(child));
+  const result = await child.finally(() => {
+    running.delete(child);
+    options.signal?.removeEventListener('abort', abort);
+  });
+  if (options.signal?.aborted) throw options.signal.reason;
   if (stoppedBy && !options.cleanUp) throw new StoppedError(stoppedBy);
   const stdout = String(result.stdout ?? '');
   const stderr = String(result.stderr ?? '');
@@ -143,6 +130,33 @@ export async function run(file: string, args: readonly string[], options: RunOpt
     });
   }
   return { stdout, stderr, exitCode };
+}
+
+/**
+ * Calls ONLINE with each line of STREAM as it comes. Split as bytes, decoded
+ * a whole line at a time: a chunk may end inside a UTF-8 character, and a
+ * line may span many chunks. Progress bars redraw with \r: it ends a line too.
+ */
+function splitLines(stream: NodeJS.ReadableStream, encoding: 'utf8' | 'latin1', onLine: (line: string) => void): void {
+  let pending: Buffer[] = [];
+  const emit = (line: Buffer) => {
+    if (line.length) onLine(line.toString(encoding));
+  };
+  stream.on('data', (chunk: Buffer) => {
+    let start = 0;
+    let nl = chunk.indexOf(0x0a);
+    let cr = chunk.indexOf(0x0d);
+    while (nl >= 0 || cr >= 0) {
+      const end = nl < 0 ? cr : cr < 0 ? nl : Math.min(nl, cr);
+      emit(Buffer.concat([...pending, chunk.subarray(start, end)]));
+      pending = [];
+      start = end + 1;
+      if (nl >= 0 && nl < start) nl = chunk.indexOf(0x0a, start);
+      if (cr >= 0 && cr < start) cr = chunk.indexOf(0x0d, start);
+    }
+    if (start < chunk.length) pending.push(chunk.subarray(start));
+  });
+  stream.on('end', () => emit(Buffer.concat(pending)));
 }
 
 /** The last few lines of a command's output: what a user needs to see of a failure. */

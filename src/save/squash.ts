@@ -1,9 +1,9 @@
 import { open, writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import type { Config } from '../config.js';
-import { CommandFailedError, NoSpaceError } from '../lib/errors.js';
+import { CommandFailedError, KeepsChangingError, NoSpaceError } from '../lib/errors.js';
 import { log } from '../lib/log.js';
-import { run } from '../lib/run.js';
+import { run, type RunResult } from '../lib/run.js';
 import { STATE } from '../names.js';
 import { aclPseudoFile } from './acl.js';
 import { compileExcludes } from './exclude.js';
@@ -56,7 +56,7 @@ export async function squash(options: SquashOptions, freeBytes: () => Promise<nu
     options.onWarning?.(warning);
   }
   for (const p of packed) log.info({ paths: p.rels.map(displayPath), size: p.entry.size, data: p.entry.allocated }, 'kept without its holes');
-  const args = [options.upperDir, options.output, ...mksquashfsArgs(options.config)];
+  const args = [options.output, ...mksquashfsArgs(options.config)];
   // mksquashfs matches the patterns itself, so what appears in the upper
   // layer while it runs (a new file in /tmp) is left out the same way.
   // The records' names at the root are the save's own (acl.ts, sparse.ts);
@@ -75,15 +75,7 @@ export async function squash(options: SquashOptions, freeBytes: () => Promise<nu
   args.push('-p', await aclPseudoFile(options.upperDir, join(work, 'acls'), saved));
   for (const def of await sparsePseudoFiles(options.upperDir, join(work, 'sparse'), saved)) args.push('-p', def);
   try {
-    const { stderr } = await run('mksquashfs', args, {
-      timeoutMs: 6 * 3600_000,
-      dieWithParent: true,
-      hint: MKSQUASHFS_HINT,
-      onStdoutLine: (line) => {
-        const m = /\] +(\d+)\/(\d+) +\d+%/.exec(line);
-        if (m && Number(m[2]) > 0) options.onProgress?.(Number(m[1]) / Number(m[2]));
-      },
-    });
+    const { stderr } = await runMksquashfs(options.upperDir, args, options.onProgress);
     await expectImage(options.output, stderr);
   } catch (e) {
     if (e instanceof CommandFailedError && /No space left|ENOSPC/i.test(e.stderrTail)) {
@@ -92,6 +84,52 @@ export async function squash(options: SquashOptions, freeBytes: () => Promise<nu
     throw e;
   }
   return { leftOut };
+}
+
+/** mksquashfs's words when a file's size changed while it read it: it then reads the file again, for as long as it changes. */
+const READ_AGAIN = /^File (.*) changed size while reading filesystem, attempting to re-read$/s;
+/** Reads of one file after which cairn stops mksquashfs: a program is writing it. */
+export const READS_ALLOWED = 4;
+
+/**
+ * mksquashfs ARGS over SOURCE, as every save and checkpoint runs it: killed
+ * with cairn, its progress (when asked) read from its bar, and stopped with
+ * a KeepsChangingError when a file keeps changing under it, where mksquashfs
+ * would read it again for as long as a program writes it (a download, a
+ * log): a save that never ends would hold up the power-off, a checkpoint
+ * would keep a core busy.
+ */
+export async function runMksquashfs(source: string, args: readonly string[], onProgress?: (fraction: number) => void): Promise<RunResult> {
+  const reads = new Map<string, number>();
+  const stop = new AbortController();
+  // A name holding a newline comes in several lines: they are put back together.
+  let message: string[] = [];
+  return run('mksquashfs', [source, ...args], {
+    timeoutMs: 6 * 3600_000,
+    dieWithParent: true,
+    hint: MKSQUASHFS_HINT,
+    // File names as bytes: a name need not be UTF-8.
+    lineEncoding: 'latin1',
+    signal: stop.signal,
+    onStdoutLine: (line) => {
+      const m = /\] +(\d+)\/(\d+) +\d+%/.exec(line);
+      if (m && Number(m[2]) > 0) onProgress?.(Number(m[1]) / Number(m[2]));
+    },
+    onStderrLine: (line) => {
+      if (line.startsWith('File ')) message = [];
+      message.push(line);
+      const m = READ_AGAIN.exec(message.join('\n'));
+      if (!m) return;
+      message = [];
+      const path = Buffer.from(m[1]!, 'latin1').toString('utf8');
+      const n = (reads.get(path) ?? 1) + 1;
+      reads.set(path, n);
+      if (n >= READS_ALLOWED && !stop.signal.aborted) {
+        // Named as the running system sees it, not by the upper layer's path.
+        stop.abort(new KeepsChangingError(path.startsWith(`${source}/`) ? path.slice(source.length) : path, n));
+      }
+    },
+  });
 }
 
 const MKSQUASHFS_HINT =

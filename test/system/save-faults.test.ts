@@ -173,6 +173,28 @@ describe('faults during a save leave the previous states untouched', () => {
     await expectUntouched(data, before);
   });
 
+  it('a file that keeps growing while the save reads it (a download, a log): the save stops within seconds, names it, and nothing rotates', async () => {
+    const data = await withTwoStates('growing');
+    const before = fingerprint(data);
+    const file = join(upper, 'growing\nlog');
+    await execa('sh', ['-c', 'head -c 20000000 /dev/urandom >"$1"', 'sh', file]);
+    // mksquashfs on its own reads such a file again for as long as it grows.
+    const writer = execa('sh', ['-c', 'while :; do head -c 65536 /dev/urandom >>"$1"; done', 'sh', file], { reject: false });
+    try {
+      const started = Date.now();
+      const r = await cairn(['save', '--upper', upper, '--data', data]);
+      expect(r.exitCode, r.stdout).toBe(1);
+      expect(r.stderr).toContain('/growing\nlog kept changing while it was read');
+      expect(r.stderr).toMatch(/the saved states are as they were/);
+      expect(Date.now() - started).toBeLessThan(60_000);
+    } finally {
+      writer.kill('SIGKILL');
+      await writer;
+      await rm(file, { force: true });
+    }
+    await expectUntouched(data, before);
+  });
+
   it('a corrupt newest state: verify and status say so, and the next default boot uses the backup', async () => {
     const data = await withTwoStates('corrupt');
     const newest = join(data, 'upperfs.squashfs');

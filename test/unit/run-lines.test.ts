@@ -40,4 +40,25 @@ describe('run with a line callback', () => {
     // Kept, 300 MB would pass execa's 100 MB limit and kill the command.
     expect(r.stdout).toBe('');
   });
+
+  it('gives stderr line by line too, and keeps it for the result', async () => {
+    const got: string[] = [];
+    const r = await run('sh', ['-c', `printf 'one\\ntwo' >&2; echo out`], { timeoutMs: 30_000, onStderrLine: (l) => got.push(l) });
+    expect(got).toEqual(['one', 'two']);
+    expect(r.stderr).toBe('one\ntwo');
+    expect(r.stdout).toBe('out');
+  });
+
+  it('kills the command when its signal is aborted, and throws the reason', async () => {
+    const stop = new AbortController();
+    const started = Date.now();
+    const reason = new Error('seen enough');
+    const r = run('sh', ['-c', 'echo go >&2; exec sleep 30'], {
+      timeoutMs: 60_000,
+      signal: stop.signal,
+      onStderrLine: (l) => l === 'go' && stop.abort(reason),
+    });
+    await expect(r).rejects.toBe(reason);
+    expect(Date.now() - started).toBeLessThan(10_000);
+  });
 });

@@ -385,38 +385,75 @@ describe('the chain cairn checkpoint and cairn save lay out, booted', () => {
     expect(await differences(upper, again.upper)).toEqual([]);
   }, 300_000);
 
-  it('stopped by SIGTERM in the middle (the timer stopped at shutdown), a checkpoint leaves no temp file, mount or loop device, and the states as they were', async () => {
-    const data = await s.dataPartition('rt-term-data', 256);
-    const first = s.path('rt-term-first');
+  /** A saved state on a data partition, and a session booted from it: its upper layer and boot record, as the boot leaves them. */
+  async function bootedSession(name: string): Promise<{ data: string; upper: string; bootRecord: string; before: Buffer }> {
+    const data = await s.dataPartition(`${name}-data`, 256);
+    const first = s.path(`${name}-first`);
     await mkdir(join(first, 'root'), { recursive: true });
     await writeFile(join(first, 'root/notes'), 'saved\n');
     expect((await cairn(['save', '--upper', first, '--data', data, '--progress', 'none'])).exitCode).toBe(0);
     const before = await readFile(join(data, 'upperfs.squashfs'));
     const seal = await readSeal(join(data, 'upperfs.squashfs'));
-    const upper = s.path('rt-term-upper');
+    const upper = s.path(`${name}-upper`);
     await mkdir(upper);
     await unpackAsBoot(join(data, 'upperfs.squashfs'), upper);
-    const runDir = s.path('rt-term-run');
+    const runDir = s.path(`${name}-run`);
     await mkdir(runDir);
     await writeFile(
       join(runDir, 'boot'),
       `requested=default\nused=default\nstate_id=${seal.ok ? seal.seal.id : ''}\nsession=t\nunpacked_at=${Math.floor(Date.now() / 1000)}\n` +
         `unpacked_uptime=${(await readFile('/proc/uptime', 'utf8')).split(' ')[0]}\n`,
     );
+    return { data, upper, bootRecord: join(runDir, 'boot'), before };
+  }
+
+  /** What a checkpoint that wrote nothing leaves: no temp file, loop device or mount, and the newest state as it was. */
+  async function expectNothingLeft(data: string, before: Buffer): Promise<void> {
+    expect((await readdir(data)).filter((n) => n.includes('.tmp'))).toEqual([]);
+    expect(await readFile(join(data, 'upperfs.squashfs'))).toEqual(before);
+    const loops = (await execa('losetup', ['--associated', join(data, 'upperfs.squashfs'), '--noheadings'])).stdout;
+    expect(loops).toBe('');
+    expect(await readFile('/proc/self/mounts', 'utf8')).not.toContain('cairn-link-');
+  }
+
+  it('stopped by SIGTERM in the middle (the timer stopped at shutdown), a checkpoint leaves no temp file, mount or loop device, and the states as they were', async () => {
+    const { data, upper, bootRecord, before } = await bootedSession('rt-term');
     await new Promise((r) => setTimeout(r, 1100));
     await execa('sh', ['-c', 'head -c 100000000 /dev/urandom >"$1"', 'sh', join(upper, 'root/big')]);
-    const child = execa(process.execPath, [CLI, 'checkpoint', '--upper', upper, '--data', data, '--boot-record', join(runDir, 'boot'), '--progress', 'none'], { reject: false, stdin: 'ignore', forceKillAfterDelay: false });
+    const child = execa(process.execPath, [CLI, 'checkpoint', '--upper', upper, '--data', data, '--boot-record', bootRecord, '--progress', 'none'], { reject: false, stdin: 'ignore', forceKillAfterDelay: false });
     // Once its image is being written, the links are mounted and mksquashfs runs.
     for (let i = 0; i < 600 && !(await readdir(data)).some((n) => n.endsWith('.tmp.tmp')); i++) await new Promise((r) => setTimeout(r, 20));
     child.kill('SIGTERM');
     const r = await child;
     expect(r.exitCode, r.stderr).toBe(143);
     expect(r.stderr).toContain('stopped by SIGTERM');
-    expect((await readdir(data)).filter((n) => n.includes('.tmp'))).toEqual([]);
-    expect(await readFile(join(data, 'upperfs.squashfs'))).toEqual(before);
-    const loops = (await execa('losetup', ['--associated', join(data, 'upperfs.squashfs'), '--noheadings'])).stdout;
-    expect(loops).toBe('');
-    expect(await readFile('/proc/self/mounts', 'utf8')).not.toContain('cairn-link-');
+    await expectNothingLeft(data, before);
+  }, 120_000);
+
+  it('stops within seconds when a file keeps growing while it is read (a download), names it, and leaves the states as they were; the next checkpoint, once the file is quiet, holds it', async () => {
+    const { data, upper, bootRecord, before } = await bootedSession('rt-grow');
+    await new Promise((r) => setTimeout(r, 1100));
+    const file = join(upper, 'root/download part');
+    await execa('sh', ['-c', 'head -c 20000000 /dev/urandom >"$1"', 'sh', file]);
+    // mksquashfs on its own reads such a file again for as long as it grows.
+    const writer = execa('sh', ['-c', 'while :; do head -c 65536 /dev/urandom >>"$1"; done', 'sh', file], { reject: false });
+    const checkpoint = () => cairn(['checkpoint', '--upper', upper, '--data', data, '--boot-record', bootRecord, '--progress', 'none']);
+    try {
+      const started = Date.now();
+      const r = await checkpoint();
+      expect(r.exitCode, r.stderr).toBe(1);
+      expect(r.stderr).toContain('/root/download part kept changing while it was read');
+      expect(r.stderr).toMatch(/hint: run it again when that program is done/);
+      expect(Date.now() - started).toBeLessThan(60_000);
+      await expectNothingLeft(data, before);
+    } finally {
+      writer.kill('SIGKILL');
+      await writer;
+    }
+    const again = await checkpoint();
+    expect(again.exitCode, again.stderr).toBe(0);
+    const listed = (await execa('unsquashfs', ['-lc', join(data, 'upperfs.squashfs')])).stdout;
+    expect(listed).toContain('/root/download part');
   }, 120_000);
 
   it('refuses a checkpoint of a session that booted clean, with the exit status a timer retries on', async () => {
