@@ -1,3 +1,6 @@
 import { main } from './cli.js';
 
-process.exitCode = await main(process.argv);
+// No top-level await: the runtime is bundled as CommonJS (src/entry.mjs runs it).
+void main(process.argv).then((code) => {
+  process.exitCode = code;
+});

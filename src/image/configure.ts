@@ -6,6 +6,7 @@ import { PathError } from '../lib/errors.js';
 import { log } from '../lib/log.js';
 import { DATA, RUNTIME } from '../names.js';
 import type { Base, Service } from './base.js';
+import { installRuntime } from './codeCache.js';
 import { addUser } from './users.js';
 
 export interface ConfigureOptions {
@@ -21,17 +22,6 @@ export interface ConfigureOptions {
   dataDir: string;
   /** apk: the repositories the image's apk uses. */
   repositories: string[];
-}
-
-/** Where the bundled runtime is: the running file when bundled, else dist/ of the checkout. */
-export function runtimeBundle(): string {
-  const self = fileURLToPath(import.meta.url);
-  if (self.endsWith('cairn.mjs')) return self;
-  let dir = dirname(self);
-  for (let i = 0; i < 5; i++, dir = dirname(dir)) {
-    if (existsSync(join(dir, 'dist', 'cairn.mjs'))) return join(dir, 'dist', 'cairn.mjs');
-  }
-  throw new PathError('dist/cairn.mjs', 'the bundled runtime was not found', 'run npm run build first');
 }
 
 /** Where the image keeps the checkpoint timer's loop (openrc/cairn-checkpoint.initd names it too). */
@@ -61,11 +51,8 @@ export async function configureRoot(root: string, base: Base, o: ConfigureOption
     await appendFile(join(root, 'etc/inittab'), `\n# A login on the first serial port, for sticks in machines without a screen.\n${base.serialGetty}\n`);
   }
 
-  // The runtime: one file, run by the image's Node.js.
-  await mkdir(join(root, 'usr/lib/cairn'), { recursive: true });
-  await copyFile(runtimeBundle(), join(root, 'usr/lib/cairn/cairn.mjs'));
-  await mkdir(join(root, 'usr/bin'), { recursive: true });
-  await writeFile(join(root, 'usr/bin/cairn'), '#!/bin/sh\nexec node /usr/lib/cairn/cairn.mjs "$@"\n', { mode: 0o755 });
+  // The runtime, run by the image's Node.js.
+  await installRuntime(root);
   // The early-boot module, for initramfs builds on the running system.
   await copyTree(o.initDir, join(root, 'usr/share/cairn/initramfs'));
   await mkdir(join(root, dirname(RUNTIME.config)), { recursive: true });

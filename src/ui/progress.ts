@@ -2,6 +2,7 @@
  * Progress on a terminal: one line, redrawn in place, on stderr so that
  * stdout carries only the result. Silent when stderr is not a terminal.
  */
+import { createInterface } from 'node:readline/promises';
 export interface Progress {
   phase(name: string): void;
   fraction(name: string, f: number): void;
@@ -59,7 +60,6 @@ export async function confirmTyped(question: string, word: string): Promise<bool
 /** The line typed on the terminal, trimmed; undefined without one. */
 async function ask(prompt: string): Promise<string | undefined> {
   if (!process.stdin.isTTY || !process.stderr.isTTY) return undefined;
-  const { createInterface } = await import('node:readline/promises');
   const rl = createInterface({ input: process.stdin, output: process.stderr });
   try {
     return (await rl.question(prompt)).trim();

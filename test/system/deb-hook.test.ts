@@ -119,6 +119,14 @@ const installed = async (pkg: string) =>
   (await withChroot(root, [], () => inChroot(root, ['dpkg-query', '-W', '-f', '${Status}', pkg], { okExitCodes: [1] }))).stdout;
 
 describe('apt install of a kernel and firmware on the debian base (real apt, dpkg and Debian packages; a chroot stands in for the running root)', () => {
+  it('the root carries cairn with a code cache its own Node.js made and uses (src/entry.mjs)', async () => {
+    const r = await withChroot(root, [], () => inChroot(root, ['node', '/usr/lib/cairn/cairn.mjs', '--version'], { timeoutMs: 60_000, env: { CAIRN_CODE_CACHE: 'check' } }));
+    expect(r.stdout).toMatch(/^\d+\.\d+\.\d+$/);
+    // (The host's NODE_EXTRA_CA_CERTS, if set, makes Node.js warn in the chroot.)
+    expect(r.stderr.split('\n')).toContain('cairn: code cache used');
+    expect((await execa('chroot', [root, '/usr/bin/cairn', '--version'])).stdout).toBe(r.stdout);
+  });
+
   it('refuses a kernel package whose bytes differ from the signed index, before dpkg runs', async () => {
     const r = await apt(['install', '-y', '--no-install-recommends', '/tampered.deb']);
     expect(r.exitCode).not.toBe(0);

@@ -170,6 +170,7 @@ describe('alpine base: an image from a local repository', () => {
       const files = await listing(rootfs);
       // The runtime and the apk shim ahead of the real apk.
       expect(files).toContain('usr/lib/cairn/cairn.mjs');
+      expect(files).toContain('usr/lib/cairn/cairn.cjs');
       expect(await cat(rootfs, SHIM_PATH.slice(1))).toContain(SHIM_MARKER);
       const profile = await cat(rootfs, 'etc/profile');
       expect(profile.indexOf('/usr/local/sbin')).toBeLessThan(profile.indexOf(':/sbin'));
