@@ -279,7 +279,9 @@ install_tools() {
 install_tools
 
 cd "$here"
-if [ ! -f dist/cairn.mjs ] || [ -n "$(find src initramfs openrc grub -newer dist/cairn.mjs -type f 2>/dev/null | head -n 1)" ]; then
+# The command (dist/cairn.mjs) and the runtime it runs (dist/cairn.cjs), built together.
+if [ ! -f dist/cairn.mjs ] || [ ! -f dist/cairn.cjs ] ||
+	[ -n "$(find src initramfs openrc grub scripts -newer dist/cairn.cjs -type f 2>/dev/null | head -n 1)" ]; then
 	echo "Building the cairn runtime" >&2
 	[ -d node_modules ] || npm install --no-audit --no-fund >/dev/null || die "npm install failed"
 	npm run --silent build >/dev/null || die "the runtime did not build"
