@@ -2,7 +2,8 @@
  * A user's day with cairn, end to end: the debian image built by `cairn image
  * build`, booted in QEMU through the firmware and GRUB (entries picked over
  * the serial console), logged into, changed, powered off (the shutdown save
- * runs), and booted again. One image, one boot per step, in order. The
+ * runs), and booted again. One image, one boot per step (two for the
+ * power cut of step 6), in order. The
  * system update of the day (step 8) and the UEFI boots are in
  * test/vm/stick-update.test.ts, on a copy of the same built image, so the
  * two run side by side (test/helpers/vm-stick.ts).
@@ -66,6 +67,8 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
 
   it('1. first boot, default entry: the system comes up with nothing saved yet', async () => {
     const s = await boots.boot('1-first', image, 'default');
+    // The image's Node.js runs cairn from the code cache the build made (src/entry.mjs).
+    expect(await s.ok('CAIRN_CODE_CACHE=check cairn --version 2>&1 >/dev/null')).toBe('cairn: code cache used');
     const status = await s.ok('cairn status');
     expect(status).toMatch(/booted: default, nothing saved yet/);
     expect(status).toMatch(/none yet/);
@@ -123,30 +126,20 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
     expect(await stateDigest(image)).toBe(before);
   }, 1200_000);
 
-  it('6. a corrupt upperfs.squashfs: the default boot passes over it, says so, and runs', async () => {
+  it('6. a corrupt upperfs.squashfs: the default boot passes over it and says so; a checkpoint of that session, then QEMU killed in the middle of the shutdown save: the next boot unpacks the checkpoint', async () => {
     // Step 4's shutdown save wrote a checkpoint over the backup it booted
     // (docs/saving.md "Checkpoints"): the newest state is that delta, the
     // tip of a chain whose base is the backup.
     await corruptOnImage(image, 'upperfs.squashfs');
     const s = await boots.boot('6-corrupt', image, 'default');
-    try {
-      // The state was sealed by this cairn: the boot's check is the whole file's cksum (docs/state-format.md).
-      // A damaged link ends its chain: the links before it, here the base alone, boot.
-      expect(s.vm.output).toMatch(/upperfs\.squashfs fails its checksum \(cksum mismatch\): the chain ends before it; dropped: upperfs\.squashfs/);
-      const status = await s.ok('cairn status');
-      expect(status).toMatch(/booted: default/);
-      expect(status).toMatch(/fallback: upperfs\.squashfs: its checkpoint chain ended early/);
-      expect(await s.ok('cat /root/notes')).toBe('root-change');
-      await s.powerOff();
-    } finally {
-      // A guest left running would hold the image the next case boots.
-      await s.vm.stop();
-    }
-  }, 900_000);
-
-  it('7. a checkpoint, then QEMU killed in the middle of the shutdown save: the next boot unpacks the checkpoint', async () => {
-    const s = await boots.boot('7-killed', image, 'default');
-    // The timer that writes checkpoints runs in every session.
+    // The state was sealed by this cairn: the boot's check is the whole file's cksum (docs/state-format.md).
+    // A damaged link ends its chain: the links before it, here the base alone, boot.
+    expect(s.vm.output).toMatch(/upperfs\.squashfs fails its checksum \(cksum mismatch\): the chain ends before it; dropped: upperfs\.squashfs/);
+    const status = await s.ok('cairn status');
+    expect(status).toMatch(/booted: default/);
+    expect(status).toMatch(/fallback: upperfs\.squashfs: its checkpoint chain ended early/);
+    expect(await s.ok('cat /root/notes')).toBe('root-change');
+    // The timer that writes checkpoints runs in every session, a fallback's too.
     expect(await s.ok('rc-service cairn-checkpoint status')).toMatch(/started/);
     // This stick's states are a few hundred KiB, so its checkpoints soon
     // weigh more than half the base and a save makes a whole state instead
@@ -158,15 +151,19 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
     await s.ok('dd if=/dev/urandom of=/root/big bs=1M count=64 status=none');
     s.vm.send('poweroff\r');
     await s.vm.waitFor('Saving this session to the stick', 300_000);
+    // A power cut in the middle of the save.
     await s.vm.stop();
-    const again = await boots.boot('7-after-kill', image, 'default');
-    // The save was cut short: the checkpoint is the newest state, or the save's own delta over it if it got that far.
-    expect(again.vm.output).toMatch(/cairn: booting the newest state \(upperfs\.squashfs\), id [0-9a-f-]+: a base and \d+ checkpoints?/);
-    expect(await again.ok('cat /root/checkpointed')).toBe('kept-by-the-checkpoint');
-    const status = await again.ok('cairn status');
-    expect(status).toMatch(/next default boot: default/);
-    // Step 6's damaged state is kept, held, as an older one: the newest is whole.
-    expect(status).not.toMatch(/default\s+upperfs\.squashfs.*DAMAGED/);
-    await again.vm.stop();
-  }, 1200_000);
+    const again = await boots.boot('6-after-kill', image, 'default');
+    try {
+      // The save was cut short: the checkpoint is the newest state, or the save's own delta over it if it got that far.
+      expect(again.vm.output).toMatch(/cairn: booting the newest state \(upperfs\.squashfs\), id [0-9a-f-]+: a base and \d+ checkpoints?/);
+      expect(await again.ok('cat /root/checkpointed /root/notes')).toBe('kept-by-the-checkpoint\nroot-change');
+      const after = await again.ok('cairn status');
+      expect(after).toMatch(/next default boot: default/);
+      // The damaged state is kept, held, as an older one: the newest is whole.
+      expect(after).not.toMatch(/default\s+upperfs\.squashfs.*DAMAGED/);
+    } finally {
+      await again.vm.stop();
+    }
+  }, 1500_000);
 });
