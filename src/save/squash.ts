@@ -89,7 +89,7 @@ export async function squash(options: SquashOptions, freeBytes: () => Promise<nu
 /** mksquashfs's words when a file's size changed while it read it: it then reads the file again, for as long as it changes. */
 const READ_AGAIN = /^File (.*) changed size while reading filesystem, attempting to re-read$/s;
 /** Reads of one file after which cairn stops mksquashfs: a program is writing it. */
-export const READS_ALLOWED = 4;
+const READS_ALLOWED = 4;
 
 /**
  * mksquashfs ARGS over SOURCE, as every save and checkpoint runs it: killed
@@ -116,7 +116,8 @@ export async function runMksquashfs(source: string, args: readonly string[], onP
       if (m && Number(m[2]) > 0) onProgress?.(Number(m[1]) / Number(m[2]));
     },
     onStderrLine: (line) => {
-      if (line.startsWith('File ')) message = [];
+      // (Other lines between them are few; a bound keeps a flood of them cheap.)
+      if (line.startsWith('File ') || message.length >= 16) message = [];
       message.push(line);
       const m = READ_AGAIN.exec(message.join('\n'));
       if (!m) return;
