@@ -126,7 +126,7 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
     expect(await stateDigest(image)).toBe(before);
   }, 1200_000);
 
-  it('6. a corrupt upperfs.squashfs: the default boot passes over it and says so; a checkpoint of that session, then QEMU killed in the middle of the shutdown save: the next boot unpacks the checkpoint', async () => {
+  it('6. a corrupt upperfs.squashfs: the default boot passes over it and says so; the timer\'s checkpoint of that session, then QEMU killed in the middle of the shutdown save: the next boot unpacks the checkpoint', async () => {
     // Step 4's shutdown save wrote a checkpoint over the backup it booted
     // (docs/saving.md "Checkpoints"): the newest state is that delta, the
     // tip of a chain whose base is the backup.
@@ -146,8 +146,16 @@ describe.sequential('a user\'s day with a cairn stick (debian image, QEMU)', () 
     // (chain_ratio): a user who wants long chains says so in cairn.conf.
     await s.ok('echo chain_ratio=10 >> /etc/cairn/cairn.conf');
     await s.ok('echo kept-by-the-checkpoint > /root/checkpointed');
-    const checkpoint = await s.ok('cairn checkpoint --progress none', 600_000);
-    expect(checkpoint).toMatch(/^saved a checkpoint of .*: a base and \d+ checkpoints?$/m);
+    // The timer writes the checkpoint by itself: every minute from here on
+    // (its loop reads checkpoint_interval every minute, and the session is
+    // older than one), its words in its log.
+    const written = async () => (await s.ok('cat /var/log/cairn-checkpoint.log').catch(() => '')).match(/^saved a checkpoint of .*: a base and \d+ checkpoints?$/gm) ?? [];
+    const before = (await written()).length;
+    await s.ok('echo checkpoint_interval=1 >> /etc/cairn/cairn.conf');
+    for (let i = 0; i < 40 && (await written()).length === before; i++) await new Promise((r) => setTimeout(r, 5000));
+    expect((await written()).length).toBeGreaterThan(before);
+    // No more of them: the power cut below is to meet the shutdown save.
+    await s.ok('echo checkpoint_interval=0 >> /etc/cairn/cairn.conf');
     await s.ok('dd if=/dev/urandom of=/root/big bs=1M count=64 status=none');
     s.vm.send('poweroff\r');
     await s.vm.waitFor('Saving this session to the stick', 300_000);
