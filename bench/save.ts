@@ -20,7 +20,7 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { availableParallelism, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { DEFAULTS } from '../src/config.js';
 import { mksquashfsArgs } from '../src/save/squash.js';
@@ -32,6 +32,7 @@ const stickRounds = Number(process.env.BENCH_STICK_ROUNDS ?? 1);
 // BENCH_LEVEL compares another zstd level; both sides always use the same options.
 const config = { ...DEFAULTS, compressionLevel: Number(process.env.BENCH_LEVEL ?? DEFAULTS.compressionLevel) };
 const cli = join(process.cwd(), 'dist/cairn.mjs');
+const cores = availableParallelism();
 
 function sh(cmd: string, args: string[]): string {
   return execFileSync(cmd, args, { encoding: 'utf8' });
@@ -87,19 +88,20 @@ function runVariant(v: Variant): void {
         writeFileSync('/proc/sys/vm/drop_caches', '3');
         const before = stat();
         const t = process.hrtime.bigint();
-        const cmd = inThrottle(hasTime ? ['/usr/bin/time', '-f', '%M', ...argv] : argv, throttle);
+        const cmd = inThrottle(hasTime ? ['/usr/bin/time', '-f', '%M %U %S', ...argv] : argv, throttle);
         const r = spawnSync(cmd[0]!, cmd.slice(1), { encoding: 'utf8' });
         const seconds = Number(process.hrtime.bigint() - t) / 1e9;
         if (r.status !== 0) throw new Error(`${argv.join(' ')} failed: ${r.stderr}`);
         const after = stat();
         sh('sync', []);
         const written = stat();
-        const maxRssKiB = hasTime ? Number(r.stderr.trim().split('\n').pop()) : NaN;
+        const [rss, user, sys] = hasTime ? r.stderr.trim().split('\n').pop()!.split(' ').map(Number) : [NaN, NaN, NaN];
         return {
           seconds,
+          cpuSeconds: user! + sys!,
+          maxRssKiB: rss!,
           bytesWritten: (written[6]! - before[6]!) * 512,
           bytesRead: (after[2]! - before[2]!) * 512,
-          maxRssKiB,
           stdout: r.stdout,
         };
       };
@@ -109,6 +111,10 @@ function runVariant(v: Variant): void {
         // The bare tool, followed by the fsync of the image a save does too.
         const bare = measure(['sh', '-c', 'mksquashfs "$@" && sync "$2"', 'sh', upper, bareImage, ...mksquashfsArgs(config), '-wildcards', '-ef', excludeFile]);
         const bareSize = statSync(bareImage).size;
+        // The least a save that reads its image back whole could add: the bare
+        // unsquashfs of it, into RAM as the boot does (never on the stick).
+        const readBack = measure(['unsquashfs', '-q', '-n', '-d', join(upper, '.bench-unsquashed'), bareImage]);
+        rmSync(join(upper, '.bench-unsquashed'), { recursive: true, force: true });
         rmSync(bareImage);
         writeFileSync(join(root, 'cairn.conf'), `compression_level=${config.compressionLevel}\n`);
         const save = measure([process.execPath, cli, '--config', join(root, 'cairn.conf'), 'save', '--upper', upper, '--data', data, '--json']);
@@ -120,6 +126,11 @@ function runVariant(v: Variant): void {
             `bare mksquashfs ${bare.seconds.toFixed(1)} s`,
             `cairn save ${save.seconds.toFixed(1)} s`,
             `ratio ${(save.seconds / bare.seconds).toFixed(2)} (target <= 1.5)`,
+            `bare read-back (unsquashfs of the image into RAM) ${readBack.seconds.toFixed(1)} s; bare mksquashfs then it: ` +
+              `${(bare.seconds + readBack.seconds).toFixed(1)} s = ${((bare.seconds + readBack.seconds) / bare.seconds).toFixed(2)} x`,
+            `CPU time: bare mksquashfs ${bare.cpuSeconds.toFixed(1)} s, bare read-back ${readBack.cpuSeconds.toFixed(1)} s, cairn save ${save.cpuSeconds.toFixed(1)} s; ` +
+              `on ${cores} cores the two bare tools need at least ${((bare.cpuSeconds + readBack.cpuSeconds) / cores).toFixed(1)} s = ` +
+              `${((bare.cpuSeconds + readBack.cpuSeconds) / cores / bare.seconds).toFixed(2)} x however they overlap`,
             `image ${(image / MiB).toFixed(1)} MiB (bare ${(bareSize / MiB).toFixed(1)} MiB)`,
             `written by the save ${(save.bytesWritten / MiB).toFixed(1)} MiB = ${(save.bytesWritten / image).toFixed(3)} x image (target <= 1.05)`,
             `written by bare ${(bare.bytesWritten / MiB).toFixed(1)} MiB`,

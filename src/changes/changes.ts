@@ -80,19 +80,15 @@ export async function computeChanges(options: ChangesOptions): Promise<ChangeSet
       return summarize(changes, 0);
     }
     const since = options.contentsSinceMs;
-    let contentsRead = 0;
     const result = await compareTrees({
       upper,
       upperRoot: options.upperRoot,
       imageRoot: options.baselineRoot,
       since,
       maxDifferences: Infinity,
-      compareContentsOf: (_rel, u) => {
-        const read = u.ctimeMs >= since;
-        if (read) contentsRead++;
-        return read;
-      },
+      compareContentsOf: (_rel, u) => u.ctimeMs >= since,
     });
+    const contentsRead = result.filesCompared;
     const byRel = new Map<string, string[]>();
     for (const d of result.differences) byRel.set(d.rel, [...(byRel.get(d.rel) ?? []), d.what]);
     // The root's own metadata is the overlay's and the boot's, not the user's.

@@ -6,18 +6,16 @@ import type { Config } from '../config.js';
 import { appendDurably, fsyncFile, renameDurably } from '../lib/durable.js';
 import { IntegrityError, RefusedError, VerifyMismatchError } from '../lib/errors.js';
 import { loopUsesDirectIo, withLoopDevice, withMount, withTempDir } from '../lib/resources.js';
-import { run } from '../lib/run.js';
-import { toolHint } from '../lib/toolPackages.js';
 import { MODES } from '../names.js';
 import { aclPseudoFile } from '../save/acl.js';
 import { compareTrees, type Difference } from '../save/compare.js';
 import { compileExcludes } from '../save/exclude.js';
-import { deviceChecksum } from '../save/pipeline.js';
 import { TreeReach } from '../save/reach.js';
 import { mksquashfsArgs, runMksquashfs } from '../save/squash.js';
 import { displayPath, dropOwnRecords, entryAt, walkTree, type Walk } from '../save/tree.js';
 import { excludeFromDir } from '../save/wildcards.js';
 import { encodeSeal, readSeal, type Seal } from '../state/seal.js';
+import { cksumTool, sha256InWorker } from '../state/sums.js';
 import { ChainView, covers, planOverChain, readRange, withChainView, type ParentView } from './parent.js';
 import { childrenIndex, decodeRemovals, encodeRemovals, type DeltaPlan } from './plan.js';
 
@@ -246,12 +244,8 @@ async function verifyDelta(
   const size = squashBytes + listBytes;
   return withLoopDevice(file, { readOnly: true, directIo: true }, async (device) => {
     const directIo = loopUsesDirectIo(device);
-    const checksum = deviceChecksum(device, size);
-    const cksum = run('cksum', [device], { timeoutMs: 30 * 60_000, hint: toolHint('cksum') }).then((r) => {
-      const m = /^(\d+) (\d+) /.exec(r.stdout);
-      if (!m || Number(m[2]) !== size) throw new IntegrityError(device, `cksum printed "${r.stdout.trim()}", not the CRC and the ${size} bytes of the delta`);
-      return Number(m[1]);
-    });
+    const checksum = sha256InWorker(device, size);
+    const cksum = cksumTool(device, size, file);
     const listBack = readRange(device, squashBytes, listBytes);
     let removals: string[];
     try {

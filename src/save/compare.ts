@@ -1,10 +1,10 @@
-import { closeSync, lstatSync, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, lstatSync, openSync } from 'node:fs';
 import { log } from '../lib/log.js';
 import { compareImageAcls } from './acl.js';
 import { ContentLanes, type FilePair } from './lanes.js';
 import { TreeReach } from './reach.js';
 import { compareSparse } from './sparse.js';
-import { displayPath, dropOwnRecords, walkTree, type Entry, type Walk } from './tree.js';
+import { displayPath, dropOwnRecords, walkTreeAside, type Entry, type Walk } from './tree.js';
 import { readXattrs, readXattrsOf } from './xattrs.js';
 
 export interface Difference {
@@ -23,6 +23,8 @@ export interface CompareResult {
   /** Entries compared, the root included. */
   entries: number;
   bytesCompared: number;
+  /** Files whose contents were read on both sides and compared. */
+  filesCompared: number;
 }
 
 export interface CompareOptions {
@@ -64,40 +66,55 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
   const { upper, upperRoot, imageRoot, since } = options;
   const max = options.maxDifferences ?? 50;
   const t0 = Date.now();
-  const image = walkTree(imageRoot);
-  // The records are the save's own, compared as ACLs and sparse files below
-  // (acl.ts, sparse.ts); the upper layer's walk for a save leaves out
-  // whatever of the user's has their names.
-  dropOwnRecords(image);
-  const t1 = Date.now();
   const differences: Difference[] = [];
   const differ: Differ = (rel, what, expected, actual, changed) => {
     const u = upper.entries.get(rel);
     differences.push({ path: displayPath(rel), rel, what, expected, actual, changedDuringSave: changed ?? (u?.ctimeMs ?? since) >= since });
   };
-
-  for (const [rel, u] of upper.entries) {
-    const i = image.entries.get(rel);
-    if (!i) differ(rel, 'presence', 'present', 'missing from the image');
-    else compareEntry(rel, u, i, differ);
+  // The contents, the longest part, go first, in their threads; the image is
+  // walked and its metadata compared here meanwhile.
+  let failed = false;
+  const contents = compareContents(options, differ, max, () => failed);
+  // Awaited below; until then its failure must not count as unhandled.
+  contents.catch(() => undefined);
+  let image: Walk;
+  let t1 = t0;
+  try {
+    image = await walkTreeAside(imageRoot);
+    // The records are the save's own, compared as ACLs and sparse files below
+    // (acl.ts, sparse.ts); the upper layer's walk for a save leaves out
+    // whatever of the user's has their names.
+    dropOwnRecords(image);
+    t1 = Date.now();
+    for (const [rel, u] of upper.entries) {
+      const i = image.entries.get(rel);
+      if (!i) differ(rel, 'presence', 'present', 'missing from the image');
+      else compareEntry(rel, u, i, differ);
+    }
+    for (const rel of image.entries.keys()) {
+      if (!upper.entries.has(rel)) differ(rel, 'presence', 'absent', 'present in the image only');
+    }
+    compareLinkGroups(upper.entries, image.entries, differ);
+    // Both wait on getfattr walking the trees: side by side.
+    const [, acls] = await Promise.all([
+      compareXattrs(upperRoot, imageRoot, upper.entries, differ, options.scoped ?? false),
+      compareImageAcls(upperRoot, imageRoot, upper, image, options.scoped ?? false),
+    ]);
+    for (const d of acls) differ(d.rel, 'ACL', d.expected, d.actual);
+  } catch (e) {
+    // Its threads read the mounts the caller unmounts next.
+    failed = true;
+    await contents.catch(() => undefined);
+    throw e;
   }
-  for (const rel of image.entries.keys()) {
-    if (!upper.entries.has(rel)) differ(rel, 'presence', 'absent', 'present in the image only');
-  }
-  compareLinkGroups(upper.entries, image.entries, differ);
-  // Both wait on getfattr walking the trees: side by side.
-  const [, acls] = await Promise.all([
-    compareXattrs(upperRoot, imageRoot, upper.entries, differ, options.scoped ?? false),
-    compareImageAcls(upperRoot, imageRoot, upper, image, options.scoped ?? false),
-  ]);
-  for (const d of acls) differ(d.rel, 'ACL', d.expected, d.actual);
   const t2 = Date.now();
-  let bytesCompared = differences.length < max ? await compareContents(options, image.entries, differ, max) : 0;
+  const compared = await contents;
+  let bytesCompared = compared.bytes;
   const progress = (n: number) => options.onProgress?.((bytesCompared += n));
   for (const d of await compareSparse(upperRoot, imageRoot, upper, progress)) differ(d.rel, d.what, d.expected, d.actual);
-  log.debug({ walkMs: t1 - t0, metadataMs: t2 - t1, contentsMs: Date.now() - t2, bytesCompared }, 'compared');
+  log.debug({ walkMs: t1 - t0, metadataMs: t2 - t1, contentsMoreMs: Date.now() - t2, bytesCompared }, 'compared');
   const packedPaths = upper.packed.reduce((n, p) => n + p.rels.length, 0);
-  return { differences, entries: image.entries.size + packedPaths, bytesCompared };
+  return { differences, entries: image.entries.size + packedPaths, bytesCompared, filesCompared: compared.files };
 }
 
 /** `changed`: known to have changed after the save began, whatever its ctime says. */
@@ -178,7 +195,7 @@ function isGone(upperRoot: string, rel: string): boolean {
  * which each mount would decompress again), and each batch goes to the lane
  * with the fewest bytes still to compare.
  */
-async function compareContents(options: CompareOptions, image: Map<string, Entry>, differ: Differ, max: number): Promise<number> {
+async function compareContents(options: CompareOptions, differ: Differ, max: number, stopped: () => boolean): Promise<{ bytes: number; files: number }> {
   const { upper, upperRoot } = options;
   const roots = [options.imageRoot, ...(options.moreImageRoots ?? [])];
   const seenInodes = new Set<number>();
@@ -190,19 +207,34 @@ async function compareContents(options: CompareOptions, image: Map<string, Entry
   const owed = roots.map(() => 0);
   const inFlight = new Set<Promise<void>>();
   let done = 0;
+  let files = 0;
   let failures = 0;
   const send = () => {
     const sending = batch;
     batch = emptyBatch();
     const lane = owed.indexOf(Math.min(...owed));
     const pairs: FilePair[] = [];
+    const rels: string[] = [];
+    const sizes: number[] = [];
+    let k = 0;
     try {
-      for (const [k, rel] of sending.rels.entries()) {
-        pairs.push({ upperFd: sending.upperFds[k]!, imageFd: openSync(imageReaches[lane]!.path(rel), 'r') });
+      for (; k < sending.rels.length; k++) {
+        const upperFd = sending.upperFds[k]!;
+        const imageFd = openImageFile(imageReaches[lane]!, sending.rels[k]!, sending.sizes[k]!);
+        // Not the same-sized file in the image: the metadata comparison says what it is.
+        if (imageFd === undefined) closeSync(upperFd);
+        else {
+          pairs.push({ upperFd, imageFd });
+          rels.push(sending.rels[k]!);
+          sizes.push(sending.sizes[k]!);
+        }
       }
     } catch (e) {
-      for (const fd of sending.upperFds) closeSync(fd);
-      for (const p of pairs) closeSync(p.imageFd);
+      for (const fd of sending.upperFds.slice(k)) closeSync(fd);
+      for (const p of pairs) {
+        closeSync(p.upperFd);
+        closeSync(p.imageFd);
+      }
       throw e;
     }
     owed[lane]! += sending.bytes;
@@ -215,10 +247,11 @@ async function compareContents(options: CompareOptions, image: Map<string, Entry
     const sent = lanes.compare(lane, pairs).finally(closeAll).then((offsets) => {
       owed[lane]! -= sending.bytes;
       offsets.forEach((offset, k) => {
-        done += sending.sizes[k]!;
+        done += sizes[k]!;
+        files++;
         if (offset !== null && failures < max) {
           failures++;
-          differ(sending.rels[k]!, 'contents', 'other bytes', `different from byte ${offset} on`);
+          differ(rels[k]!, 'contents', 'other bytes', `different from byte ${offset} on`);
         }
       });
       options.onProgress?.(done);
@@ -228,9 +261,8 @@ async function compareContents(options: CompareOptions, image: Map<string, Entry
   };
   try {
     for (const [rel, u] of upper.entries) {
-      if (failures >= max) break;
-      const i = image.get(rel);
-      if (u.type !== 'file' || i?.type !== 'file' || u.size !== i.size || u.size === 0) continue;
+      if (failures >= max || stopped()) break;
+      if (u.type !== 'file' || u.size === 0) continue;
       if (options.compareContentsOf && !options.compareContentsOf(rel, u)) continue;
       if (u.nlink > 1) {
         if (seenInodes.has(u.ino)) continue;
@@ -238,8 +270,8 @@ async function compareContents(options: CompareOptions, image: Map<string, Entry
       }
       const upperFd = openUpper(upperReach, rel);
       if (upperFd === undefined) {
-        // Walked a moment ago, gone now: the user removed it while the save ran.
-        differ(rel, 'presence', 'removed while the save compared it', 'present', true);
+        // Walked a moment ago, gone now: the user removed or replaced it while the save ran.
+        differ(rel, 'presence', 'removed or replaced while the save compared it', 'present', true);
         failures++;
         continue;
       }
@@ -261,21 +293,47 @@ async function compareContents(options: CompareOptions, image: Map<string, Entry
     upperReach.close();
     for (const r of imageReaches) r.close();
   }
-  return done;
+  return { bytes: done, files };
 }
 
 const BATCH_FILES = 64;
 const BATCH_BYTES = 8 << 20;
 
-/** An upper-layer file opened for reading; undefined when it, or a directory above it, is gone. */
+/**
+ * An upper-layer file opened for reading; undefined when it, or a directory
+ * above it, is gone, or it is no longer a regular file (the user swapped it
+ * for something else while the save ran).
+ */
 function openUpper(reach: TreeReach, rel: string): number | undefined {
+  let fd: number;
   try {
-    return openSync(reach.path(rel), 'r');
+    fd = openSync(reach.path(rel), READ_ONLY_FILE);
   } catch (e) {
-    if (isGoneError(e)) return undefined;
+    const code = (e as NodeJS.ErrnoException).code;
+    if (isGoneError(e) || code === 'ELOOP' || code === 'ENXIO') return undefined;
     throw e;
   }
+  if (fstatSync(fd).isFile()) return fd;
+  closeSync(fd);
+  return undefined;
 }
+
+/**
+ * The image's file at REL opened for reading when it is a regular file of
+ * SIZE bytes, as the upper layer's is; undefined when it is missing or is
+ * something else, which the metadata comparison reports. Only a regular
+ * file is opened: opening a FIFO would wait for a writer, a device could
+ * act on it.
+ */
+function openImageFile(reach: TreeReach, rel: string, size: number): number | undefined {
+  const path = reach.path(rel);
+  const st = lstatSync(path, { throwIfNoEntry: false });
+  if (!st?.isFile() || st.size !== size) return undefined;
+  return openSync(path, READ_ONLY_FILE);
+}
+
+/** Opens a file to read without following its name, nor waiting, were it swapped for a FIFO. */
+const READ_ONLY_FILE = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
 /** The error of a path that, or a directory above which, no longer exists. */
 function isGoneError(e: unknown): boolean {

@@ -2,7 +2,6 @@ import { randomUUID } from 'node:crypto';
 import { access, chmod, constants, lstat, readdir, realpath, stat, statfs, unlink, writeFile } from 'node:fs/promises';
 import { availableParallelism } from 'node:os';
 import { join, sep } from 'node:path';
-import { Worker } from 'node:worker_threads';
 import type { BootRecord } from '../bootRecord.js';
 import { recordSavedBaseline } from '../changes/baseline.js';
 import type { Config } from '../config.js';
@@ -20,11 +19,11 @@ import {
   withTempDir,
 } from '../lib/resources.js';
 import { run } from '../lib/run.js';
-import { toolHint } from '../lib/toolPackages.js';
 import { checkpointLink, DATA, MODES } from '../names.js';
 import { heldName, holdSkippedStates, type HeldState } from '../state/held.js';
 import { sessionMarkReason } from '../state/reset.js';
 import { encodeSeal, notAStateImage, readSeal, type Seal } from '../state/seal.js';
+import { cksumTool, sha256InWorker } from '../state/sums.js';
 import { isStateName, listLinks, listStates, type StateFile } from '../state/states.js';
 import { compareTrees } from './compare.js';
 import { compileExcludes, type ExcludeMatcher } from './exclude.js';
@@ -165,6 +164,8 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
       let held: HeldState[] = [];
       /** Inodes of states whose checksum failed when read whole during this save. */
       let damaged = new Map<number, string>();
+      /** intactFrom as it runs beside the squash: `from` and `damaged` are known once it settles. */
+      let origin: Promise<void> = Promise.resolve();
       let space = 0;
       let links: StateFile[] = [];
       /** The state a delta extends, when this save writes one. */
@@ -234,11 +235,16 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
             statesBefore = await listStates(dataDir);
             links = await listLinks(dataDir);
             held = await holdSkippedStates(dataDir, statesBefore, options.bootRecord);
-            ({ from, damaged } = await intactFrom(
+            // Read whole while the squash runs (it reads RAM and writes, this reads
+            // the device): only the rotation needs it, and a failure is thrown there.
+            origin = intactFrom(
               statesBefore,
               options.bootRecord?.used === 'clean' ? undefined : options.bootRecord?.stateId,
               links,
-            ));
+            ).then((found) => {
+              ({ from, damaged } = found);
+            });
+            origin.catch(() => undefined);
             if ((options.kind ?? 'full') === 'auto' && !why) {
               const choice = await chooseDeltaParent(options, [...statesBefore, ...links], config);
               parent = choice.parent;
@@ -299,6 +305,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
           phase: 'sealing',
           run: async () => {
             if (kind === 'none') return;
+            await origin;
             if (kind === 'state') seal = await sealWhole();
             plan = planRotation({
               states: markDamaged(await listStates(dataDir), damaged),
@@ -359,6 +366,7 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
       try {
         for (let i = 0; i < steps.length; i++) {
           if (options.stopAfterSteps !== undefined && stepsRun >= options.stopAfterSteps) {
+            await origin.catch(() => undefined);
             return report(false);
           }
           const step = steps[i]!;
@@ -372,10 +380,12 @@ export async function runSave(options: SaveOptions): Promise<SaveReport> {
       } catch (e) {
         // The previous states are untouched until rotation, and rotation
         // never leaves them invalid; the temp image is only litter.
+        await origin.catch(() => undefined);
         if (!rotating) await removeSaveFile(temp);
         throw e;
       }
       if ((kind as SaveReport['kind']) === 'none') {
+        await origin.catch(() => undefined);
         options.onPhase?.('done');
         return report(true);
       }
@@ -585,17 +595,11 @@ async function verifyAgainstUpper(
       // The checksum pass and the comparison run side by side: one is hashing,
       // the others decompressing.
       const t = Date.now();
-      const checksum = deviceChecksum(device, size).then((sum) => {
+      const checksum = sha256InWorker(device, size).then((sum) => {
         log.debug({ ms: Date.now() - t, bytes: size }, 'checksum read back');
         return sum;
       });
-      // The boot checks a state by this CRC (docs/state-format.md, cksum_fix): a
-      // misread figure would seal a state no boot accepts, so its form is checked.
-      const imageCksum = run('cksum', [device], { timeoutMs: 30 * 60_000, hint: toolHint('cksum') }).then((r) => {
-        const m = /^(\d+) (\d+) /.exec(r.stdout);
-        if (!m || Number(m[2]) !== size) throw new IntegrityError(device, `cksum printed "${r.stdout.trim()}", not the CRC and the ${size} bytes of the image`);
-        return Number(m[1]);
-      });
+      const imageCksum = cksumTool(device, size, image);
       const compared = (async () => {
         // Walked now, not before squashing: excluded paths that appeared
         // meanwhile were left out by mksquashfs too.
@@ -640,33 +644,6 @@ async function withMountedViews<T>(device: string, n: number, fn: (roots: string
       withMount(view, mnt, { type: 'squashfs', options: ['ro'] }, () => withMountedViews(device, n, fn, [...roots, mnt])),
     ),
   );
-}
-
-/**
- * sha256 of a device's first `size` bytes, hashed in a worker thread so it
- * runs on the other core while the main thread compares trees.
- */
-export function deviceChecksum(device: string, size: number): Promise<string> {
-  const code = `
-    const { parentPort, workerData } = require('node:worker_threads');
-    const { openSync, readSync, closeSync } = require('node:fs');
-    const hash = require('node:crypto').createHash('sha256');
-    const fd = openSync(workerData.device, 'r');
-    const buf = Buffer.allocUnsafe(4 << 20);
-    let pos = 0;
-    while (pos < workerData.size) {
-      const n = readSync(fd, buf, 0, Math.min(buf.length, workerData.size - pos), pos);
-      if (n === 0) throw new Error('the device ended ' + (workerData.size - pos) + ' bytes early');
-      hash.update(buf.subarray(0, n));
-      pos += n;
-    }
-    closeSync(fd);
-    parentPort.postMessage(hash.digest('hex'));`;
-  return new Promise((resolve, reject) => {
-    const worker = new Worker(code, { eval: true, workerData: { device, size } });
-    worker.once('message', resolve);
-    worker.once('error', (e) => reject(new IntegrityError(device, `reading the image back failed: ${e.message}`)));
-  });
 }
 
 /**

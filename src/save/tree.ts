@@ -108,17 +108,39 @@ export function entryAt(path: string | Buffer): Entry {
  * than PATH_MAX are reached all the same (reach.ts).
  */
 export function walkTree(root: string, exclude?: ExcludeMatcher, options: WalkOptions = {}): Walk {
+  const walking = walkInSteps(root, exclude, options);
+  for (let step = walking.next(); ; step = walking.next()) if (step.done) return step.value;
+}
+
+/**
+ * walkTree, letting other work of this thread run between its steps: the
+ * verification feeds its comparing threads while it walks the image.
+ */
+export async function walkTreeAside(root: string, exclude?: ExcludeMatcher, options: WalkOptions = {}): Promise<Walk> {
+  const walking = walkInSteps(root, exclude, options);
+  for (let step = walking.next(); ; step = walking.next()) {
+    if (step.done) return step.value;
+    await new Promise(setImmediate);
+  }
+}
+
+/** Entries walked between two steps of walkInSteps: a few milliseconds. */
+const STEP_ENTRIES = 256;
+
+/** walkTree's walk, pausing (yielding) every STEP_ENTRIES entries. */
+function* walkInSteps(root: string, exclude: ExcludeMatcher | undefined, options: WalkOptions): Generator<void, Walk, void> {
   const entries = new Map<string, Entry>();
   const leftOut: LeftOut[] = [];
   const packed: PackedFile[] = [];
   const longest = options.forSave ? longestSavedPath(root) : Infinity;
   const reach = new TreeReach(root);
-  const visit = (rel: string): void => {
+  function* visit(rel: string): Generator<void, void, void> {
     const path = reach.path(rel);
     const entry = entryAt(path);
     entries.set(rel, entry);
+    if (entries.size % STEP_ENTRIES === 0) yield;
     if (entry.type !== 'dir') return;
-    const names = readdirSync(path, { encoding: 'buffer' })
+    const names = readdirSync(reach.path(rel), { encoding: 'buffer' })
       .map((b) => b.toString('latin1'))
       .sort();
     for (const name of names) {
@@ -130,12 +152,12 @@ export function walkTree(root: string, exclude?: ExcludeMatcher, options: WalkOp
       if (child.length > longest) {
         leftOut.push({ rel: child, reason: `its path is ${child.length} bytes long, more than the ${longest} a saved state can hold (PATH_MAX)` });
       } else {
-        visit(child);
+        yield* visit(child);
       }
     }
-  };
+  }
   try {
-    visit('');
+    yield* visit('');
   } finally {
     reach.close();
   }

@@ -3,6 +3,7 @@ import { createReadStream } from 'node:fs';
 import type { Stats } from 'node:fs';
 import { lstat, open } from 'node:fs/promises';
 import { SEAL } from '../names.js';
+import { cksumTool, sumsOf } from './sums.js';
 
 /**
  * The seal at the end of a state image (docs/state-format.md): the image's
@@ -325,25 +326,7 @@ export async function sha256Of(path: string, size: number): Promise<string> {
 
 /** The POSIX cksum of a whole file, as `cksum FILE` prints it. */
 export async function cksumOf(path: string): Promise<number> {
-  return (await sumsOf(path, 0)).cksum;
-}
-
-/**
- * The sha256 of a file's first SHABYTES bytes and the POSIX cksum of the
- * whole file, from one read: a state's image and seal are read once
- * whichever check its seal calls for.
- */
-export async function sumsOf(path: string, shaBytes: number): Promise<{ sha256: string; cksum: number }> {
-  const hash = createHash('sha256');
-  const sum = new Cksum();
-  let pos = 0;
-  for await (const chunk of createReadStream(path, { highWaterMark: 1 << 20 })) {
-    const bytes = chunk as Buffer;
-    if (pos < shaBytes) hash.update(bytes.subarray(0, shaBytes - pos));
-    sum.update(bytes);
-    pos += bytes.length;
-  }
-  return { sha256: hash.digest('hex'), cksum: sum.digest() };
+  return cksumTool(path, undefined, path);
 }
 
 /**

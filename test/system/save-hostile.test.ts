@@ -1,4 +1,5 @@
 import { execa } from 'execa';
+import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { mkdtempSync, unlinkSync } from 'node:fs';
 import { appendFile, chmod, chown, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
@@ -326,11 +327,34 @@ describe('a file removed during the comparison, and a mksquashfs that writes not
     expect(error).toBeInstanceOf(VerifyMismatchError);
     const mismatch = error as VerifyMismatchError;
     expect(mismatch.exitCode).toBe(1);
-    expect(mismatch.message).toMatch(/\/b-gone: presence in the image is present, in the upper layer removed while the save compared it/);
+    expect(mismatch.message).toMatch(/\/b-gone: presence in the image is present, in the upper layer removed or replaced while the save compared it/);
     expect(mismatch.hint).toMatch(/changed while the save ran; save again/);
     await expectUntouched(data);
     for (let i = 0; i < 6; i++) await rm(join(upper, `a-big${i}`));
   });
+
+  it('a file swapped for a FIFO while contents are compared: no wait for a writer, a mismatch naming it', async () => {
+    const data = await withTwoStates('fifo');
+    for (let i = 0; i < 6; i++) await writeFile(join(upper, `a-big${i}`), randomBytes(8 << 20));
+    await writeFile(join(upper, 'b-fifo'), 'a file when the walk passed\n');
+    let swapped = false;
+    const started = Date.now();
+    const error = await save(data, (phase) => {
+      if (phase !== 'verifying' || swapped) return;
+      swapped = true;
+      unlinkSync(join(upper, 'b-fifo'));
+      execFileSync('mkfifo', [join(upper, 'b-fifo')]);
+    }).catch((e: unknown) => e);
+    expect(swapped).toBe(true);
+    expect(Date.now() - started).toBeLessThan(60_000);
+    expect(error).toBeInstanceOf(VerifyMismatchError);
+    const mismatch = error as VerifyMismatchError;
+    expect(mismatch.message).toMatch(/\/b-fifo: presence in the image is present, in the upper layer removed or replaced while the save compared it/);
+    expect(mismatch.hint).toMatch(/changed while the save ran; save again/);
+    await expectUntouched(data);
+    await rm(join(upper, 'b-fifo'));
+    for (let i = 0; i < 6; i++) await rm(join(upper, `a-big${i}`));
+  }, 90_000);
 
   it('a mksquashfs that exits 0 without writing the image: a clear error, states and stick as they were', async () => {
     const data = await withTwoStates('liar');
