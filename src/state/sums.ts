@@ -48,7 +48,7 @@ export function sha256InWorker(path: string, size: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const worker = new Worker(code, { eval: true, workerData: { path, size } });
     worker.once('message', resolve);
-    worker.once('error', (e) => reject(new IntegrityError(path, `reading it back failed: ${e.message}`)));
+    worker.once('error', (e) => reject(new IntegrityError(path, `reading it failed: ${e.message}`)));
   });
 }
 
