@@ -1,6 +1,5 @@
 import { execa } from 'execa';
 import { existsSync } from 'node:fs';
-import type { Readable } from 'node:stream';
 import { CommandFailedError, StoppedError, ToolMissingError } from './errors.js';
 import { log } from './log.js';
 import { busyboxStandIn, isBusybox, toolHint } from './toolPackages.js';
@@ -10,8 +9,7 @@ export interface RunOptions {
   timeoutMs: number;
   cwd?: string;
   env?: Record<string, string>;
-  /** What the command reads on stdin: a stream is fed as it comes. */
-  input?: string | Buffer | Readable;
+  input?: string | Buffer;
   /**
    * Called with each line the command prints on stdout, as it prints it.
    * stdout is then not kept: `stdout` in the result is empty, and memory

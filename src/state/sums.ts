@@ -1,23 +1,18 @@
-import type { Readable } from 'node:stream';
 import { Worker } from 'node:worker_threads';
 import { IntegrityError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
 import { toolHint } from '../lib/toolPackages.js';
 
 /**
- * The POSIX CRC of SOURCE (a file, a device, or a stream fed to its stdin),
- * as the `cksum` tool prints it: the boot checks states with that tool
- * (docs/state-format.md, cksum_fix), and it runs on a core of its own at
- * memory speed, where one computed here takes the main thread a second per
- * 800 MB. A misread figure would seal a state no boot accepts, so the
- * output's form and the byte count are checked.
+ * The POSIX CRC of PATH (a file or a device), as the `cksum` tool prints it:
+ * the boot checks states with that tool (docs/state-format.md, cksum_fix),
+ * and it runs on a core of its own at memory speed, where one computed here
+ * takes the main thread a second per 800 MB. A misread figure would seal a
+ * state no boot accepts, so the output's form and, when BYTES is given, the
+ * byte count are checked.
  */
-export async function cksumTool(source: string | Readable, bytes: number | undefined, what: string): Promise<number> {
-  const r = await run('cksum', typeof source === 'string' ? [source] : [], {
-    timeoutMs: 30 * 60_000,
-    hint: toolHint('cksum'),
-    ...(typeof source === 'string' ? {} : { input: source }),
-  });
+export async function cksumTool(path: string, bytes: number | undefined, what: string): Promise<number> {
+  const r = await run('cksum', [path], { timeoutMs: 30 * 60_000, hint: toolHint('cksum') });
   const m = /^(\d+) (\d+)/.exec(r.stdout);
   if (!m || (bytes !== undefined && Number(m[2]) !== bytes)) {
     throw new IntegrityError(what, `cksum printed "${r.stdout.trim()}", not the CRC and the ${bytes ?? 'N'} bytes of it`);
