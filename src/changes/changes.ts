@@ -255,7 +255,7 @@ export async function computeChainChanges(options: Omit<ChangesOptions, 'baselin
 }
 
 /** Whether two files hold the same bytes, read side by side. */
-function sameContents(a: Buffer, b: Buffer): boolean {
+function sameContents(a: string | Buffer, b: string | Buffer): boolean {
   const fa = openSync(a, 'r');
   const fb = openSync(b, 'r');
   const ba = Buffer.allocUnsafe(1 << 20);

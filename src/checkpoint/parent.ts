@@ -66,7 +66,7 @@ export class ChainView implements ParentView {
   }
 
   /** Where REL can be read, in the link it comes from; undefined when the parent has none. */
-  pathOf(rel: string): Buffer | undefined {
+  pathOf(rel: string): string | Buffer | undefined {
     const i = this.locate(rel);
     return i < 0 ? undefined : this.reaches[i]!.path(rel);
   }

@@ -26,18 +26,32 @@ const ANCHORS = 16;
  * This is the one place that knows the trick: every lstat, readdir, readlink
  * and open of a tree entry goes through `path`.
  */
+/** Only bytes below 0x80: the latin1 form and the UTF-8 one are the same bytes. */
+const ASCII = /^[\x00-\x7f]*$/;
+
 export class TreeReach {
   private readonly anchors = new Map<string, number>();
+  private readonly asciiRoot: boolean;
 
-  constructor(readonly root: string) {}
+  constructor(readonly root: string) {
+    this.asciiRoot = ASCII.test(root);
+  }
 
   /**
    * A path for `rel` (latin1 form) that the kernel accepts. Use it before the
    * next call: the directory it goes through may be closed to open another.
    */
-  path(rel: string): Buffer {
-    const full = toFsPath(this.root, rel);
-    if (full.length < PATH_MAX) return full;
+  path(rel: string): string | Buffer {
+    // Most paths are ASCII, and a walk asks for one per entry: as a string,
+    // Node hands it to the kernel without building a Buffer first, which
+    // made a third of a walk's time.
+    if (this.asciiRoot && ASCII.test(rel)) {
+      const full = rel ? `${this.root}/${rel}` : this.root;
+      if (full.length < PATH_MAX) return full;
+    } else {
+      const full = toFsPath(this.root, rel);
+      if (full.length < PATH_MAX) return full;
+    }
     const slash = rel.lastIndexOf('/');
     const fd = this.anchor(slash < 0 ? '' : rel.slice(0, slash));
     return Buffer.concat([Buffer.from(`/proc/self/fd/${fd}/`), Buffer.from(rel.slice(slash + 1), 'latin1')]);

@@ -326,7 +326,7 @@ export async function compareSparse(
  * The first offset in the file at which its data extents differ from the
  * packed data, or undefined when they are equal and nothing is left over.
  */
-function compareData(file: Buffer, packed: string, extents: readonly Extent[], onBytes: (n: number) => void): number | undefined {
+function compareData(file: string | Buffer, packed: string, extents: readonly Extent[], onBytes: (n: number) => void): number | undefined {
   const chunk = 1 << 20;
   const a = Buffer.allocUnsafe(chunk);
   const b = Buffer.allocUnsafe(chunk);

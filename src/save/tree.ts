@@ -95,7 +95,7 @@ export function entryAt(path: string | Buffer): Entry {
     ctimeMs: st.ctimeMs,
     mtimeMs: st.mtimeMs,
   };
-  if (entry.type === 'symlink') entry.target = readlinkSync(path, { encoding: 'buffer' }).toString('latin1');
+  if (entry.type === 'symlink') entry.target = readlinkSync(path, 'latin1');
   return entry;
 }
 
@@ -134,35 +134,48 @@ function* walkInSteps(root: string, exclude: ExcludeMatcher | undefined, options
   const packed: PackedFile[] = [];
   const longest = options.forSave ? longestSavedPath(root) : Infinity;
   const reach = new TreeReach(root);
-  function* visit(rel: string): Generator<void, void, void> {
-    const path = reach.path(rel);
-    const entry = entryAt(path);
-    entries.set(rel, entry);
-    if (entries.size % STEP_ENTRIES === 0) yield;
-    if (entry.type !== 'dir') return;
-    const names = readdirSync(reach.path(rel), { encoding: 'buffer' })
-      .map((b) => b.toString('latin1'))
-      .sort();
-    for (const name of names) {
-      const child = rel ? `${rel}/${name}` : name;
-      // An excluded path is left out with all it holds; so is a user's
-      // entry at a name of the save's own records, which only root can make.
-      if (exclude?.(child)) continue;
-      if (options.forSave && !rel && OWN_NAMES.has(name)) continue;
-      if (child.length > longest) {
-        leftOut.push({ rel: child, reason: `its path is ${child.length} bytes long, more than the ${longest} a saved state can hold (PATH_MAX)` });
-      } else {
-        yield* visit(child);
+  // Depth first, names in order: what is to be visited next is on top,
+  // each directory's entries pushed last name first. One loop, not a
+  // generator per entry: a nested yield* per level cost a walk a third of
+  // its time.
+  const pending: string[] = [''];
+  try {
+    for (let rel = pending.pop(); rel !== undefined; rel = pending.pop()) {
+      const path = reach.path(rel);
+      const entry = entryAt(path);
+      entries.set(rel, entry);
+      if (entries.size % STEP_ENTRIES === 0) yield;
+      if (entry.type !== 'dir') continue;
+      const names = readdirSync(reach.path(rel), 'latin1').sort();
+      for (let i = names.length - 1; i >= 0; i--) {
+        const name = names[i]!;
+        const child = rel ? `${rel}/${name}` : name;
+        // An excluded path is left out with all it holds; so is a user's
+        // entry at a name of the save's own records, which only root can make.
+        if (exclude?.(child)) continue;
+        if (options.forSave && !rel && OWN_NAMES.has(name)) continue;
+        if (child.length > longest) {
+          leftOut.push({ rel: child, reason: `its path is ${child.length} bytes long, more than the ${longest} a saved state can hold (PATH_MAX)` });
+        } else {
+          pending.push(child);
+        }
       }
     }
-  }
-  try {
-    yield* visit('');
   } finally {
     reach.close();
   }
+  // Listed as each directory was read; told in the walk's order.
+  leftOut.sort((a, b) => walkOrder(a.rel, b.rel));
   if (options.forSave) packHoles(entries, leftOut, packed);
   return { entries, leftOut, packed };
+}
+
+/** Negative when a walk meets A before B: component by component, bytewise. */
+function walkOrder(a: string, b: string): number {
+  const x = a.split('/');
+  const y = b.split('/');
+  for (let i = 0; i < Math.min(x.length, y.length); i++) if (x[i] !== y[i]) return x[i]! < y[i]! ? -1 : 1;
+  return x.length - y.length;
 }
 
 /** The save's own records at the root of a state. */
