@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { readAclsOf } from '../save/acl.js';
 import { compareEntry, compareTrees } from '../save/compare.js';
 import type { ExcludeMatcher } from '../save/exclude.js';
-import { TreeReach } from '../save/reach.js';
+import { openRegular, READ_ONLY_FILE, TreeReach } from '../save/reach.js';
 import { dropOwnRecords, walkTree, type Entry } from '../save/tree.js';
 import { readXattrs, readXattrsOf } from '../save/xattrs.js';
 
@@ -222,7 +222,7 @@ export async function computeChainChanges(options: Omit<ChangesOptions, 'baselin
       if (u.type === 'file' && p.type === 'file' && u.size === p.size) {
         if (Math.floor(u.mtimeMs / 1000) !== Math.floor(p.mtimeMs / 1000)) what.push('modification time');
         contentsRead++;
-        if (!sameContents(reach.path(rel), parent.pathOf(rel)!)) what.push('contents');
+        if (!sameContents(reach, rel, parent.pathOf(rel)!)) what.push('contents');
       }
       if (what.length === 0) continue;
       const rewritten = what.some((w) => w === 'contents' || w === 'size' || w === 'type' || w === 'modification time');
@@ -254,10 +254,15 @@ export async function computeChainChanges(options: Omit<ChangesOptions, 'baselin
   return summarize(changes, contentsRead);
 }
 
-/** Whether two files hold the same bytes, read side by side. */
-function sameContents(a: string | Buffer, b: string | Buffer): boolean {
-  const fa = openSync(a, 'r');
-  const fb = openSync(b, 'r');
+/**
+ * Whether the upper layer's file at REL holds the same bytes as the
+ * parent's at PARENT (a read-only link), read side by side. A file gone or
+ * swapped for something else since the walk is not the same.
+ */
+function sameContents(reach: TreeReach, rel: string, parent: string | Buffer): boolean {
+  const fa = openRegular(reach, rel);
+  if (fa === undefined) return false;
+  const fb = openSync(parent, READ_ONLY_FILE);
   const ba = Buffer.allocUnsafe(1 << 20);
   const bb = Buffer.allocUnsafe(1 << 20);
   try {

@@ -1,8 +1,8 @@
-import { closeSync, constants, fstatSync, lstatSync, openSync } from 'node:fs';
+import { closeSync, lstatSync, openSync } from 'node:fs';
 import { log } from '../lib/log.js';
 import { compareImageAcls } from './acl.js';
 import { ContentLanes, type FilePair } from './lanes.js';
-import { TreeReach } from './reach.js';
+import { openRegular, READ_ONLY_FILE, TreeReach } from './reach.js';
 import { compareSparse } from './sparse.js';
 import { displayPath, dropOwnRecords, walkTreeAside, type Entry, type Walk } from './tree.js';
 import { readXattrs, readXattrsOf } from './xattrs.js';
@@ -268,7 +268,7 @@ async function compareContents(options: CompareOptions, differ: Differ, max: num
         if (seenInodes.has(u.ino)) continue;
         seenInodes.add(u.ino);
       }
-      const upperFd = openUpper(upperReach, rel);
+      const upperFd = openRegular(upperReach, rel);
       if (upperFd === undefined) {
         // Walked a moment ago, gone now: the user removed or replaced it while the save ran.
         differ(rel, 'presence', 'removed or replaced while the save compared it', 'present', true);
@@ -300,25 +300,6 @@ const BATCH_FILES = 64;
 const BATCH_BYTES = 8 << 20;
 
 /**
- * An upper-layer file opened for reading; undefined when it, or a directory
- * above it, is gone, or it is no longer a regular file (the user swapped it
- * for something else while the save ran).
- */
-function openUpper(reach: TreeReach, rel: string): number | undefined {
-  let fd: number;
-  try {
-    fd = openSync(reach.path(rel), READ_ONLY_FILE);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (isGoneError(e) || code === 'ELOOP' || code === 'ENXIO') return undefined;
-    throw e;
-  }
-  if (fstatSync(fd).isFile()) return fd;
-  closeSync(fd);
-  return undefined;
-}
-
-/**
  * The image's file at REL opened for reading when it is a regular file of
  * SIZE bytes, as the upper layer's is; undefined when it is missing or is
  * something else, which the metadata comparison reports. Only a regular
@@ -331,9 +312,6 @@ function openImageFile(reach: TreeReach, rel: string, size: number): number | un
   if (!st?.isFile() || st.size !== size) return undefined;
   return openSync(path, READ_ONLY_FILE);
 }
-
-/** Opens a file to read without following its name, nor waiting, were it swapped for a FIFO. */
-const READ_ONLY_FILE = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
 
 /** The error of a path that, or a directory above which, no longer exists. */
 function isGoneError(e: unknown): boolean {

@@ -1,4 +1,4 @@
-import { closeSync, constants, openSync } from 'node:fs';
+import { closeSync, constants, fstatSync, openSync } from 'node:fs';
 
 /** The longest path the kernel takes, with its terminating NUL (PATH_MAX). */
 export const PATH_MAX = 4096;
@@ -92,4 +92,27 @@ export function withReach<T>(root: string, fn: (reach: TreeReach) => T): T {
   } finally {
     reach.close();
   }
+}
+
+/** Opens a file to read without following its name, nor waiting, were it swapped for a FIFO. */
+export const READ_ONLY_FILE = constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK;
+
+/**
+ * The regular file at `rel` opened for reading; undefined when it, or a
+ * directory above it, is gone, or it is no longer a regular file (the user
+ * swapped it for something else since it was walked). A FIFO opened with a
+ * plain O_RDONLY would wait for a writer for ever.
+ */
+export function openRegular(reach: TreeReach, rel: string): number | undefined {
+  let fd: number;
+  try {
+    fd = openSync(reach.path(rel), READ_ONLY_FILE);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === 'ENOENT' || code === 'ENOTDIR' || code === 'ELOOP' || code === 'ENXIO') return undefined;
+    throw e;
+  }
+  if (fstatSync(fd).isFile()) return fd;
+  closeSync(fd);
+  return undefined;
 }

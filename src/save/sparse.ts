@@ -4,7 +4,7 @@ import { delimiter, join } from 'node:path';
 import { CommandFailedError } from '../lib/errors.js';
 import { run } from '../lib/run.js';
 import { STATE } from '../names.js';
-import { toFsPath, TreeReach } from './reach.js';
+import { openRegular, toFsPath, TreeReach } from './reach.js';
 import type { PackedFile, Walk } from './tree.js';
 import { dumpXattrs, formatXattrDump, parseXattrDump } from './xattrs.js';
 
@@ -47,16 +47,17 @@ export interface SparseLayout {
 /**
  * Prints, for each NUL-ended path on stdin (relative to the working
  * directory), "<size> <offset>:<length>,..." or "-" when it cannot be
- * opened as a regular file. SEEK_DATA (3) fails with ENXIO past the last
- * data: the end of the list.
+ * opened as a regular file (opened without waiting: the user may have
+ * swapped it for a FIFO since the walk). SEEK_DATA (3) fails with ENXIO
+ * past the last data: the end of the list.
  */
 const MAP_SCRIPT = String.raw`
-use strict; use Fcntl qw(O_RDONLY O_NOFOLLOW);
+use strict; use Fcntl qw(O_RDONLY O_NOFOLLOW O_NONBLOCK);
 local $/ = "\0";
 while (my $path = <STDIN>) {
   chomp $path;
   my $fh;
-  if (!sysopen($fh, $path, O_RDONLY | O_NOFOLLOW) || !-f $fh) { print "-\n"; next; }
+  if (!sysopen($fh, $path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) || !-f $fh) { print "-\n"; next; }
   my ($size, $pos, @extents) = (-s $fh, 0);
   while ($pos < $size) {
     my $data = sysseek($fh, $pos, 3); last unless defined $data;
@@ -71,15 +72,16 @@ while (my $path = <STDIN>) {
 /**
  * Writes to stdout the data extents of the file a spec names: its first
  * line "<offset>:<length>,...", the rest the file's path. A file that
- * shrank or went meanwhile still gives the promised length, zeros where it
- * ended: the verification finds the difference and says the file changed.
+ * shrank, went or was swapped for something else meanwhile still gives the
+ * promised length, zeros where it ended: the verification finds the
+ * difference and says the file changed.
  */
 const PACK_SCRIPT = String.raw`
-use strict; use Fcntl qw(O_RDONLY O_NOFOLLOW);
+use strict; use Fcntl qw(O_RDONLY O_NOFOLLOW O_NONBLOCK);
 open(my $spec, '<:raw', $ARGV[0]) or die "$ARGV[0]: $!\n";
 my $extents = <$spec>; chomp $extents;
 my $path = do { local $/; <$spec> };
-my $fh; sysopen($fh, $path, O_RDONLY | O_NOFOLLOW) or undef $fh;
+my $fh; (sysopen($fh, $path, O_RDONLY | O_NOFOLLOW | O_NONBLOCK) && -f $fh) or undef $fh;
 binmode STDOUT;
 for my $extent (split /,/, $extents) {
   my ($at, $left) = split /:/, $extent;
@@ -307,8 +309,13 @@ export async function compareSparse(
         same = false;
       }
       if (same && first) {
-        const at = compareData(reach.path(p.rels[0]!), join(record, String(first.n)), layout.extents, onBytes);
-        if (at !== undefined) out.push({ rel: p.rels[0]!, what: 'contents', expected: 'other bytes', actual: `different from byte ${at} on` });
+        const fd = openRegular(reach, p.rels[0]!);
+        if (fd === undefined) {
+          out.push({ rel: p.rels[0]!, what: 'presence', expected: 'removed or replaced while the save compared it', actual: 'present' });
+        } else {
+          const at = compareData(fd, join(record, String(first.n)), layout.extents, onBytes);
+          if (at !== undefined) out.push({ rel: p.rels[0]!, what: 'contents', expected: 'other bytes', actual: `different from byte ${at} on` });
+        }
       }
       for (const rel of p.rels) {
         const raw = (m?: Map<string, string>) => [...(m ?? [])].sort().map(([a, b]) => `${a}=${b}`).join(' ') || '(none)';
@@ -323,15 +330,21 @@ export async function compareSparse(
 }
 
 /**
- * The first offset in the file at which its data extents differ from the
- * packed data, or undefined when they are equal and nothing is left over.
+ * The first offset in the file open at FA (closed here) at which its data
+ * extents differ from the packed data, or undefined when they are equal and
+ * nothing is left over.
  */
-function compareData(file: string | Buffer, packed: string, extents: readonly Extent[], onBytes: (n: number) => void): number | undefined {
+function compareData(fa: number, packed: string, extents: readonly Extent[], onBytes: (n: number) => void): number | undefined {
   const chunk = 1 << 20;
   const a = Buffer.allocUnsafe(chunk);
   const b = Buffer.allocUnsafe(chunk);
-  const fa = openSync(file, 'r');
-  const fb = openSync(packed, 'r');
+  let fb: number;
+  try {
+    fb = openSync(packed, 'r');
+  } catch (e) {
+    closeSync(fa);
+    throw e;
+  }
   try {
     let at = 0;
     for (const x of extents) {

@@ -3,8 +3,12 @@
  * back exactly whatever a path's bytes, and a dd block size the boot can
  * copy every extent with.
  */
+import { execFileSync, spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { copyBlockSize, formatMap, MAP_HEADER, parseMap, type MapLine } from '../../src/save/sparse.js';
+import { copyBlockSize, formatMap, mapSparse, MAP_HEADER, parseMap, type MapLine } from '../../src/save/sparse.js';
 
 const line = (over: Partial<MapLine>): MapLine => ({
   n: 0,
@@ -49,4 +53,27 @@ describe('copyBlockSize', () => {
     expect(copyBlockSize([{ offset: 512, length: 4096 }])).toBe(512);
     expect(copyBlockSize([{ offset: 4096, length: 100 }, { offset: 8192, length: 1 }])).toBe(4);
   });
+});
+
+describe('finding a sparse file data', () => {
+  it('answers "no file" at once for one swapped for a FIFO since the walk, and maps the others', async () => {
+    const root = mkdtempSync(join(tmpdir(), 'cairn-sparse-map-'));
+    const entry = { type: 'file', mode: 0o644, uid: 0, gid: 0, size: 0, allocated: 0, rdev: 0, ino: 0, nlink: 1, ctimeMs: 0, mtimeMs: 0 } as const;
+    // Were the FIFO opened to be read, this writer would free it after 5 s, and the time below tells.
+    const writer = spawn('sh', ['-c', 'sleep 5; exec 3>"$1"', 'sh', join(root, 'was-sparse.img')], { stdio: 'ignore' });
+    try {
+      execFileSync('mkfifo', [join(root, 'was-sparse.img')]);
+      execFileSync('truncate', ['-s', '1G', join(root, 'sparse.img')]);
+      const started = Date.now();
+      const layouts = await mapSparse(root, [
+        { rels: ['was-sparse.img'], entry },
+        { rels: ['sparse.img'], entry },
+      ]);
+      expect(Date.now() - started).toBeLessThan(3000);
+      expect(layouts).toEqual([undefined, { size: 2 ** 30, extents: [] }]);
+    } finally {
+      writer.kill();
+      rmSync(root, { recursive: true, force: true });
+    }
+  }, 20_000);
 });
