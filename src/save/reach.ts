@@ -11,6 +11,9 @@ export const PATH_MAX = 4096;
 export const toFsPath = (root: string, rel: string): Buffer =>
   Buffer.concat([Buffer.from(root), Buffer.from(rel ? `/${rel}` : '', 'latin1')]);
 
+/** Only bytes below 0x80: the latin1 form and the UTF-8 one are the same bytes. */
+const ASCII = /^[\x00-\x7f]*$/;
+
 /** Directories kept open at once: a depth-first walk needs the few above it. */
 const ANCHORS = 16;
 
@@ -26,9 +29,6 @@ const ANCHORS = 16;
  * This is the one place that knows the trick: every lstat, readdir, readlink
  * and open of a tree entry goes through `path`.
  */
-/** Only bytes below 0x80: the latin1 form and the UTF-8 one are the same bytes. */
-const ASCII = /^[\x00-\x7f]*$/;
-
 export class TreeReach {
   private readonly anchors = new Map<string, number>();
   private readonly asciiRoot: boolean;
@@ -43,8 +43,7 @@ export class TreeReach {
    */
   path(rel: string): string | Buffer {
     // Most paths are ASCII, and a walk asks for one per entry: as a string,
-    // Node hands it to the kernel without building a Buffer first, which
-    // made a third of a walk's time.
+    // it goes to the kernel without three Buffers built for it first.
     if (this.asciiRoot && ASCII.test(rel)) {
       const full = rel ? `${this.root}/${rel}` : this.root;
       if (full.length < PATH_MAX) return full;
