@@ -2,6 +2,7 @@ import { Command } from 'commander';
 import { resolveContext, type GlobalOptions } from '../context.js';
 import { UsageError } from '../lib/errors.js';
 import { formatBytes, formatSeconds } from '../lib/format.js';
+import { againWhileChanging } from '../save/again.js';
 import { runSave, type SaveReport } from '../save/pipeline.js';
 import { refreshMenu } from '../packages/target.js';
 import { confirm, lineProgress, terminalProgress } from '../ui/progress.js';
@@ -14,6 +15,7 @@ interface SaveFlags {
   json?: boolean;
   wait?: string;
   full?: boolean;
+  retries: string;
   progress: string;
 }
 
@@ -26,24 +28,32 @@ export function saveCommand(global: () => GlobalOptions): Command {
     .option('-y, --yes', 'save even though this session booted clean')
     .option('--full', 'write a whole state even when a checkpoint delta would do (a running system writes a delta while its chain is short)')
     .option('--wait <seconds>', 'how long to wait for another save to finish (default: lock_wait in the config)')
+    .option('--retries <n>', 'when the save fails only because files changed while it ran, save again up to N more times (the shutdown save does)', '0')
     .option('--json', 'print the result as JSON')
     .option('--progress <how>', 'terminal (redrawn in place, only on a terminal), lines (a line per phase, for logs and consoles) or none', 'terminal')
     .action(async (flags: SaveFlags) => {
       if (!['terminal', 'lines', 'none'].includes(flags.progress)) throw new UsageError(`--progress "${flags.progress}" is not terminal, lines or none`);
+      if (!/^[0-9]$/.test(flags.retries)) throw new UsageError(`--retries "${flags.retries}" is not a number from 0 to 9`);
       const ctx = await resolveContext(global(), flags, { upper: true });
       applyWait(ctx.config, flags.wait);
       const progress = flags.progress === 'lines' ? lineProgress() : terminalProgress(!flags.json && flags.progress === 'terminal');
       try {
-        const report = await runSave({
-          ...ctx,
-          // Deltas only where the upper layer is the running session's: its ctimes are what a delta trusts.
-          kind: ctx.booted && !flags.full ? 'auto' : 'full',
-          confirmCleanSave: async (why) =>
-            flags.yes === true || (await confirm(`${why[0]!.toUpperCase()}${why.slice(1)}. Save it as the newest state?`)),
-          onPhase: (phase) => progress.phase(phase),
-          onProgress: (phase, f) => progress.fraction(phase, f),
-          onWaitForLock: (holder) => process.stderr.write(`waiting for another save to finish (${holder})\n`),
-          onWarning: (line) => process.stderr.write(`warning: ${line}\n`),
+        const attempt = () =>
+          runSave({
+            ...ctx,
+            // Deltas only where the upper layer is the running session's: its ctimes are what a delta trusts.
+            kind: ctx.booted && !flags.full ? 'auto' : 'full',
+            confirmCleanSave: async (why) =>
+              flags.yes === true || (await confirm(`${why[0]!.toUpperCase()}${why.slice(1)}. Save it as the newest state?`)),
+            onPhase: (phase) => progress.phase(phase),
+            onProgress: (phase, f) => progress.fraction(phase, f),
+            onWaitForLock: (holder) => process.stderr.write(`waiting for another save to finish (${holder})\n`),
+            onWarning: (line) => process.stderr.write(`warning: ${line}\n`),
+          });
+        const report = await againWhileChanging(attempt, Number(flags.retries), (e, next) => {
+          const names = e.differences.slice(0, 3).map((d) => d.path).join(', ');
+          const more = e.differences.length > 3 ? ', ...' : '';
+          process.stderr.write(`files changed while the save ran (${names}${more}); the saved states are as they were; saving again (${next} of ${flags.retries})\n`);
         });
         progress.done();
         // The menu's marks and older-state entries follow the states; the

@@ -99,9 +99,11 @@ export class PartitionFullError extends CairnError {
 
 export class VerifyMismatchError extends CairnError {
   override readonly code = 'VERIFY_MISMATCH';
+  /** Every difference is of a path that changed after the save began: the same save a moment later will likely succeed. */
+  readonly live: boolean;
   constructor(
     readonly image: string,
-    readonly differences: readonly { path: string; what: string; expected: string; actual: string }[],
+    readonly differences: readonly { path: string; what: string; expected: string; actual: string; changedDuringSave?: boolean }[],
     hint?: string,
   ) {
     const first = differences
@@ -109,6 +111,7 @@ export class VerifyMismatchError extends CairnError {
       .map((d) => `  ${d.path}: ${d.what} in the image is ${d.actual}, in the upper layer ${d.expected}`)
       .join('\n');
     super(`the new image does not match the upper layer (${differences.length} difference(s)):\n${first}`, { hint });
+    this.live = differences.length > 0 && differences.every((d) => d.changedDuringSave === true);
   }
 }
 

@@ -2,7 +2,7 @@ import { closeSync, lstatSync, openSync } from 'node:fs';
 import { log } from '../lib/log.js';
 import { compareImageAcls } from './acl.js';
 import { ContentLanes, type FilePair } from './lanes.js';
-import { openRegular, READ_ONLY_FILE, TreeReach } from './reach.js';
+import { openRegular, READ_ONLY_FILE, TreeReach, withReach } from './reach.js';
 import { compareSparse } from './sparse.js';
 import { displayPath, dropOwnRecords, walkTreeAside, type Entry, type Walk } from './tree.js';
 import { readXattrs, readXattrsOf } from './xattrs.js';
@@ -69,7 +69,10 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
   const differences: Difference[] = [];
   const differ: Differ = (rel, what, expected, actual, changed) => {
     const u = upper.entries.get(rel);
-    differences.push({ path: displayPath(rel), rel, what, expected, actual, changedDuringSave: changed ?? (u?.ctimeMs ?? since) >= since });
+    // A file written after the walk (appended to while its contents were
+    // compared, say) has the walk's old ctime: its ctime now tells.
+    const live = changed ?? ((u?.ctimeMs ?? since) >= since || changedSinceWalk(upperRoot, rel, since));
+    differences.push({ path: displayPath(rel), rel, what, expected, actual, changedDuringSave: live });
   };
   // The contents, the longest part, go first, in their threads; the image is
   // walked and its metadata compared here meanwhile.
@@ -311,6 +314,18 @@ function openImageFile(reach: TreeReach, rel: string, size: number): number | un
   const st = lstatSync(path, { throwIfNoEntry: false });
   if (!st?.isFile() || st.size !== size) return undefined;
   return openSync(path, READ_ONLY_FILE);
+}
+
+/** Whether the upper layer's entry at REL changed at or after SINCE, as it is now; gone counts as changed. */
+function changedSinceWalk(upperRoot: string, rel: string, since: number): boolean {
+  return withReach(upperRoot, (reach) => {
+    try {
+      return lstatSync(reach.path(rel)).ctimeMs >= since;
+    } catch (e) {
+      if (isGoneError(e)) return true;
+      throw e;
+    }
+  });
 }
 
 /** The error of a path that, or a directory above which, no longer exists. */

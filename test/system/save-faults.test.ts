@@ -62,6 +62,15 @@ describe('bad input: a clear error and nothing written', () => {
     expect(none.stderr).toMatch(/not a booted cairn system/);
   });
 
+  it('--retries takes a number of tries from 0 to 9, and nothing is written otherwise', async () => {
+    for (const bad of ['-1', 'two', '10', '']) {
+      const r = await cairn(['save', '--upper', upper, '--data', data, '--retries', bad]);
+      expect(r.exitCode, bad).toBe(2);
+      expect(r.stderr).toContain(`--retries "${bad}" is not a number from 0 to 9`);
+    }
+    expect(fingerprint(data)).toEqual([]);
+  });
+
   it('an unknown config setting names the file and line', async () => {
     const conf = s.path('bad.conf');
     await writeFile(conf, '# comment\ncompresion=zstd\n');

@@ -1,13 +1,14 @@
 import { execa } from 'execa';
 import { execFileSync } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
-import { mkdtempSync, unlinkSync } from 'node:fs';
+import { appendFileSync, mkdtempSync, unlinkSync } from 'node:fs';
 import { appendFile, chmod, chown, mkdir, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULTS } from '../../src/config.js';
 import { VerifyMismatchError } from '../../src/lib/errors.js';
 import { RUNTIME } from '../../src/names.js';
+import { againWhileChanging } from '../../src/save/again.js';
 import { runSave, type SaveOptions } from '../../src/save/pipeline.js';
 import { mksquashfsArgs } from '../../src/save/squash.js';
 import { encodeSeal, sha256Of } from '../../src/state/seal.js';
@@ -355,6 +356,32 @@ describe('a file removed during the comparison, and a mksquashfs that writes not
     await rm(join(upper, 'b-fifo'));
     for (let i = 0; i < 6; i++) await rm(join(upper, `a-big${i}`));
   }, 90_000);
+
+  it('a file changed while the save ran, tried again as the shutdown save does: the second try stores it as it is then', async () => {
+    const data = await withTwoStates('again');
+    // Compared in name order: the a-big files' progress comes before c-log's turn.
+    for (let i = 0; i < 6; i++) await writeFile(join(upper, `a-big${i}`), randomBytes(8 << 20));
+    await writeFile(join(upper, 'c-log'), 'line 1\n');
+    let appended = false;
+    const retried: string[] = [];
+    await againWhileChanging(
+      () =>
+        save(data, (phase) => {
+          if (phase !== 'verifying' || appended) return;
+          appended = true;
+          appendFileSync(join(upper, 'c-log'), 'line 2\n');
+        }),
+      2,
+      (e, next) => retried.push(`${next}: ${e.differences.map((d) => d.path).join(' ')}`),
+    );
+    expect(appended).toBe(true);
+    expect(retried).toEqual(['1: /c-log']);
+    expect(await snapshot(data)).toMatchObject({ newest: 'next', backup: 'new' });
+    expect(await catFromImage(join(data, 'upperfs.squashfs'), 'c-log')).toBe('line 1\nline 2');
+    expect(listDir(data)).not.toContain('upperfs.squashfs.tmp');
+    await rm(join(upper, 'c-log'));
+    for (let i = 0; i < 6; i++) await rm(join(upper, `a-big${i}`));
+  });
 
   it('a mksquashfs that exits 0 without writing the image: a clear error, states and stick as they were', async () => {
     const data = await withTwoStates('liar');
