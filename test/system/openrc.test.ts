@@ -582,6 +582,14 @@ exit ${exit}
 
   /** The processes PID started that still run. */
   const children = (pid: number) => readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').trim().split(/\s+/).filter(Boolean).map(Number);
+  /** The program name of PID, empty once it has ended. */
+  const commOf = (pid: number) => {
+    try {
+      return readFileSync(`/proc/${pid}/comm`, 'utf8').trim();
+    } catch {
+      return '';
+    }
+  };
 
   it.each(SHELLS)('SIGTERM (the service stopped) ends the loop at once between checkpoints, leaving no process behind (%s)', async (...shell: string[]) => {
     const cairn = await standIn(`idle-${shell[0]}`);
@@ -589,7 +597,11 @@ exit ${exit}
     const { loop, conf, log } = startLoop(`idle-${shell[0]}`, cairn.path, shell, { checkpoint_minute: '60' });
     await writeFile(conf, 'checkpoint_interval=10\n');
     await until(() => /a checkpoint every 10 minutes/.test(log()), 3000, 'the loop started');
-    await until(() => children(loop.pid!).length === 1, 3000, 'the loop pausing');
+    // Pausing: its one child is sleep itself. A child forked a moment ago
+    // may still be the shell, with the shell's handler for SIGTERM until it
+    // execs sleep, and a SIGTERM sent to it then is lost (on a loaded
+    // machine, twice in a row, the loop then waited out the whole pause).
+    await until(() => children(loop.pid!).length === 1 && commOf(children(loop.pid!)[0]!) === 'sleep', 3000, 'the loop pausing');
     const [pause] = children(loop.pid!);
     const t = Date.now();
     loop.kill('SIGTERM');
@@ -597,7 +609,7 @@ exit ${exit}
     let wchan = 'nowhere: it had ended';
     const peek = setTimeout(() => {
       try {
-        wchan = readFileSync(`/proc/${loop.pid}/wchan`, 'utf8');
+        wchan = `${readFileSync(`/proc/${loop.pid}/wchan`, 'utf8')} (${readFileSync(`/proc/${loop.pid}/status`, 'utf8').split('\n').filter((l) => /^Sig|^ShdPnd/.test(l)).join(', ')})`;
       } catch {
         // ended meanwhile
       }
