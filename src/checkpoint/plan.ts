@@ -1,5 +1,6 @@
 import type { Entry } from '../save/tree.js';
 import type { XattrMap } from '../save/xattrs.js';
+import { canExclude } from '../save/wildcards.js';
 import type { ParentView } from './parent.js';
 
 /**
@@ -39,12 +40,6 @@ export interface PlanInput {
   /** The xattrs of the changed directories the parent has too (touchedDirs), on each side. */
   upperXattrs: XattrMap;
   parentXattrs: XattrMap;
-  /**
-   * Names mksquashfs cannot be told to leave out (its exclude file holds one
-   * path a line): an unchanged entry under an included directory with such a
-   * name is taken whole. Default: a newline in the name.
-   */
-  cannotExclude?: (rel: string) => boolean;
 }
 
 const parentOf = (rel: string): string => {
@@ -102,7 +97,6 @@ export function touchedDirs(upper: Map<string, Entry>, parent: ParentView, since
 export function planDelta(input: PlanInput): DeltaPlan {
   const { upper, parent } = input;
   const since = input.contentsSinceMs;
-  const cannotExclude = input.cannotExclude ?? ((rel: string) => nameOf(rel).includes('\n'));
   const changed = new Set<string>();
   const removals = new Set<string>();
   /** Directories taken with all they hold. */
@@ -166,13 +160,14 @@ export function planDelta(input: PlanInput): DeltaPlan {
     if (upper.get(rel)!.type === 'dir') addBelow(rel);
   };
   // Until nothing more comes in: the way to each changed entry is included,
-  // a hard-link group comes in whole, and an entry that cannot be left out
-  // of an included directory comes in too.
+  // a hard-link group comes in whole, and an entry of an included directory
+  // that no exclude line can name (wildcards.ts: a path thousands of bytes
+  // long, mostly escaped) comes in too.
   for (let size = -1; size !== changed.size; ) {
     size = changed.size;
     for (const rel of changed) for (let r = rel; !include.has(r); r = parentOf(r)) include.add(r);
     for (const members of groups.values()) if (members.some((m) => changed.has(m))) members.forEach(take);
-    for (const dir of include) for (const rel of kids.get(dir) ?? []) if (cannotExclude(rel)) take(rel);
+    for (const dir of include) for (const rel of kids.get(dir) ?? []) if (!include.has(rel) && !canExclude(rel)) take(rel);
   }
 
   return { include, changed, removals: topMost(removals) };

@@ -12,7 +12,7 @@ import { compareTrees, type Difference } from '../save/compare.js';
 import { compileExcludes } from '../save/exclude.js';
 import { TreeReach } from '../save/reach.js';
 import { mksquashfsArgs, runMksquashfs } from '../save/squash.js';
-import { displayPath, dropOwnRecords, entryAt, walkTree, type Walk } from '../save/tree.js';
+import { displayPath, dropOwnRecords, entryAt, shownPath, walkTree, type Walk } from '../save/tree.js';
 import { excludeFromDir } from '../save/wildcards.js';
 import { encodeSeal, readSeal, type Seal } from '../state/seal.js';
 import { cksumTool, sha256InWorker } from '../state/sums.js';
@@ -195,7 +195,17 @@ async function squashDelta(options: DeltaOptions, plan: DeltaPlan, upper: Walk, 
       const kept: string[] = [];
       const left: string[] = [];
       for (const name of readdirSync(reach.path(dir), 'latin1')) (plan.include.has(dir ? `${dir}/${name}` : name) ? kept : left).push(name);
-      lines.push(...excludeFromDir(dir, kept, left));
+      const ex = excludeFromDir(dir, kept, left);
+      // The plan takes in what it knows cannot be left out (plan.ts
+      // cannotExclude); this is something the walk did not take (an entry
+      // the save's patterns exclude, or one made since), and a delta
+      // cannot drop it. A whole save matches the patterns themselves.
+      if (ex.notLeftOut.length) {
+        throw new RefusedError(`${shownPath(ex.notLeftOut[0]!)} cannot be left out of a checkpoint (its path is too long to name to mksquashfs)`, {
+          hint: 'run cairn save --full',
+        });
+      }
+      lines.push(...ex.lines);
     }
   } finally {
     reach.close();

@@ -34,18 +34,23 @@ export const DEFAULT_EXCLUDES: readonly string[] = [
 /** Takes a path relative to the root, in the latin1 byte form of tree.ts. */
 export type ExcludeMatcher = (relPath: string) => boolean;
 
+/** A pattern's components, checked: what both the matcher and mksquashfs read alike. */
+function patternParts(p: string): string[] {
+  const parts = p.split('/').filter(Boolean);
+  if (parts.length === 0 || parts.some((s) => s === '..' || s === '.')) {
+    throw new Error(`exclude pattern "${p}" must name a path below the root, without . or ..`);
+  }
+  if (/[[\]\\\n()]/.test(p) || parts[0] === '...') {
+    throw new Error(`exclude pattern "${p}" may use only * and ? as wildcards`);
+  }
+  return parts;
+}
+
 export function compileExcludes(patterns: readonly string[]): ExcludeMatcher {
-  const compiled = patterns.map((p) => {
-    const parts = p.replace(/^\/+|\/+$/g, '').split('/').filter(Boolean);
-    if (parts.length === 0 || parts.some((s) => s === '..' || s === '.')) {
-      throw new Error(`exclude pattern "${p}" must name a path below the root, without . or ..`);
-    }
-    if (/[[\]\\\n()]/.test(p) || parts[0] === '...') {
-      throw new Error(`exclude pattern "${p}" may use only * and ? as wildcards`);
-    }
+  const compiled = patterns.map((p) =>
     // Paths are matched as bytes, as fnmatch does in mksquashfs.
-    return parts.map((part) => componentRegExp(Buffer.from(part, 'utf8').toString('latin1')));
-  });
+    patternParts(p).map((part) => componentRegExp(Buffer.from(part, 'utf8').toString('latin1'))),
+  );
   return (relPath) => {
     const parts = relPath.split('/');
     return compiled.some((re) => re.length === parts.length && re.every((r, i) => r.test(parts[i]!)));
@@ -62,4 +67,15 @@ function componentRegExp(glob: string): RegExp {
   // FNM_PERIOD: a leading dot is matched only by a literal dot.
   const guard = glob.startsWith('.') ? '' : '(?!\\.)';
   return new RegExp(`^${guard}${src}$`, 's');
+}
+
+/**
+ * The patterns as lines of mksquashfs's exclude file, written so that it
+ * reads each as the matcher does: its components joined by one / (mksquashfs
+ * refuses a leading /, which a user may well write), after a backslash,
+ * which it takes off (else it drops a leading space and takes a leading #
+ * for a comment).
+ */
+export function patternLines(patterns: readonly string[]): Buffer[] {
+  return patterns.map((p) => Buffer.from(`\\${patternParts(p).join('/')}\n`, 'utf8'));
 }

@@ -6,7 +6,7 @@ import { log } from '../lib/log.js';
 import { run, type RunResult } from '../lib/run.js';
 import { STATE } from '../names.js';
 import { aclPseudoFile } from './acl.js';
-import { compileExcludes } from './exclude.js';
+import { compileExcludes, patternLines } from './exclude.js';
 import { sparsePseudoFiles } from './sparse.js';
 import { describeLeftOut, displayPath, walkTree, type LeftOut } from './tree.js';
 import { literalExclude } from './wildcards.js';
@@ -61,13 +61,16 @@ export async function squash(options: SquashOptions, freeBytes: () => Promise<nu
   // layer while it runs (a new file in /tmp) is left out the same way.
   // The records' names at the root are the save's own (acl.ts, sparse.ts);
   // a packed sparse file is in the image as its record only.
+  // A path left out whose line would be too long (wildcards.ts) is also
+  // past PATH_MAX for mksquashfs under the running system's upper layer,
+  // which skips it; under a shorter one the verification would fail.
   const lines = [
-    ...options.excludes.map((p) => Buffer.from(`${p}\n`)),
+    ...patternLines(options.excludes),
     ...leftOut.map((l) => literalExclude(l.rel)),
     ...packed.flatMap((p) => p.rels.map(literalExclude)),
     literalExclude(STATE.aclDump),
     literalExclude(STATE.sparseDir),
-  ];
+  ].filter((l): l is Buffer => l !== undefined);
   await writeFile(options.excludeFile, Buffer.concat(lines));
   args.push('-wildcards', '-ef', options.excludeFile);
   // squashfs keeps no POSIX ACLs: they go into a file of their own (acl.ts).

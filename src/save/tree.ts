@@ -5,8 +5,14 @@ import { DATA, RUNTIME, STATE } from '../names.js';
 import type { ExcludeMatcher } from './exclude.js';
 import { PATH_MAX, TreeReach } from './reach.js';
 import { canPackSparse } from './sparse.js';
+import { canExclude } from './wildcards.js';
 
 export const displayPath = (rel: string): string => `/${Buffer.from(rel, 'latin1').toString('utf8')}`;
+/** displayPath for a message: a path thousands of bytes long is shortened in its middle, its start saying where it is. */
+export function shownPath(rel: string): string {
+  const p = displayPath(rel);
+  return p.length > 240 ? `${p.slice(0, 120)}...${p.slice(-100)}` : p;
+}
 /** A pattern or user-given path, as the latin1 form used for paths here. */
 export const asBytePath = (utf8: string): string => Buffer.from(utf8, 'utf8').toString('latin1');
 
@@ -226,6 +232,9 @@ function packHoles(entries: Map<string, Entry>, leftOut: LeftOut[], packed: Pack
   const packable = canPackSparse();
   for (const inode of largestFirst) {
     if (total <= HOLE_BUDGET) break;
+    // mksquashfs is told to leave such a file out by its names: one no
+    // exclude line can hold (wildcards.ts) is squashed as it is, holes read.
+    if (!inode.rels.every(canExclude)) continue;
     total -= inode.holes;
     for (const rel of inode.rels) entries.delete(rel);
     if (packable) {
@@ -245,17 +254,9 @@ function packHoles(entries: Map<string, Entry>, leftOut: LeftOut[], packed: Pack
 /** At most this many left-out paths are named; the rest are counted. */
 const NAMED_LEFT_OUT = 20;
 
-/**
- * What was left out, a sentence each, for the console and the report. A path
- * thousands of bytes long is shortened in its middle: its start says where
- * it is, its end what it is.
- */
+/** What was left out, a sentence each, for the console and the report. */
 export function describeLeftOut(leftOut: readonly LeftOut[]): string[] {
-  const shown = (rel: string) => {
-    const p = displayPath(rel);
-    return p.length > 240 ? `${p.slice(0, 120)}...${p.slice(-100)}` : p;
-  };
-  const lines = leftOut.slice(0, NAMED_LEFT_OUT).map((l) => `not saved: ${shown(l.rel)}: ${l.reason}`);
+  const lines = leftOut.slice(0, NAMED_LEFT_OUT).map((l) => `not saved: ${shownPath(l.rel)}: ${l.reason}`);
   if (leftOut.length > NAMED_LEFT_OUT) lines.push(`not saved: ${leftOut.length - NAMED_LEFT_OUT} more paths, for the same reasons`);
   return lines;
 }

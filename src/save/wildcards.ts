@@ -7,44 +7,68 @@
  * A backslash makes the next character literal, except for [ | ( and ),
  * which glibc's fnmatch reads inside !(...) whatever comes before them (it
  * looks for the end of a bracket expression, or of an alternative); a
- * bracket expression holds each of those instead. A newline cannot be written in a line:
- * `?` stands for it, which matches any one character, so only a pattern
- * that keeps what it matches (allBut) may hold one. Every line starts with a
- * backslash, which mksquashfs takes off (its way to write a leading space
- * or #).
+ * bracket expression holds each of those instead. A newline cannot be
+ * written in a line: a bracket expression of every other byte a name can
+ * hold, negated, stands for it (mksquashfs never sets a locale, so fnmatch
+ * compares bytes). Every line starts with a backslash, which mksquashfs
+ * takes off (its way to write a leading space or #).
+ *
+ * mksquashfs gives up on the whole exclude file at a line longer than
+ * EXCLUDE_LINE_MAX: a save or checkpoint would then fail every time. No
+ * line is made longer (undefined instead, for the caller to do without).
  */
+const NEWLINE = '[!\x01-\x09\x0b-\xff]';
+
 const escape = (text: string): string =>
   text
     .replace(/[\\*?\]+@!.]/g, '\\$&')
     .replace(/[[|()]/g, '[$&]')
-    .replace(/\n/g, '?');
+    .replace(/\n/g, NEWLINE);
 
-/**
- * A line that leaves out exactly `rel`, or more than it when it holds a
- * newline: a sibling name that differs from it only there.
- */
-export function literalExclude(rel: string): Buffer {
-  return Buffer.from(`\\${escape(rel)}\n`, 'latin1');
+/** The longest line mksquashfs reads from an exclude file, its newline left aside (MAX_LINE - 1). */
+export const EXCLUDE_LINE_MAX = 16383;
+
+const line = (pattern: string): Buffer | undefined =>
+  Buffer.byteLength(pattern, 'latin1') + 1 <= EXCLUDE_LINE_MAX ? Buffer.from(`\\${pattern}\n`, 'latin1') : undefined;
+
+/** Whether literalExclude(rel) fits in a line, found without building it (no escape makes a byte longer than NEWLINE). */
+export function canExclude(rel: string): boolean {
+  return (rel.length * NEWLINE.length) + 1 <= EXCLUDE_LINE_MAX || escape(rel).length + 1 <= EXCLUDE_LINE_MAX;
+}
+
+/** A line that leaves out exactly `rel`, or undefined when it would be too long. */
+export function literalExclude(rel: string): Buffer | undefined {
+  return line(escape(rel));
 }
 
 /**
  * A line that leaves out everything in the directory `dir` (the tree's root
- * as "") but the names `kept`: all of it when none is kept, and less when a
- * kept name holds a newline (a sibling name that differs from it only
- * there is kept too).
+ * as "") but the names `kept` (all of it when none is kept), or undefined
+ * when it would be too long.
  */
-export function allButExclude(dir: string, kept: readonly string[]): Buffer {
-  return Buffer.from(`\\${dir ? `${escape(dir)}/` : ''}!(${kept.map(escape).join('|')})\n`, 'latin1');
+export function allButExclude(dir: string, kept: readonly string[]): Buffer | undefined {
+  return line(`${dir ? `${escape(dir)}/` : ''}!(${kept.map(escape).join('|')})`);
 }
 
 /**
  * The lines that leave out the names `left` of the directory `dir` and keep
  * its names `kept` (its whole listing between them): one line per name left
- * out, or one that names what is kept, whichever is shorter for mksquashfs
- * to match, and always the latter when a name left out holds a newline.
+ * out, or one that names what is kept when that is fewer names for
+ * mksquashfs to match and fits in a line. A name whose own line would be
+ * too long is not left out (`notLeftOut`): only a path thousands of bytes
+ * long, most of it escaped, comes to that.
  */
-export function excludeFromDir(dir: string, kept: readonly string[], left: readonly string[]): Buffer[] {
-  if (left.length === 0) return [];
-  if (kept.length < left.length || left.some((name) => name.includes('\n'))) return [allButExclude(dir, kept)];
-  return left.map((name) => literalExclude(dir ? `${dir}/${name}` : name));
+export function excludeFromDir(dir: string, kept: readonly string[], left: readonly string[]): { lines: Buffer[]; notLeftOut: string[] } {
+  const notLeftOut: string[] = [];
+  if (left.length === 0) return { lines: [], notLeftOut };
+  const allBut = kept.length < left.length ? allButExclude(dir, kept) : undefined;
+  if (allBut) return { lines: [allBut], notLeftOut };
+  const lines: Buffer[] = [];
+  for (const name of left) {
+    const rel = dir ? `${dir}/${name}` : name;
+    const one = literalExclude(rel);
+    if (one) lines.push(one);
+    else notLeftOut.push(rel);
+  }
+  return { lines, notLeftOut };
 }
