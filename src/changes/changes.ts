@@ -7,7 +7,7 @@ import { compareEntry, compareTrees } from '../save/compare.js';
 import type { ExcludeMatcher } from '../save/exclude.js';
 import { openRegular, READ_ONLY_FILE, TreeReach } from '../save/reach.js';
 import { dropOwnRecords, walkTree, type Entry } from '../save/tree.js';
-import { readXattrs, readXattrsOf } from '../save/xattrs.js';
+import { readXattrs, readXattrsOf, type XattrMap } from '../save/xattrs.js';
 
 /** A: the path appeared; M: it is there in both, with other contents or metadata; D: it is gone. */
 export type ChangeKind = 'A' | 'M' | 'D';
@@ -76,7 +76,7 @@ export async function computeChanges(options: ChangesOptions): Promise<ChangeSet
   try {
     if (!options.baselineRoot || !baseline) {
       const changes = [...upper.entries].filter(([rel]) => rel).flatMap(([rel, u]) => onlyInUpper(rel, u, inLower(rel)) ?? []);
-      if (options.lowerRoot) changes.push(...(await hiddenByOpaque(options, upper.entries, changes)));
+      if (options.lowerRoot) changes.push(...hiddenByOpaque(options.lowerRoot, upper.entries, changes, newlyOpaque(await readXattrs(options.upperRoot), new Map())));
       return summarize(changes, 0);
     }
     const since = options.contentsSinceMs;
@@ -116,7 +116,10 @@ export async function computeChanges(options: ChangesOptions): Promise<ChangeSet
         changes.push(change('M', rel, u, what, rewritten ? fileBytes(u) : 0));
       }
     }
-    if (options.lowerRoot) changes.push(...(await hiddenByOpaque(options, upper.entries, changes)));
+    if (options.lowerRoot) {
+      const [now, before] = await Promise.all([readXattrs(options.upperRoot), readXattrs(options.baselineRoot)]);
+      changes.push(...hiddenByOpaque(options.lowerRoot, upper.entries, changes, newlyOpaque(now, before)));
+    }
     return summarize(changes, contentsRead);
   } finally {
     lower?.close();
@@ -141,25 +144,25 @@ function lstatIn(reach: TreeReach, rel: string): Stats | undefined {
   }
 }
 
+/** The directories opaque in NOW and not in BEFORE (xattrs by path). */
+function newlyOpaque(now: XattrMap, before: XattrMap): string[] {
+  return [...now].filter(([rel, attrs]) => rel && attrs.get(OPAQUE) === OPAQUE_YES && before.get(rel)?.get(OPAQUE) !== OPAQUE_YES).map(([rel]) => rel);
+}
+
 /**
  * A directory that became opaque (removed and made again over the base's)
- * hides what the base holds in it: each such path, not in the upper layer,
- * is removed, and the directory itself is changed.
+ * hides what the base holds in it: each such path, not in the upper layer
+ * and not listed already, is removed, and the directory itself is changed.
  */
-async function hiddenByOpaque(options: ChangesOptions, upper: Map<string, Entry>, changes: Change[]): Promise<Change[]> {
-  if (!options.lowerRoot) return [];
-  const [now, before] = await Promise.all([
-    readXattrs(options.upperRoot),
-    options.baselineRoot ? readXattrs(options.baselineRoot) : Promise.resolve(new Map<string, Map<string, string>>()),
-  ]);
+function hiddenByOpaque(lowerRoot: string, upper: Map<string, Entry>, changes: Change[], opaque: readonly string[]): Change[] {
   const listed = new Map(changes.map((c) => [c.rel, c]));
   const out: Change[] = [];
-  for (const [rel, attrs] of now) {
+  for (const rel of opaque) {
     const u = upper.get(rel);
-    if (!rel || u?.type !== 'dir' || attrs.get(OPAQUE) !== OPAQUE_YES || before.get(rel)?.get(OPAQUE) === OPAQUE_YES) continue;
+    if (u?.type !== 'dir') continue;
     let hidden: Map<string, Entry>;
     try {
-      hidden = walkTree(join(options.lowerRoot, Buffer.from(rel, 'latin1').toString())).entries;
+      hidden = walkTree(join(lowerRoot, Buffer.from(rel, 'latin1').toString())).entries;
     } catch {
       continue; // the base has nothing there: nothing is hidden
     }
@@ -168,7 +171,7 @@ async function hiddenByOpaque(options: ChangesOptions, upper: Map<string, Entry>
     else if (!own) out.push(change('M', rel, u, ['made opaque'], 0));
     for (const [sub, e] of hidden) {
       const inside = `${rel}/${sub}`;
-      if (sub && !upper.has(inside)) out.push({ kind: 'D', path: shown(inside, e.type === 'dir'), rel: inside, what: ['hidden by an opaque directory'], bytes: 0 });
+      if (sub && !upper.has(inside) && !listed.has(inside)) out.push({ kind: 'D', path: shown(inside, e.type === 'dir'), rel: inside, what: ['hidden by an opaque directory'], bytes: 0 });
     }
   }
   return out;
@@ -246,6 +249,11 @@ export async function computeChainChanges(options: Omit<ChangesOptions, 'baselin
     for (const rel of plan.removals) {
       if (!upper.entries.has(rel)) removed(rel);
       else if (upper.entries.get(rel)!.type === 'dir' && parent.entry(rel)?.type === 'dir') removedBelow(rel);
+    }
+    if (options.lowerRoot) {
+      const dirs = [...plan.changed].filter((rel) => upper.entries.get(rel)?.type === 'dir');
+      const [now, before] = await Promise.all([readXattrsOf(options.upperRoot, dirs), parent.xattrsOf(dirs.filter((rel) => parent.entry(rel)))]);
+      changes.push(...hiddenByOpaque(options.lowerRoot, upper.entries, changes, newlyOpaque(now, before)));
     }
   } finally {
     lower?.close();

@@ -44,6 +44,9 @@ describe.each(['tmpfs', 'ext4'] as const)('cairn diff over an upper layer on %s'
     await writeFile(join(lower, 'opt/app/lib/a.so'), 'a\n');
     await writeFile(join(lower, 'opt/app/readme'), 'app\n');
     await writeFile(join(lower, 'usr/share/doc/base'), 'doc\n');
+    await mkdir(join(lower, 'srv/site/css'), { recursive: true });
+    await writeFile(join(lower, 'srv/site/index.html'), 'site\n');
+    await writeFile(join(lower, 'srv/site/css/main.css'), 'css\n');
 
     // The state the session boots from, saved from a first session.
     const first = await s.overlay(lower, 'first');
@@ -172,6 +175,23 @@ describe.each(['tmpfs', 'ext4'] as const)('cairn diff over an upper layer on %s'
     const r = await cairn(['status', ...system()]);
     expect(r.exitCode).toBe(0);
     expect(r.stdout).toMatch(/^changed since the save at .*: 0 added, 2 changed, 0 removed, 4 B \(cairn diff lists them\)$/m);
+  });
+
+  it('after a checkpoint, lists what a base directory removed and made again hides, as since a save', async () => {
+    const cp = await cairn(['checkpoint', ...system(), '--progress', 'none']);
+    expect(cp.exitCode, cp.stderr).toBe(0);
+    expect(cp.stdout).toMatch(/checkpoint/);
+    expect((await diff()).changes).toEqual([]);
+    await rm(m('srv/site'), { recursive: true });
+    await mkdir(m('srv/site'));
+    await writeFile(m('srv/site/index.html'), 'a new site\n');
+    const d = await diff();
+    expect(d.changes.map((c) => `${c.kind} ${c.path} ${c.what.join(',')}`)).toEqual([
+      'M srv/site/ made opaque',
+      'D srv/site/css/ hidden by an opaque directory',
+      'D srv/site/css/main.css hidden by an opaque directory',
+      'M srv/site/index.html changed from the base',
+    ]);
   });
 });
 
