@@ -625,6 +625,33 @@ exit ${exit}
     expect(cairn.calls()).toEqual([]);
   });
 
+  it('a pause that missed the SIGTERM (sent before it became sleep) is ended all the same, at once (dash)', async () => {
+    // The signal lost in the window between the loop's fork and the exec of
+    // sleep, made certain: a stand-in sleep on the PATH that ignores SIGTERM
+    // and then is the real one. Under dash only: busybox sh runs its own
+    // sleep applet whatever the PATH holds (the loop's code is the same).
+    const shell = ['dash'];
+    const bin = s.path(`deaf-${shell[0]}-bin`);
+    await mkdir(bin, { recursive: true });
+    await writeFile(join(bin, 'sleep'), "#!/bin/sh\ntrap '' TERM\nexec /bin/sleep \"$@\"\n");
+    await chmod(join(bin, 'sleep'), 0o755);
+    const cairn = await standIn(`deaf-${shell[0]}`);
+    const { loop, conf, log } = startLoop(`deaf-${shell[0]}`, cairn.path, shell, { checkpoint_minute: '60', PATH: `${bin}:${process.env.PATH}` });
+    await writeFile(conf, 'checkpoint_interval=10\n');
+    await until(() => children(loop.pid!).length === 1 && commOf(children(loop.pid!)[0]!) === 'sleep', 3000, 'the loop pausing');
+    const [pause] = children(loop.pid!);
+    // The stand-in works: the pause ignores SIGTERM (signal 15, bit 14 of the mask).
+    const ignored = /^SigIgn:\s*([0-9a-f]+)$/m.exec(readFileSync(`/proc/${pause}/status`, 'utf8'))![1]!;
+    expect(BigInt(`0x${ignored}`) & (1n << 14n)).toBe(1n << 14n);
+    const t = Date.now();
+    loop.kill('SIGTERM');
+    const ended = await loop;
+    expect(ended.exitCode, `ended by ${ended.signal} after ${Date.now() - t} ms; its log:\n${log()}`).toBe(0);
+    expect(Date.now() - t).toBeLessThan(1000);
+    expect(existsSync(`/proc/${pause}`)).toBe(false);
+    expect(log()).toMatch(/cairn-checkpoint: stopped\n$/);
+  });
+
   it.each(SHELLS)('SIGTERM in the middle of a checkpoint stops it with SIGTERM and waits for its clean-up before the loop ends (%s)', async (...shell: string[]) => {
     const cairn = await standIn(`busy-${shell[0]}`);
     const { loop, conf, log } = startLoop(`busy-${shell[0]}`, cairn.path, shell, { SLOW: '1' });
