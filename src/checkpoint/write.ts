@@ -284,14 +284,7 @@ async function verifyDelta(
         }
         const result = await compareTrees({ upper: inDelta, upperRoot: options.upperDir, imageRoot: mnt, since, maxDifferences: 50, scoped: true });
         const differences = [...gone, ...result.differences.filter((d) => d.what !== 'presence' || inDelta.entries.has(d.rel)), ...namesInChangedDirs(upper, image, parent, plan, options.upperDir, since)];
-        if (differences.length) {
-          const live = differences.every((d) => d.changedDuringSave);
-          throw new VerifyMismatchError(
-            file,
-            differences,
-            live ? 'these files changed while the checkpoint ran; run it again when they are quiet' : 'the delta does not hold what changed; nothing was replaced',
-          );
-        }
+        if (differences.length) throw new VerifyMismatchError(file, differences, 'checkpoint');
         let space = 0;
         for (const e of inDelta.entries.values()) space += e.allocated;
         return { entries: image.entries.size, space };

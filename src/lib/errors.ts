@@ -104,14 +104,23 @@ export class VerifyMismatchError extends CairnError {
   constructor(
     readonly image: string,
     readonly differences: readonly { path: string; what: string; expected: string; actual: string; changedDuringSave?: boolean }[],
-    hint?: string,
+    /** What wrote the image: the hint says what to do next. */
+    by: 'save' | 'checkpoint' = 'save',
   ) {
     const first = differences
       .slice(0, 5)
       .map((d) => `  ${d.path}: ${d.what} in the image is ${d.actual}, in the upper layer ${d.expected}`)
       .join('\n');
+    const live = differences.length > 0 && differences.every((d) => d.changedDuringSave === true);
+    const hint = live
+      ? by === 'save'
+        ? 'these files changed while the save ran; save again when they are quiet'
+        : 'these files changed while the checkpoint ran; run it again when they are quiet'
+      : by === 'save'
+        ? 'the image does not hold what the upper layer holds; the saved states were not changed'
+        : 'the delta does not hold what changed; nothing was replaced';
     super(`the new image does not match the upper layer (${differences.length} difference(s)):\n${first}`, { hint });
-    this.live = differences.length > 0 && differences.every((d) => d.changedDuringSave === true);
+    this.live = live;
   }
 }
 

@@ -613,16 +613,7 @@ async function verifyAgainstUpper(
           since,
           onProgress: (done) => onProgress(Math.min(1, done / total)),
         });
-        if (result.differences.length) {
-          const live = result.differences.every((d) => d.changedDuringSave);
-          throw new VerifyMismatchError(
-            image,
-            result.differences,
-            live
-              ? 'these files changed while the save ran; save again when they are quiet'
-              : 'the image does not hold what the upper layer holds; the saved states were not changed',
-          );
-        }
+        if (result.differences.length) throw new VerifyMismatchError(image, result.differences, 'save');
         return { files: result.entries, upperBytes: upperBytes(upper), space: spaceTaken(upper), leftOut: describeLeftOut(upper.leftOut) };
       })();
       const [sha256, cksum, tree] = await Promise.all([checksum, imageCksum, compared]);

@@ -46,3 +46,14 @@ describe('saving again while files change', () => {
     expect(b.tries()).toBe(1);
   });
 });
+
+describe('what a failed verification tells the user to do', () => {
+  it('to save or run the checkpoint again when every difference changed meanwhile, else that nothing was replaced', () => {
+    expect(changing.hint).toBe('these files changed while the save ran; save again when they are quiet');
+    expect(mixed.hint).toBe('the image does not hold what the upper layer holds; the saved states were not changed');
+    const d = [difference('/var/log/a', true)];
+    expect(new VerifyMismatchError('/data/delta.tmp', d, 'checkpoint').hint).toBe('these files changed while the checkpoint ran; run it again when they are quiet');
+    expect(new VerifyMismatchError('/data/delta.tmp', [difference('/etc/old', false)], 'checkpoint').hint).toBe('the delta does not hold what changed; nothing was replaced');
+    expect(new VerifyMismatchError('/data/delta.tmp', [], 'checkpoint').live).toBe(false);
+  });
+});
