@@ -283,7 +283,7 @@ async function verifyDelta(
           reach.close();
         }
         const result = await compareTrees({ upper: inDelta, upperRoot: options.upperDir, imageRoot: mnt, since, maxDifferences: 50, scoped: true });
-        const differences = [...gone, ...result.differences.filter((d) => d.what !== 'presence' || inDelta.entries.has(d.rel)), ...namesInChangedDirs(upper, image, parent, plan, options.upperDir, since)];
+        const differences = [...gone, ...result.differences.filter((d) => d.what !== 'presence' || inDelta.entries.has(d.rel)), ...namesInChangedDirs(upper, image, parent, plan, options.upperDir, options.contentsSinceMs)];
         if (differences.length) throw new VerifyMismatchError(file, differences, 'checkpoint');
         let space = 0;
         for (const e of inDelta.entries.values()) space += e.allocated;

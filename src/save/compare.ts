@@ -71,7 +71,7 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
     const u = upper.entries.get(rel);
     // A file written after the walk (appended to while its contents were
     // compared, say) has the walk's old ctime: its ctime now tells.
-    const live = changed ?? ((u?.ctimeMs ?? since) >= since || changedSinceWalk(upperRoot, rel, since));
+    const live = changed ?? ((u?.ctimeMs ?? since) >= since - COARSE_CLOCK_MS || changedSinceWalk(upperRoot, rel, since));
     differences.push({ path: displayPath(rel), rel, what, expected, actual, changedDuringSave: live });
   };
   // The contents, the longest part, go first, in their threads; the image is
@@ -316,11 +316,19 @@ function openImageFile(reach: TreeReach, rel: string, size: number): number | un
   return openSync(path, READ_ONLY_FILE);
 }
 
+/**
+ * The kernel stamps a ctime from a clock it reads once a tick, up to 10 ms
+ * behind the one Date.now() reads: a change made just after a save began
+ * can carry a ctime a little before it. One counted as made during the
+ * save for that costs a try again at most (again.ts).
+ */
+const COARSE_CLOCK_MS = 20;
+
 /** Whether the upper layer's entry at REL changed at or after SINCE, as it is now; gone counts as changed. */
 function changedSinceWalk(upperRoot: string, rel: string, since: number): boolean {
   return withReach(upperRoot, (reach) => {
     try {
-      return lstatSync(reach.path(rel)).ctimeMs >= since;
+      return lstatSync(reach.path(rel)).ctimeMs >= since - COARSE_CLOCK_MS;
     } catch (e) {
       if (isGoneError(e)) return true;
       throw e;

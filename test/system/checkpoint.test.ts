@@ -506,3 +506,63 @@ describe('a checkpoint of a wide directory, hundreds of its files changed', () =
     }
   }, 120_000);
 });
+
+/**
+ * The verification's last line of defence: a delta that lacks a file the
+ * session made before the checkpoint began must fail, whatever lost it.
+ * A name missing from a directory is found by comparing the directory's
+ * names, and that ran only in directories changed after the checkpoint
+ * began: a delta without the file was sealed, and the file, older than it,
+ * was in no later checkpoint either. Made certain here by a stand-in
+ * mksquashfs on the PATH: the real one, told to leave out that file too.
+ */
+describe('a delta that lacks a file changed before the checkpoint began', () => {
+  const s = new Scratch();
+  afterAll(() => s.cleanup());
+
+  it('fails its verification, naming the file, and nothing is written', async () => {
+    requireSystem(['mksquashfs', 'unsquashfs', 'losetup', 'busybox']);
+    const lower = s.path('lower');
+    await mkdir(join(lower, 'etc'), { recursive: true });
+    const data = await s.dataPartition('data', 64);
+    const first = await s.overlay(lower, 'first');
+    await mkdir(join(first.merged, 'home/user'), { recursive: true });
+    await writeFile(join(first.merged, 'home/user/old'), 'saved before\n');
+    await s.unmount(first.merged);
+    const base = join(data, 'base.squashfs');
+    await execa('mksquashfs', [first.upper, base, '-noappend', '-quiet', '-no-progress', '-xattrs']);
+    const baseId = (await sealImage(base, {}, { cksum: true })).id;
+    const baseMount = s.path('base-mnt');
+    await mkdir(baseMount);
+    await execa('mount', ['-o', 'loop,ro', '-t', 'squashfs', base, baseMount]);
+    const bin = s.path('bin');
+    await mkdir(bin);
+    await writeFile(join(bin, 'mksquashfs'), `#!/bin/sh\nexec ${(await execa('sh', ['-c', 'command -v mksquashfs'])).stdout} "$@" -e home/user/lost\n`);
+    await chmod(join(bin, 'mksquashfs'), 0o755);
+    const path = process.env.PATH;
+    try {
+      const upper = s.path('sess', 'upper');
+      await mkdir(upper, { recursive: true });
+      await unpackAsBoot(base, upper);
+      const since = Date.now() + 500;
+      const merged = (await s.overlay(lower, 'sess')).merged;
+      await new Promise((r) => setTimeout(r, 1100));
+      await writeFile(join(merged, 'home/user/kept'), 'new\n');
+      await writeFile(join(merged, 'home/user/lost'), 'new, and dropped by the squash\n');
+      // The checkpoint begins well after both were made.
+      await new Promise((r) => setTimeout(r, 1100));
+      process.env.PATH = `${bin}:${path}`;
+      const output = join(data, 'delta-1');
+      const write = writeDelta({ upperDir: upper, parent: { root: baseMount }, contentsSinceMs: since, chain: [baseId], output, session: 's', config });
+      const e = await write.then(() => undefined, (err: Error) => err);
+      expect(e).toBeInstanceOf(VerifyMismatchError);
+      expect((e as VerifyMismatchError).differences.map((d) => `${d.path} ${d.actual}`)).toEqual(['/home/user/lost missing from the parent and the delta']);
+      expect((e as VerifyMismatchError).live).toBe(false);
+      expect(existsSync(output)).toBe(false);
+      expect(existsSync(deltaTemp(output))).toBe(false);
+    } finally {
+      process.env.PATH = path;
+      await execa('umount', [baseMount], { reject: false });
+    }
+  }, 60_000);
+});

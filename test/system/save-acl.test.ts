@@ -7,7 +7,7 @@
  * showed before the save: every ACL, default ACL, mask and mode.
  */
 import { execa } from 'execa';
-import { chmod, mkdir, symlink, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, stat, symlink, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { STATE } from '../../src/names.js';
@@ -178,8 +178,13 @@ describe('the verification of ACLs', () => {
   });
 
   it('finds an ACL changed in the upper layer after the image was made, as a change during the save', async () => {
-    const since = Date.now();
     await execa('setfacl', ['-m', 'u:1000:rw-', join(upper, 'home/user/secret')]);
+    // The kernel stamps ctimes from a clock a tick behind Date.now(): a
+    // change made just after the save began may carry a ctime up to 10 ms
+    // before it (3 ms seen here, when this test, which took Date.now()
+    // before the change, failed in a CI run). Made certain: the save
+    // "began" 8 ms after the ctime.
+    const since = (await stat(join(upper, 'home/user/secret'))).ctimeMs + 8;
     try {
       const diffs = await compare(join(data, 'upperfs.squashfs'), since);
       expect(diffs).toEqual([
