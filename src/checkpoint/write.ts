@@ -320,18 +320,21 @@ function namesInChangedDirs(upper: Walk, image: Walk, parent: ParentView, plan: 
         if (!covers(removed, rel)) result.add(rel);
       }
       for (const rel of imageKids.get(dir) ?? []) result.add(rel);
+      const there = (rel: string) => {
+        try {
+          entryAt(reach.path(rel));
+          return true;
+        } catch {
+          return false;
+        }
+      };
       for (const rel of kids.get(dir) ?? []) {
-        if (!result.has(rel)) out.push(difference(rel, 'presence', 'present', 'missing from the parent and the delta', false));
+        // Gone since the walk: removed while the checkpoint ran.
+        if (!result.has(rel)) out.push(difference(rel, 'presence', 'present', 'missing from the parent and the delta', !there(rel)));
         result.delete(rel);
       }
       for (const rel of result) {
-        let there = true;
-        try {
-          entryAt(reach.path(rel));
-        } catch {
-          there = false;
-        }
-        if (!there) out.push(difference(rel, 'presence', 'absent', 'kept from the parent or the delta', !parent.entry(rel)));
+        if (!there(rel)) out.push(difference(rel, 'presence', 'absent', 'kept from the parent or the delta', !parent.entry(rel)));
       }
     }
   } finally {

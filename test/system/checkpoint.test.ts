@@ -519,50 +519,72 @@ describe('a checkpoint of a wide directory, hundreds of its files changed', () =
 describe('a delta that lacks a file changed before the checkpoint began', () => {
   const s = new Scratch();
   afterAll(() => s.cleanup());
+  let round = 0;
 
-  it('fails its verification, naming the file, and nothing is written', async () => {
+  /**
+   * A session with two files new since the base, and a checkpoint begun
+   * well after both were made, through a stand-in mksquashfs that runs
+   * BEFORE (a shell line; $UPPER is the upper layer) and then the real one
+   * with EXTRA arguments. What writeDelta threw, and where it wrote.
+   */
+  async function checkpointWith(before: string, extra: string): Promise<{ error: unknown; output: string }> {
     requireSystem(['mksquashfs', 'unsquashfs', 'losetup', 'busybox']);
-    const lower = s.path('lower');
+    const n = round++;
+    const lower = s.path(`lower-${n}`);
     await mkdir(join(lower, 'etc'), { recursive: true });
-    const data = await s.dataPartition('data', 64);
-    const first = await s.overlay(lower, 'first');
+    const data = await s.dataPartition(`data-${n}`, 64);
+    const first = await s.overlay(lower, `first-${n}`);
     await mkdir(join(first.merged, 'home/user'), { recursive: true });
     await writeFile(join(first.merged, 'home/user/old'), 'saved before\n');
     await s.unmount(first.merged);
     const base = join(data, 'base.squashfs');
     await execa('mksquashfs', [first.upper, base, '-noappend', '-quiet', '-no-progress', '-xattrs']);
     const baseId = (await sealImage(base, {}, { cksum: true })).id;
-    const baseMount = s.path('base-mnt');
+    const baseMount = s.path(`base-mnt-${n}`);
     await mkdir(baseMount);
     await execa('mount', ['-o', 'loop,ro', '-t', 'squashfs', base, baseMount]);
-    const bin = s.path('bin');
+    const upper = s.path(`sess-${n}`, 'upper');
+    const bin = s.path(`bin-${n}`);
     await mkdir(bin);
-    await writeFile(join(bin, 'mksquashfs'), `#!/bin/sh\nexec ${(await execa('sh', ['-c', 'command -v mksquashfs'])).stdout} "$@" -e home/user/lost\n`);
+    const real = (await execa('sh', ['-c', 'command -v mksquashfs'])).stdout;
+    await writeFile(join(bin, 'mksquashfs'), `#!/bin/sh\nUPPER='${upper}'\n${before}\nexec ${real} "$@" ${extra}\n`);
     await chmod(join(bin, 'mksquashfs'), 0o755);
     const path = process.env.PATH;
     try {
-      const upper = s.path('sess', 'upper');
       await mkdir(upper, { recursive: true });
       await unpackAsBoot(base, upper);
       const since = Date.now() + 500;
-      const merged = (await s.overlay(lower, 'sess')).merged;
+      const merged = (await s.overlay(lower, `sess-${n}`)).merged;
       await new Promise((r) => setTimeout(r, 1100));
       await writeFile(join(merged, 'home/user/kept'), 'new\n');
-      await writeFile(join(merged, 'home/user/lost'), 'new, and dropped by the squash\n');
-      // The checkpoint begins well after both were made.
+      await writeFile(join(merged, 'home/user/lost'), 'new, and then not in the delta\n');
       await new Promise((r) => setTimeout(r, 1100));
       process.env.PATH = `${bin}:${path}`;
       const output = join(data, 'delta-1');
       const write = writeDelta({ upperDir: upper, parent: { root: baseMount }, contentsSinceMs: since, chain: [baseId], output, session: 's', config });
-      const e = await write.then(() => undefined, (err: Error) => err);
-      expect(e).toBeInstanceOf(VerifyMismatchError);
-      expect((e as VerifyMismatchError).differences.map((d) => `${d.path} ${d.actual}`)).toEqual(['/home/user/lost missing from the parent and the delta']);
-      expect((e as VerifyMismatchError).live).toBe(false);
-      expect(existsSync(output)).toBe(false);
-      expect(existsSync(deltaTemp(output))).toBe(false);
+      return { error: await write.then(() => undefined, (err: unknown) => err), output };
     } finally {
       process.env.PATH = path;
       await execa('umount', [baseMount], { reject: false });
     }
+  }
+
+  it('fails its verification, naming the file, and nothing is written', async () => {
+    const { error, output } = await checkpointWith(':', '-e home/user/lost');
+    expect(error).toBeInstanceOf(VerifyMismatchError);
+    const e = error as VerifyMismatchError;
+    expect(e.differences.map((d) => `${d.path} ${d.actual}`)).toEqual(['/home/user/lost missing from the parent and the delta']);
+    expect(e.live).toBe(false);
+    expect(existsSync(output)).toBe(false);
+    expect(existsSync(deltaTemp(output))).toBe(false);
+  }, 60_000);
+
+  it('when the file was removed while the checkpoint ran, says so: a checkpoint a moment later will do', async () => {
+    const { error } = await checkpointWith('rm "$UPPER/home/user/lost"', '');
+    expect(error).toBeInstanceOf(VerifyMismatchError);
+    const e = error as VerifyMismatchError;
+    expect(e.differences.map((d) => d.path)).toEqual(['/home/user/lost']);
+    expect(e.live).toBe(true);
+    expect(e.hint).toMatch(/changed while the checkpoint ran/);
   }, 60_000);
 });
