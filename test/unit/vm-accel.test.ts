@@ -49,6 +49,13 @@ describe('the KVM probe', () => {
     expect(Date.now() - started).toBeLessThan(10_000);
   });
 
+  it('refuses a KVM whose guest gets through its firmware, but slowly (a nested host: its disk reads crawl)', async () => {
+    qemu('sleep 2; echo "No bootable device.  Retrying in 0 seconds."; exit 0');
+    const r = await kvmWorks({ device: join(dir, 'kvm') });
+    expect(r.ok).toBe(false);
+    expect(r.why).toMatch(/^a test guest under KVM took 2\.\d s to run its firmware, where a working KVM takes a fraction of a second$/);
+  });
+
   it('refuses KVM without the device, and never runs QEMU then', async () => {
     qemu('exit 99');
     expect(await kvmWorks({ device: join(dir, 'no-such-kvm') })).toEqual({ ok: false, why: `${join(dir, 'no-such-kvm')} does not exist` });
