@@ -196,10 +196,10 @@ async function squashDelta(options: DeltaOptions, plan: DeltaPlan, upper: Walk, 
       const left: string[] = [];
       for (const name of readdirSync(reach.path(dir), 'latin1')) (plan.include.has(dir ? `${dir}/${name}` : name) ? kept : left).push(name);
       const ex = excludeFromDir(dir, kept, left);
-      // The plan takes in what it knows cannot be left out (plan.ts
-      // cannotExclude); this is something the walk did not take (an entry
-      // the save's patterns exclude, or one made since), and a delta
-      // cannot drop it. A whole save matches the patterns themselves.
+      // The plan takes in what no line can name (wildcards.ts canExclude);
+      // this is something the walk did not take (an entry the save's
+      // patterns exclude, or one made since), and a delta cannot drop it.
+      // A whole save matches the patterns themselves.
       if (ex.notLeftOut.length) {
         throw new RefusedError(`${shownPath(ex.notLeftOut[0]!)} cannot be left out of a checkpoint (its path is too long to name to mksquashfs)`, {
           hint: 'run cairn save --full',
