@@ -15,7 +15,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { writeDelta, deltaTemp, type DeltaOptions, type DeltaReport } from '../../src/checkpoint/write.js';
 import { DEFAULTS } from '../../src/config.js';
-import { KeepsChangingError, VerifyMismatchError } from '../../src/lib/errors.js';
+import { KeepsChangingError, RefusedError, VerifyMismatchError } from '../../src/lib/errors.js';
 import { compareTrees } from '../../src/save/compare.js';
 import { compileExcludes } from '../../src/save/exclude.js';
 import { walkTree } from '../../src/save/tree.js';
@@ -508,15 +508,16 @@ describe('a checkpoint of a wide directory, hundreds of its files changed', () =
 });
 
 /**
- * The verification's last line of defence: a delta that lacks a file the
- * session made before the checkpoint began must fail, whatever lost it.
- * A name missing from a directory is found by comparing the directory's
+ * A squash that cannot be, or is not, what the plan says. The
+ * verification's last line of defence: a delta that lacks a file the
+ * session made before the checkpoint began must fail, whatever lost it. A
+ * name missing from a directory is found by comparing the directory's
  * names, and that ran only in directories changed after the checkpoint
  * began: a delta without the file was sealed, and the file, older than it,
  * was in no later checkpoint either. Made certain here by a stand-in
  * mksquashfs on the PATH: the real one, told to leave out that file too.
  */
-describe('a delta that lacks a file changed before the checkpoint began', () => {
+describe('a checkpoint whose squash is not what was planned', () => {
   const s = new Scratch();
   afterAll(() => s.cleanup());
   let round = 0;
@@ -527,7 +528,11 @@ describe('a delta that lacks a file changed before the checkpoint began', () => 
    * BEFORE (a shell line; $UPPER is the upper layer) and then the real one
    * with EXTRA arguments. What writeDelta threw, and where it wrote.
    */
-  async function checkpointWith(before: string, extra: string): Promise<{ error: unknown; output: string }> {
+  async function checkpointWith(
+    before: string,
+    extra: string,
+    more: { excludes?: string[]; change?: (merged: string) => Promise<void> } = {},
+  ): Promise<{ error: unknown; output: string }> {
     requireSystem(['mksquashfs', 'unsquashfs', 'losetup', 'busybox']);
     const n = round++;
     const lower = s.path(`lower-${n}`);
@@ -556,12 +561,14 @@ describe('a delta that lacks a file changed before the checkpoint began', () => 
       const since = Date.now() + 500;
       const merged = (await s.overlay(lower, `sess-${n}`)).merged;
       await new Promise((r) => setTimeout(r, 1100));
+      await more.change?.(merged);
       await writeFile(join(merged, 'home/user/kept'), 'new\n');
       await writeFile(join(merged, 'home/user/lost'), 'new, and then not in the delta\n');
       await new Promise((r) => setTimeout(r, 1100));
       process.env.PATH = `${bin}:${path}`;
       const output = join(data, 'delta-1');
-      const write = writeDelta({ upperDir: upper, parent: { root: baseMount }, contentsSinceMs: since, chain: [baseId], output, session: 's', config });
+      const conf = { ...config, excludes: [...config.excludes, ...(more.excludes ?? [])] };
+      const write = writeDelta({ upperDir: upper, parent: { root: baseMount }, contentsSinceMs: since, chain: [baseId], output, session: 's', config: conf });
       return { error: await write.then(() => undefined, (err: unknown) => err), output };
     } finally {
       process.env.PATH = path;
@@ -575,6 +582,25 @@ describe('a delta that lacks a file changed before the checkpoint began', () => 
     const e = error as VerifyMismatchError;
     expect(e.differences.map((d) => `${d.path} ${d.actual}`)).toEqual(['/home/user/lost missing from the parent and the delta']);
     expect(e.live).toBe(false);
+    expect(existsSync(output)).toBe(false);
+    expect(existsSync(deltaTemp(output))).toBe(false);
+  }, 60_000);
+
+  it('refuses, for a whole save to do it, when a name the save excludes sits where no exclude line can name it', async () => {
+    // Eight levels of names of 250 newlines: a line naming what is in the
+    // last would be over 18 000 bytes. "x" there is excluded by the
+    // save's patterns, and "new" beside it is a change.
+    const deep = `home/user/${Array.from({ length: 8 }, () => '\n'.repeat(250)).join('/')}`;
+    const { error, output } = await checkpointWith(':', '', {
+      excludes: [`home/user/${Array(8).fill('*').join('/')}/x`],
+      change: async (merged) => {
+        await mkdir(join(merged, deep), { recursive: true });
+        await writeFile(join(merged, deep, 'x'), 'excluded\n');
+        await writeFile(join(merged, deep, 'new'), 'changed\n');
+      },
+    });
+    expect(error).toBeInstanceOf(RefusedError);
+    expect((error as RefusedError).message).toMatch(/^\/home\/user\/\n+.*\.\.\..*\/x cannot be left out of a checkpoint \(its path is too long to name to mksquashfs\)$/s);
     expect(existsSync(output)).toBe(false);
     expect(existsSync(deltaTemp(output))).toBe(false);
   }, 60_000);
