@@ -311,6 +311,14 @@ function namesInChangedDirs(upper: Walk, image: Walk, parent: ParentView, plan: 
   const kids = childrenIndex(upper.entries);
   const imageKids = childrenIndex(image.entries);
   const reach = new TreeReach(upperDir);
+  const there = (rel: string) => {
+    try {
+      entryAt(reach.path(rel));
+      return true;
+    } catch {
+      return false;
+    }
+  };
   try {
     for (const [dir, u] of upper.entries) {
       if (u.type !== 'dir' || u.ctimeMs < since || covers(removed, dir)) continue;
@@ -320,14 +328,6 @@ function namesInChangedDirs(upper: Walk, image: Walk, parent: ParentView, plan: 
         if (!covers(removed, rel)) result.add(rel);
       }
       for (const rel of imageKids.get(dir) ?? []) result.add(rel);
-      const there = (rel: string) => {
-        try {
-          entryAt(reach.path(rel));
-          return true;
-        } catch {
-          return false;
-        }
-      };
       for (const rel of kids.get(dir) ?? []) {
         // Gone since the walk: removed while the checkpoint ran.
         if (!result.has(rel)) out.push(difference(rel, 'presence', 'present', 'missing from the parent and the delta', !there(rel)));

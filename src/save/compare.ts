@@ -64,6 +64,7 @@ const devName = (rdev: number) => `${Math.floor(rdev / 256) & 0xfff}:${(rdev & 0
  */
 export async function compareTrees(options: CompareOptions): Promise<CompareResult> {
   const { upper, upperRoot, imageRoot, since } = options;
+  const liveSince = since - COARSE_CLOCK_MS;
   const max = options.maxDifferences ?? 50;
   const t0 = Date.now();
   const differences: Difference[] = [];
@@ -71,7 +72,7 @@ export async function compareTrees(options: CompareOptions): Promise<CompareResu
     const u = upper.entries.get(rel);
     // A file written after the walk (appended to while its contents were
     // compared, say) has the walk's old ctime: its ctime now tells.
-    const live = changed ?? ((u?.ctimeMs ?? since) >= since - COARSE_CLOCK_MS || changedSinceWalk(upperRoot, rel, since));
+    const live = changed ?? ((u?.ctimeMs ?? since) >= liveSince || changedSinceWalk(upperRoot, rel, liveSince));
     differences.push({ path: displayPath(rel), rel, what, expected, actual, changedDuringSave: live });
   };
   // The contents, the longest part, go first, in their threads; the image is
@@ -328,7 +329,7 @@ const COARSE_CLOCK_MS = 20;
 function changedSinceWalk(upperRoot: string, rel: string, since: number): boolean {
   return withReach(upperRoot, (reach) => {
     try {
-      return lstatSync(reach.path(rel)).ctimeMs >= since - COARSE_CLOCK_MS;
+      return lstatSync(reach.path(rel)).ctimeMs >= since;
     } catch (e) {
       if (isGoneError(e)) return true;
       throw e;

@@ -31,9 +31,9 @@ export const EXCLUDE_LINE_MAX = 16383;
 const line = (pattern: string): Buffer | undefined =>
   Buffer.byteLength(pattern, 'latin1') + 1 <= EXCLUDE_LINE_MAX ? Buffer.from(`\\${pattern}\n`, 'latin1') : undefined;
 
-/** Whether literalExclude(rel) fits in a line, found without building it (no escape makes a byte longer than NEWLINE). */
+/** Whether literalExclude(rel) fits in a line; most paths are too short to need building it (no escape is longer than NEWLINE). */
 export function canExclude(rel: string): boolean {
-  return (rel.length * NEWLINE.length) + 1 <= EXCLUDE_LINE_MAX || escape(rel).length + 1 <= EXCLUDE_LINE_MAX;
+  return rel.length * NEWLINE.length < EXCLUDE_LINE_MAX || literalExclude(rel) !== undefined;
 }
 
 /** A line that leaves out exactly `rel`, or undefined when it would be too long. */
